@@ -1,0 +1,39 @@
+# initscore — every target installs what it needs on a fresh machine.
+SHELL := /bin/bash
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+STAMP := .venv/.installed
+DATA ?= ../shared/data
+
+.PHONY: setup demo test soak bench redis clean
+
+setup: $(STAMP) redis
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	touch $(STAMP)
+
+# redis-server from Debian's packages when the binary is missing (tests start their own on a free port)
+redis:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server from Debian's packages"; \
+	  (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null || \
+	  (sudo apt-get update -qq && sudo apt-get install -y -qq redis-server) >/dev/null; }
+
+demo: setup
+	$(PY) -m initscore demo
+
+test: setup
+	OMP_NUM_THREADS=2 $(PY) -m pytest -q -m "not slow" tests
+
+soak: setup
+	$(PY) -m pytest -q -m slow tests
+	$(PY) bench/soak.py
+
+bench: setup
+	$(PY) bench/engine_speed.py
+
+clean:
+	rm -rf .venv .pytest_cache build *.egg-info

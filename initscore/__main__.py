@@ -1,0 +1,3 @@
+from initscore.cli import main
+
+main()

@@ -1,0 +1,239 @@
+"""The request/result contract shared by engine, service, worker and client.
+
+Pydantic v2, torch-free. A job request is a discriminated union on `kind`:
+`score`, `rectify`, `batch` (many model specs against one data ref, for NAS
+sweeps) and `propagation`. Results are plain JSON-able pydantic models.
+
+Limits that depend on deployment (batch size, iterations, parameter cap,
+allowed dataset roots) are NOT enforced here but by the service settings;
+here only the intrinsic ranges are checked (finite numbers, 0 <= overlap < 1, ...).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ENGINE_VERSION = "0.1.0"
+
+JsonScalar = Union[bool, int, float, str]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# ---------------------------------------------------------------- inputs
+class ModelSpec(_Model):
+    """A registered architecture and its scalar arguments, e.g. {"arch": "resnet20", "args": {"bn": false}}."""
+
+    arch: str = Field(min_length=1, max_length=200)
+    args: dict[str, JsonScalar] = Field(default_factory=dict, max_length=64)
+
+
+DataKind = Literal["cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder", "tensors", "synthetic"]
+
+
+class DataRef(_Model):
+    """Where the samples come from.
+
+    kind: one of DataKind. root: a directory or file (not needed for `synthetic`).
+    split: train or test. batch_size: samples per scoring batch. seed: which samples.
+    shape/num_classes: only for `synthetic` (seeded Gaussian images, random labels).
+    """
+
+    kind: DataKind
+    root: str | None = Field(default=None, max_length=4096)
+    split: Literal["train", "test"] = "train"
+    batch_size: int = Field(default=64, ge=1)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    shape: tuple[int, ...] | None = Field(default=None, min_length=1, max_length=4)
+    num_classes: int | None = Field(default=None, ge=1, le=100_000)
+    limit: int | None = Field(default=None, ge=1, description="use only the first N samples of the split")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataRef":
+        if self.kind == "synthetic":
+            if self.shape is None:
+                object.__setattr__(self, "shape", (3, 32, 32))
+            if any(s < 1 or s > 4096 for s in self.shape or ()):
+                raise ValueError("synthetic shape entries must be in 1..4096")
+            if self.num_classes is None:
+                object.__setattr__(self, "num_classes", 10)
+        elif not self.root:
+            raise ValueError(f"data kind {self.kind!r} needs a 'root' path")
+        return self
+
+
+class ScoreOptions(_Model):
+    """Options of a score job: GradCosine/GradNorm mode, BN handling, extra zero-cost proxies."""
+
+    mode: Literal["sample", "batch"] = "sample"
+    sub_batches: int = Field(default=2, ge=2, le=1024)
+    overlap: float = Field(default=0.0, ge=0.0, lt=1.0)
+    bn: Literal["batch", "calibrated", "per_sample"] | None = None
+    proxies: list[str] = Field(default_factory=list, max_length=32)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
+class RectifyOptions(_Model):
+    """Hyperparameters of NIO (Algorithm 3) or a baseline (gradinit, metainit, kaiming)."""
+
+    method: Literal["nio", "gradinit", "metainit", "kaiming"] = "nio"
+    iters: int = Field(default=100, ge=0)
+    lr: float = Field(default=0.1, gt=0.0, le=100.0)
+    gamma: float | None = Field(default=None, gt=0.0, description="bound on g_max; default: 2x the initial g_max")
+    sub_batches: int = Field(default=2, ge=2, le=1024)
+    overlap: float = Field(default=0.6, ge=0.0, lt=1.0)
+    mode: Literal["sample", "batch"] = "batch"
+    min_scale: float = Field(default=0.01, gt=0.0, le=1.0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    heldout_batches: int = Field(default=2, ge=0, le=64)
+
+
+class PropagationOptions(_Model):
+    """Options of a signal-propagation report."""
+
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    plot: bool = True
+
+
+class ScoreRequest(_Model):
+    kind: Literal["score"] = "score"
+    model: ModelSpec
+    data: DataRef
+    options: ScoreOptions = Field(default_factory=ScoreOptions)
+
+
+class RectifyRequest(_Model):
+    kind: Literal["rectify"] = "rectify"
+    model: ModelSpec
+    data: DataRef
+    options: RectifyOptions = Field(default_factory=RectifyOptions)
+    init_seed: int = Field(default=0, ge=0, le=2**31 - 1, description="torch seed for the initial weights")
+
+
+class BatchRequest(_Model):
+    kind: Literal["batch"] = "batch"
+    models: list[ModelSpec] = Field(min_length=1)
+    data: DataRef
+    options: ScoreOptions = Field(default_factory=ScoreOptions)
+    rank_by: str = Field(default="gradcosine", description="score used to rank: 'gradcosine', 'gradnorm' or a proxy name")
+
+
+class PropagationRequest(_Model):
+    kind: Literal["propagation"] = "propagation"
+    model: ModelSpec
+    data: DataRef
+    options: PropagationOptions = Field(default_factory=PropagationOptions)
+
+
+JobRequest = Annotated[
+    Union[ScoreRequest, RectifyRequest, BatchRequest, PropagationRequest], Field(discriminator="kind")
+]
+
+
+def request_hash(req: BaseModel, engine_version: str = ENGINE_VERSION) -> str:
+    """Content hash of a request (spec + data ref + options + seeds) and the engine version.
+
+    Identical requests have identical hashes, so a stored result can answer them.
+    """
+    payload = json.dumps(
+        {"engine": engine_version, "request": req.model_dump(mode="json")}, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- results
+class LayerScore(_Model):
+    """Per parameter tensor: mean pairwise cosine of its gradient slices and max/min norm ratio (paper Fig. 3)."""
+
+    name: str
+    numel: int
+    gc: float
+    norm_ratio: float | None  # g_max/g_min of this tensor's per-sample gradient norms; None if g_min == 0
+    gn: float
+
+
+class ScoreResult(_Model):
+    kind: Literal["score"] = "score"
+    arch: str
+    params: int
+    gc: float
+    gn: float
+    g_max: float
+    g_min: float
+    n: int
+    mode: str
+    bn: str | None = None
+    layers: list[LayerScore] = Field(default_factory=list)
+    proxies: dict[str, float] = Field(default_factory=dict)
+    proxy_errors: dict[str, str] = Field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class IterationRecord(_Model):
+    it: int
+    gc: float
+    gn: float
+    g_max: float
+    constrained: bool
+
+
+class RectifyResult(_Model):
+    kind: Literal["rectify"] = "rectify"
+    arch: str
+    method: str
+    params: int
+    scales: dict[str, float]
+    unscalable: list[str] = Field(default_factory=list, description="zero-initialized tensors a scale cannot change")
+    history: list[IterationRecord] = Field(default_factory=list)
+    heldout_before: dict[str, float] = Field(default_factory=dict)  # gc, gn, g_max on held-out batches
+    heldout_after: dict[str, float] = Field(default_factory=dict)
+    gamma: float | None = None
+    seconds: float = 0.0
+    weights_sha256: str | None = None
+
+
+class BatchEntry(_Model):
+    index: int
+    model: ModelSpec
+    status: Literal["finished", "failed"]
+    rank: int | None = None
+    score: float | None = None
+    result: ScoreResult | None = None
+    error: str | None = None
+
+
+class BatchResult(_Model):
+    kind: Literal["batch"] = "batch"
+    rank_by: str
+    entries: list[BatchEntry]
+    seconds: float = 0.0
+
+
+class LayerPropagation(_Model):
+    name: str
+    depth: int
+    forward_var: float
+    backward_var: float | None
+
+
+class PropagationResult(_Model):
+    kind: Literal["propagation"] = "propagation"
+    arch: str
+    layers: list[LayerPropagation]
+    input_output_cka: float | None = None
+    plot_sha256: str | None = None
+    seconds: float = 0.0
+
+
+JobResult = Annotated[
+    Union[ScoreResult, RectifyResult, BatchResult, PropagationResult], Field(discriminator="kind")
+]
+
+JOB_STATES = ("queued", "running", "finished", "failed", "cancelled")
+JobState = Literal["queued", "running", "finished", "failed", "cancelled"]

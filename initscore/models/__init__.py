@@ -1,0 +1,21 @@
+"""Model registry. Torch-free to import; `create`/`build` import torch lazily.
+
+Usage::
+
+    from initscore import models
+    net = models.create("resnet20", bn=False)
+    net = models.build({"arch": "nb201", "args": {"cell": "|nor_conv_3x3~0|+|...|"}})
+    models.list_models()
+"""
+from initscore.models.registry import (
+    Arg,
+    ModelEntry,
+    build,
+    create,
+    get_entry,
+    list_models,
+    register_model,
+    validate_spec,
+)
+
+__all__ = ["Arg", "ModelEntry", "build", "create", "get_entry", "list_models", "register_model", "validate_spec"]

@@ -1,0 +1,226 @@
+"""Torch-free model registry (the timm pattern: one file per family, `register_model`).
+
+Each family module (``initscore/models/<family>.py``) declares its architectures
+with :func:`register_model`. The declaration carries everything the service needs
+to validate a spec WITHOUT torch: the argument schema (:class:`Arg`) and a pure
+Python parameter counter. The builder function imports its torch network lazily
+(from ``<family>_net.py``), so ``import initscore.models`` never imports torch.
+
+A model spec is JSON: ``{"arch": "resnet20", "args": {"bn": false}}``. No user
+code is ever executed or unpickled: the spec only selects a registered builder and
+passes validated scalar arguments.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from initscore.errors import SpecError
+
+Scalar = int | float | bool | str
+
+
+@dataclass(frozen=True)
+class Arg:
+    """Schema of one builder argument.
+
+    kind: "int" | "float" | "bool" | "str". `lo`/`hi` bound numbers (inclusive),
+    `choices` restricts strings, `check` is an extra validator returning an error
+    message or None (for example the NAS-Bench-201 cell grammar).
+    """
+
+    kind: str
+    default: Any = None
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] | None = None
+    required: bool = False
+    help: str = ""
+    check: Callable[[Any], str | None] | None = None
+
+    def validate(self, arch: str, name: str, value: Any) -> Any:
+        where = f"{arch}: argument {name!r}"
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise SpecError(f"{where} must be true or false, got {value!r}")
+        elif self.kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                if isinstance(value, float) and value.is_integer():
+                    value = int(value)
+                else:
+                    raise SpecError(f"{where} must be an integer, got {value!r}")
+        elif self.kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SpecError(f"{where} must be a number, got {value!r}")
+            value = float(value)
+            if not math.isfinite(value):
+                raise SpecError(f"{where} must be finite, got {value!r}")
+        elif self.kind == "str":
+            if not isinstance(value, str):
+                raise SpecError(f"{where} must be a string, got {value!r}")
+            if self.choices is not None and value not in self.choices:
+                raise SpecError(f"{where} must be one of {list(self.choices)}, got {value!r}")
+        else:  # pragma: no cover - programming error in a family module
+            raise TypeError(f"unknown Arg kind {self.kind!r}")
+        if self.kind in ("int", "float"):
+            if self.lo is not None and value < self.lo:
+                raise SpecError(f"{where} must be >= {self.lo}, got {value!r}")
+            if self.hi is not None and value > self.hi:
+                raise SpecError(f"{where} must be <= {self.hi}, got {value!r}")
+        if self.check is not None:
+            msg = self.check(value)
+            if msg:
+                raise SpecError(f"{where}: {msg}")
+        return value
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered architecture: name, family, argument schema, builder, parameter counter."""
+
+    name: str
+    family: str
+    builder: Callable[..., Any]
+    args: Mapping[str, Arg] = field(default_factory=dict)
+    count_params: Callable[..., int] | None = None
+    description: str = ""
+    input_shape: tuple[int, ...] | None = None  # per-sample (C, H, W) or (D,) it expects by default
+
+    def validate(self, args: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Return the full, validated argument dict (defaults filled in) or raise SpecError."""
+        args = dict(args or {})
+        unknown = sorted(set(args) - set(self.args))
+        if unknown:
+            raise SpecError(
+                f"{self.name}: unknown argument(s) {unknown}; allowed: {sorted(self.args)}"
+            )
+        out: dict[str, Any] = {}
+        for name, spec in self.args.items():
+            if name in args:
+                out[name] = spec.validate(self.name, name, args[name])
+            elif spec.required:
+                raise SpecError(f"{self.name}: argument {name!r} is required")
+            else:
+                out[name] = spec.default
+        return out
+
+    def num_params(self, args: Mapping[str, Any] | None = None) -> int | None:
+        """Parameter count from the pure-Python counter (no torch), or None if the family has none."""
+        if self.count_params is None:
+            return None
+        return int(self.count_params(**self.validate(args)))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "family": self.family,
+            "description": self.description,
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "args": {
+                k: {
+                    "type": a.kind,
+                    "default": a.default,
+                    "required": a.required,
+                    **({"min": a.lo} if a.lo is not None else {}),
+                    **({"max": a.hi} if a.hi is not None else {}),
+                    **({"choices": list(a.choices)} if a.choices else {}),
+                    **({"help": a.help} if a.help else {}),
+                }
+                for k, a in self.args.items()
+            },
+        }
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    family: str,
+    args: Mapping[str, Arg] | None = None,
+    count_params: Callable[..., int] | None = None,
+    description: str = "",
+    input_shape: tuple[int, ...] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator registering a builder under `name` (a family module calls it at import)."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _REGISTRY:
+            raise RuntimeError(f"model {name!r} registered twice")
+        _REGISTRY[name] = ModelEntry(
+            name=name,
+            family=family,
+            builder=fn,
+            args=dict(args or {}),
+            count_params=count_params,
+            description=description or (fn.__doc__ or "").strip().split("\n")[0],
+            input_shape=input_shape,
+        )
+        return fn
+
+    return deco
+
+
+def _load_families() -> None:
+    """Import every family module of the package once (torch-free: builders import lazily)."""
+    import importlib
+    import pkgutil
+
+    import initscore.models as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name in ("registry",) or info.name.startswith("_") or info.name.endswith("_net"):
+            continue
+        importlib.import_module(f"initscore.models.{info.name}")
+
+
+_loaded = False
+
+
+def _registry() -> dict[str, ModelEntry]:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        _load_families()
+    return _REGISTRY
+
+
+def get_entry(name: str) -> ModelEntry:
+    reg = _registry()
+    if not isinstance(name, str) or name not in reg:
+        close = sorted(reg)
+        raise SpecError(f"unknown architecture {name!r}; known: {close}")
+    return reg[name]
+
+
+def list_models() -> list[dict[str, Any]]:
+    """Describe every registered architecture (name, family, argument schema)."""
+    return [e.describe() for _, e in sorted(_registry().items())]
+
+
+def validate_spec(spec: Mapping[str, Any]) -> tuple[ModelEntry, dict[str, Any]]:
+    """Validate a JSON spec ``{"arch": str, "args": {...}}``; torch-free."""
+    if not isinstance(spec, Mapping) or "arch" not in spec:
+        raise SpecError('a model spec is an object {"arch": NAME, "args": {...}}')
+    extra = sorted(set(spec) - {"arch", "args"})
+    if extra:
+        raise SpecError(f"unknown model spec field(s) {extra}; allowed: arch, args")
+    args = spec.get("args") or {}
+    if not isinstance(args, Mapping):
+        raise SpecError("model spec 'args' must be an object")
+    entry = get_entry(spec["arch"])
+    return entry, entry.validate(args)
+
+
+def create(name: str, **kwargs: Any) -> Any:
+    """Build a freshly initialized torch module (imports torch)."""
+    entry = get_entry(name)
+    return entry.builder(**entry.validate(kwargs))
+
+
+def build(spec: Mapping[str, Any]) -> Any:
+    """Build a torch module from a JSON spec (imports torch)."""
+    entry, args = validate_spec(spec)
+    return entry.builder(**args)
