@@ -11,7 +11,6 @@ setup: $(STAMP) redis
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
-	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[test]'
 	touch $(STAMP)
 
