@@ -1,0 +1,54 @@
+"""Torch layers shared by the CIFAR families (imported only by *_net.py modules)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ChannelBias(nn.Module):
+    """A learnable per-channel bias, the no-BN stand-in for BatchNorm2d.
+
+    The NIO paper (Appendix B.2) trains its no-BN networks with "a bias in place of
+    BN": y[:, c] = x[:, c] + b[c], b initialized to zero (like BN's beta).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.bias.view(1, -1, *([1] * (x.dim() - 2)))
+
+    def extra_repr(self) -> str:
+        return str(self.bias.numel())
+
+
+def norm2d(channels: int, bn: bool) -> nn.Module:
+    """BatchNorm2d(channels) (weight 1, bias 0) or, with bn=False, ChannelBias(channels)."""
+    if bn:
+        m = nn.BatchNorm2d(channels)
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+        return m
+    return ChannelBias(channels)
+
+
+def kaiming_init_(module: nn.Module) -> None:
+    """He et al. 2015 init used by the CIFAR families.
+
+    Conv2d: kaiming_normal_(mode="fan_out", nonlinearity="relu"), i.e. N(0, 2/(k*k*C_out))
+    as in torchvision's ResNet and the GradInit/NIO code; conv biases 0.
+    Linear: PyTorch's default weight init (kaiming_uniform_, a=sqrt(5)), bias 0.
+    BatchNorm: weight 1, bias 0. ChannelBias: 0.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

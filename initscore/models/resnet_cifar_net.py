@@ -1,0 +1,77 @@
+"""Torch network of the CIFAR ResNet family (He et al. 2016, Sec. 4.2)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from initscore.models._layers import kaiming_init_, norm2d
+from initscore.models.resnet_cifar import WIDTHS
+
+
+class PadShortcut(nn.Module):
+    """Option A: x[:, :, ::s, ::s] zero-padded from c_in to c_out channels (no parameters).
+
+    With `bn` (the "A-bn" variant) a norm layer acts on the subsampled input first.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int, norm: nn.Module | None = None) -> None:
+        super().__init__()
+        self.c_in, self.c_out, self.stride = c_in, c_out, stride
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        if self.norm is not None:
+            x = self.norm(x)
+        return F.pad(x, (0, 0, 0, 0, 0, self.c_out - self.c_in))
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-norm-ReLU-conv3x3-norm, plus the shortcut, then ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, bn: bool, shortcut: str) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = norm2d(c_out, bn)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = norm2d(c_out, bn)
+        self.shortcut: nn.Module
+        if stride == 1 and c_in == c_out:
+            self.shortcut = nn.Identity()
+        elif shortcut == "B":
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), norm2d(c_out, bn))
+        else:
+            self.shortcut = PadShortcut(c_in, c_out, stride, norm2d(c_in, bn) if shortcut == "A-bn" else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 inputs; `bn=False` puts a per-channel bias in place of each BN."""
+
+    def __init__(self, n: int, num_classes: int = 10, bn: bool = True, shortcut: str = "A") -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, WIDTHS[0], 3, 1, 1, bias=False)
+        self.bn1 = norm2d(WIDTHS[0], bn)
+        stages = []
+        c_in = WIDTHS[0]
+        for i, width in enumerate(WIDTHS):
+            blocks = []
+            for b in range(n):
+                stride = 2 if (i > 0 and b == 0) else 1
+                blocks.append(BasicBlock(c_in, width, stride, bn, shortcut))
+                c_in = width
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.fc = nn.Linear(WIDTHS[-1], num_classes)
+        kaiming_init_(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return self.fc(x)
