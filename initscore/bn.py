@@ -1,0 +1,164 @@
+"""BatchNorm handling for the gradient scores (torch).
+
+Sample-wise scores need an explicit decision about BatchNorm, because a BN layer
+in training mode couples the samples of a batch through its statistics. The
+engine never touches the caller's model: it scores a private *scoring copy* in
+which every ``nn.modules.batchnorm._BatchNorm`` is replaced by a
+:class:`StatBN` with the SAME parameter names (``<path>.weight``,
+``<path>.bias``), so parameter dictionaries of the caller's model can be passed
+to ``torch.func.functional_call`` on the copy unchanged.
+
+``StatBN`` normalizes in one of three modes (the ``bn=`` argument of
+:func:`initscore.scores.gradcosine` and :func:`initscore.nio.rectify`):
+
+``"batch"``
+    statistics of the (sub-)batch it sees, as in training mode, but no running
+    statistic is updated. Samples are coupled.
+``"calibrated"``
+    mean and biased variance computed once on the whole scoring batch (one
+    no-grad forward, ``calibrate``), then frozen: eval-mode normalization. The
+    network is then a per-sample function; a sample's gradient does not depend
+    on which other samples share its chunk. Because the variance is the biased
+    one, the calibrated forward of the full batch equals the ``"batch"``
+    forward of the full batch.
+``"per_sample"``
+    each sample normalized with its own statistics over its spatial positions
+    (instance statistics, per channel). Needs spatial dimensions.
+
+Under ``torch.func.vmap`` (sample mode) the layer uses primitive ops
+(``torch.var_mean``) instead of the BN kernel: torch 2.13's vmap gives
+second-order gradients through the batch-statistics BN kernel that are wrong by
+~5e-3 relative (first order is exact). ``primitive=True`` selects that path;
+tests/engine/test_bn.py compares it to a non-vmap loop.
+
+The copy is put in eval mode (dropout off); ``StatBN`` ignores the flag and
+follows its ``mode``.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from initscore.errors import OptionsError
+
+BN_MODES = ("batch", "calibrated", "per_sample")
+
+
+class StatBN(nn.Module):
+    """BatchNorm replacement with an explicit statistics mode (see module docstring).
+
+    y = (x - mu) / sqrt(var + eps) * weight + bias, mu/var per channel (dim 1),
+    var biased (divided by the count, as BN uses for normalization).
+    """
+
+    def __init__(self, bn: _BatchNorm, mode: str, primitive: bool) -> None:
+        super().__init__()
+        self.eps = float(bn.eps)
+        self.num_features = int(bn.num_features)
+        if bn.affine:
+            self.weight = bn.weight
+            self.bias = bn.bias
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.mode = mode
+        self.primitive = primitive
+        self.calibrating = False
+        # plain attributes, not buffers: functional_call must not swap/restore them
+        self.calib_mean: torch.Tensor | None = None
+        self.calib_var: torch.Tensor | None = None
+
+    def _shape(self, x: torch.Tensor) -> list[int]:
+        return [1, self.num_features] + [1] * (x.dim() - 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2:
+            raise OptionsError(f"BatchNorm input must have a channel dimension, got shape {tuple(x.shape)}")
+        shape = self._shape(x)
+        if self.calibrating:
+            with torch.no_grad():
+                var, mean = torch.var_mean(x, dim=[0] + list(range(2, x.dim())), correction=0)
+            self.calib_mean, self.calib_var = mean.detach(), var.detach()
+        mode = self.mode
+        if mode == "calibrated":
+            if self.calib_mean is None:
+                raise RuntimeError("StatBN in calibrated mode used before calibrate()")
+            if not self.primitive:
+                return nn.functional.batch_norm(x, self.calib_mean, self.calib_var, self.weight, self.bias,
+                                                False, 0.0, self.eps)
+            mean, var = self.calib_mean.view(shape), self.calib_var.view(shape)
+        elif mode == "batch":
+            if not self.primitive:
+                return nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+            var, mean = torch.var_mean(x, dim=[0] + list(range(2, x.dim())), correction=0, keepdim=True)
+        elif mode == "per_sample":
+            if x.dim() < 3:
+                raise OptionsError("bn='per_sample' needs spatial dimensions (BatchNorm1d on (N, C) input "
+                                   "has a single value per sample and channel); use 'calibrated' or 'batch'")
+            var, mean = torch.var_mean(x, dim=list(range(2, x.dim())), correction=0, keepdim=True)
+        else:  # pragma: no cover - guarded by check_bn_mode
+            raise OptionsError(f"unknown bn mode {mode!r}")
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y
+
+
+def check_bn_mode(bn: str | None, default: str) -> str:
+    """Resolve ``bn=None`` to ``default`` and reject unknown modes."""
+    if bn is None:
+        return default
+    if bn not in BN_MODES:
+        raise OptionsError(f"bn must be one of {list(BN_MODES)} or None, got {bn!r}")
+    return bn
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, _BatchNorm) for m in model.modules())
+
+
+def scoring_copy(model: nn.Module, mode: str, *, primitive: bool) -> nn.Module:
+    """A deep copy of ``model`` in eval mode with every BatchNorm replaced by :class:`StatBN`.
+
+    Parameter names are preserved; the caller's model is not modified.
+    """
+    net = copy.deepcopy(model)
+    for parent in list(net.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, _BatchNorm):
+                setattr(parent, child_name, StatBN(child, mode, primitive))
+    net.eval()
+    return net
+
+
+def stat_layers(net: nn.Module) -> Iterator[StatBN]:
+    return (m for m in net.modules() if isinstance(m, StatBN))
+
+
+def set_primitive(net: nn.Module, primitive: bool) -> None:
+    for m in stat_layers(net):
+        m.primitive = primitive
+
+
+def calibrate(net: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> None:
+    """Compute and freeze the per-channel mean/biased variance of every StatBN on batch ``x``.
+
+    One no-grad forward in which each layer normalizes with the statistics it just
+    measured (so later layers see exactly the train-mode activations of the batch).
+    """
+    layers = list(stat_layers(net))
+    if not layers:
+        return
+    saved = [(m.mode, m.primitive) for m in layers]
+    for m in layers:
+        m.calibrating, m.mode, m.primitive = True, "batch", False
+    try:
+        with torch.no_grad():
+            torch.func.functional_call(net, params, (x,))
+    finally:
+        for m, (mode, prim) in zip(layers, saved):
+            m.calibrating, m.mode, m.primitive = False, mode, prim

@@ -1,0 +1,361 @@
+"""NIO: Neural Initialization Optimization (Zhu et al., NeurIPS 2022, Algorithm 3) and its baselines.
+
+One learnable scalar s_l per parameter tensor (weights, biases, BN affine); the
+network is scored at theta_l = s_l * w_l where w_l is the initial tensor. Each
+iteration draws a batch and computes, with second-order autograd
+(``create_graph=True``) through ``functional_call``:
+
+* ``mode="batch"`` (default): B-GC / B-GN over D sub-batches with overlap r (Eq. 7),
+* ``mode="sample"``: the exact sample-wise GC / GN (vmap over per-sample grads),
+
+and g_max (the largest sub-batch / sample gradient norm). Then::
+
+    if g_max > gamma:  step to LOWER GN             (constraint branch)
+    else:              step to RAISE GC + GN
+    s_l <- max(s_l, min_scale)
+
+with Adam or SGD at learning rate ``lr``. ``gamma=None`` means gamma = 2 x the
+g_max measured at the first iteration (before any step); the value used is
+reported in ``Rectification.gamma``.
+
+A tensor that is all zeros at initialization (typically a bias) cannot be
+rescaled; it is listed in ``Rectification.unscalable`` and left unchanged.
+
+BatchNorm: ``bn=`` as in :func:`initscore.scores.gradcosine` (default "batch"
+for mode="batch", "calibrated" for mode="sample"). Calibrated statistics are
+recomputed on each iteration's batch at the current scales and treated as
+constants (no gradient through them).
+
+Held-out scores ``heldout_before`` / ``heldout_after`` are measured by
+:func:`initscore.scores.gradcosine` itself, with the same mode, sub-batches,
+overlap and BN choice as the rectification, on each held-out batch: gc and gn
+are averaged over the batches, g_max is the maximum.
+
+``method="gradinit"`` / ``"metainit"`` run the baselines of
+:mod:`initscore.baselines` through the same loop (same scales, optimizer, clamp,
+history and held-out measurement); ``method="kaiming"`` returns the input
+unchanged (all scales 1).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from initscore import bn as bnmod
+from initscore.errors import NonFiniteError, OptionsError
+from initscore.scores import (
+    LossFn,
+    batch_splits,
+    check_batch,
+    coupled_sample_grads,
+    gradcosine,
+    resolve_options,
+    sample_grad_fn,
+    subbatch_grads,
+    trainable,
+)
+
+METHODS = ("nio", "gradinit", "metainit", "kaiming")
+OPTIMIZERS = ("adam", "sgd")
+GAMMA_FACTOR = 2.0  # gamma=None -> GAMMA_FACTOR x initial g_max
+
+Progress = Callable[[int, int, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Rectification:
+    """Result of :func:`rectify`. ``state_dict`` is a new dict of new tensors."""
+
+    method: str
+    state_dict: dict[str, Tensor]
+    scales: dict[str, float]
+    unscalable: tuple[str, ...]
+    history: tuple[dict[str, Any], ...]
+    heldout_before: dict[str, float]
+    heldout_after: dict[str, float]
+    gamma: float | None
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary (no tensors)."""
+        return {
+            "method": self.method,
+            "scales": dict(self.scales),
+            "unscalable": list(self.unscalable),
+            "history": [dict(h) for h in self.history],
+            "heldout_before": dict(self.heldout_before),
+            "heldout_after": dict(self.heldout_after),
+            "gamma": self.gamma,
+            "seconds": self.seconds,
+        }
+
+
+# ---------------------------------------------------------------- context
+@dataclass
+class Context:
+    """Everything an objective needs; ``gamma`` is filled in on the first call when None."""
+
+    net: nn.Module
+    loss: LossFn | None
+    mode: str
+    bn_mode: str
+    has_bn: bool
+    sub_batches: int
+    overlap: float
+    gamma: float | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def coupled(self) -> bool:
+        return self.has_bn and self.bn_mode == "batch"
+
+    @property
+    def loss_fn(self) -> LossFn:
+        return self.loss or nn.functional.cross_entropy
+
+    def calibrate(self, params: dict[str, Tensor], x: Tensor) -> None:
+        if self.has_bn and self.bn_mode == "calibrated":
+            bnmod.calibrate(self.net, {n: p.detach() for n, p in params.items()}, x)
+
+
+class ScaledParams:
+    """theta_l = s_l * w_l with one scalar s_l (leaf tensor) per non-zero parameter tensor."""
+
+    def __init__(self, w0: dict[str, Tensor]) -> None:
+        self.w0 = {n: w.detach().clone() for n, w in w0.items()}
+        self.unscalable = tuple(n for n, w in self.w0.items() if not bool((w != 0).any()))
+        self.scales = {n: torch.ones((), dtype=w.dtype, device=w.device, requires_grad=True)
+                       for n, w in self.w0.items() if n not in self.unscalable}
+        for n in self.unscalable:  # still differentiated (its gradient counts in GC/GN), never rescaled
+            self.w0[n].requires_grad_(True)
+
+    def params(self) -> dict[str, Tensor]:
+        return {n: (self.scales[n] * w if n in self.scales else w) for n, w in self.w0.items()}
+
+    @torch.no_grad()
+    def clamp(self, min_scale: float) -> None:
+        for s in self.scales.values():
+            s.clamp_(min=min_scale)
+
+    def values(self) -> dict[str, float]:
+        return {n: (float(self.scales[n]) if n in self.scales else 1.0) for n in self.w0}
+
+
+# ------------------------------------------------------- score terms
+def stacked_grads(ctx: Context, params: dict[str, Tensor], x: Tensor, y: Tensor,
+                  create_graph: bool) -> dict[str, Tensor]:
+    """Per-sample (mode sample) or per-sub-batch (mode batch) gradients, stacked: {name: (n, *shape)}.
+
+    Differentiable w.r.t. ``params`` when ``create_graph``.
+    """
+    if ctx.mode == "batch":
+        splits = batch_splits(x.shape[0], ctx.sub_batches, ctx.overlap)
+        grads = subbatch_grads(ctx.net, params, x, y, ctx.loss, splits, ctx.coupled, create_graph=create_graph)
+        return {n: torch.stack([g[n] for g in grads]) for n in params}
+    if ctx.coupled:
+        return coupled_sample_grads(ctx.net, params, x, y, ctx.loss_fn, range(x.shape[0]))
+    fn = ctx.extra.get("sample_fn")
+    if fn is None:
+        fn = ctx.extra["sample_fn"] = sample_grad_fn(ctx.net, ctx.loss_fn)
+    return fn(params, x, y)
+
+
+def grad_terms(stacked: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """Differentiable (GC, norms) of stacked gradients: GC = ||sum_i g_i/||g_i|| ||^2 / n^2 (float64)."""
+    flat = {n: g.reshape(g.shape[0], -1) for n, g in stacked.items()}
+    for name, f in flat.items():
+        if not bool(torch.isfinite(f).all()):
+            raise NonFiniteError(f"non-finite gradient in parameter tensor {name!r} during rectification",
+                                 tensor=name)
+    sq = sum(torch.sum(f * f, dim=1, dtype=torch.float64) for f in flat.values())
+    norms = sq.clamp_min(1e-300).sqrt()
+    n = norms.shape[0]
+    gc = sum(((1.0 / norms).to(f.dtype) @ f).double().square().sum() for f in flat.values()) / n**2
+    return gc, norms
+
+
+def measure(ctx: Context, params: dict[str, Tensor], x: Tensor, y: Tensor) -> dict[str, float]:
+    """First-order GC/GN/g_max of the current parameters (the quantities NIO optimizes)."""
+    ctx.calibrate(params, x)
+    with torch.enable_grad():
+        p = {n: t.detach().requires_grad_(True) for n, t in params.items()}
+        stacked = stacked_grads(ctx, p, x, y, create_graph=False)
+        gc, norms = grad_terms({n: g.detach() for n, g in stacked.items()})
+    return {"gc": float(gc), "gn": float(norms.mean()), "g_max": float(norms.max())}
+
+
+def nio_objective(ctx: Context, params: dict[str, Tensor], x: Tensor, y: Tensor
+                  ) -> tuple[Tensor, dict[str, float], bool]:
+    """Algorithm 3: objective to MINIMIZE (GN under the constraint, else -(GC + GN)), the record, the branch."""
+    ctx.calibrate(params, x)
+    stacked = stacked_grads(ctx, params, x, y, create_graph=True)
+    gc, norms = grad_terms(stacked)
+    gn, g_max = norms.mean(), norms.max()
+    gc_v, gn_v, g_max_v = float(gc.detach()), float(gn.detach()), float(g_max.detach())
+    if ctx.gamma is None:
+        ctx.gamma = GAMMA_FACTOR * g_max_v
+    constrained = g_max_v > ctx.gamma
+    objective = gn if constrained else -(gc + gn)
+    return objective, {"gc": gc_v, "gn": gn_v, "g_max": g_max_v}, constrained
+
+
+# --------------------------------------------------------------- data
+def _is_single_batch(data: Any) -> bool:
+    return (isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)
+            and data[0].dim() >= 1 and data[1].dim() >= 1 and data[0].shape[0] == data[1].shape[0])
+
+
+def batch_stream(data: Any, batch_size: int, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Cycle through ``data``: a TensorData (seeded batches), one (x, y) batch, or an iterable of batches."""
+    if hasattr(data, "batches") and hasattr(data, "x") and hasattr(data, "y"):
+        for b in data.batches(batch_size, seed):
+            yield check_batch(b)
+        return
+    if _is_single_batch(data):
+        b = check_batch(tuple(data))
+        while True:
+            yield b
+    if not isinstance(data, Iterable):
+        raise OptionsError("data must be an iterable of (inputs, targets) batches or an initscore.data.TensorData")
+    one_shot = iter(data) is data
+    cache: list[tuple[Tensor, Tensor]] = []
+    source: Iterable[Any] = data
+    while True:
+        got = False
+        for b in source:
+            got = True
+            b = check_batch(b)
+            if one_shot:
+                cache.append(b)
+            yield b
+        if not got:
+            raise OptionsError("data yielded no batches")
+        if one_shot:
+            source = cache
+            one_shot = False
+
+
+def heldout_scores(model: nn.Module, state: dict[str, Tensor] | None, heldout: list[Any], *, mode: str,
+                   sub_batches: int, overlap: float, bn: str | None, loss: LossFn | None) -> dict[str, float]:
+    """Mean gc/gn and max g_max of :func:`gradcosine` over the held-out batches (empty dict if none)."""
+    if not heldout:
+        return {}
+    m = model
+    if state is not None:
+        m = copy.deepcopy(model)
+        m.load_state_dict(state)
+    res = [gradcosine(m, b, mode=mode, sub_batches=sub_batches, overlap=overlap, bn=bn, loss=loss) for b in heldout]
+    return {"gc": sum(r.gc for r in res) / len(res), "gn": sum(r.gn for r in res) / len(res),
+            "g_max": max(r.g_max for r in res)}
+
+
+def _check_number(name: str, value: Any, *, lo: float, lo_open: bool = True, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > lo if lo_open else value >= lo)
+    if not ok:
+        raise OptionsError(f"{name} must be a finite number {'>' if lo_open else '>='} {lo}, got {value!r}")
+
+
+def _rectified_state(model: nn.Module, scales: dict[str, float]) -> dict[str, Tensor]:
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if n in scales and scales[n] != 1.0:
+                p.mul_(scales[n])
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+# ------------------------------------------------------------ public API
+def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 100, lr: float = 0.1,
+            gamma: float | None = None, sub_batches: int = 2, overlap: float = 0.6, mode: str = "batch",
+            min_scale: float = 0.01, optimizer: str = "adam", seed: int = 0, heldout: list[Any] | None = None,
+            progress: Progress | None = None, bn: str | None = None, batch_size: int = 64,
+            loss: LossFn | None = None) -> Rectification:
+    """Rectify the initialization of ``model`` by per-tensor scales (NIO, Algorithm 3) or a baseline.
+
+    data: an iterable (cycled) of (x, y) batches, one (x, y) batch, or an
+    ``initscore.data.TensorData`` (then ``batch_size`` samples per iteration,
+    drawn with ``seed``). heldout: list of (x, y) batches scored before and after.
+    progress(iteration, total, metrics) is called after every iteration.
+    Returns a :class:`Rectification`; the caller's model is not modified.
+    """
+    t0 = time.perf_counter()
+    if method not in METHODS:
+        raise OptionsError(f"method must be one of {list(METHODS)}, got {method!r}")
+    if optimizer not in OPTIMIZERS:
+        raise OptionsError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+        raise OptionsError(f"iters must be an integer >= 0, got {iters!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise OptionsError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _check_number("lr", lr, lo=0.0)
+    _check_number("gamma", gamma, lo=0.0, allow_none=True)
+    _check_number("min_scale", min_scale, lo=0.0)
+    if progress is not None and not callable(progress):
+        raise OptionsError("progress must be a callable progress(iteration, total, metrics) or None")
+    bn_mode = resolve_options(mode, bn, sub_batches, overlap)
+    heldout = list(heldout or [])
+    heldout = [check_batch(b) for b in heldout]
+    score_kw = dict(mode=mode, sub_batches=sub_batches, overlap=float(overlap), bn=bn_mode, loss=loss)
+    before = heldout_scores(model, None, heldout, **score_kw)
+
+    net = bnmod.scoring_copy(model, bn_mode, primitive=(mode == "sample"))
+    scaled = ScaledParams(trainable(net))
+    if method == "kaiming" or iters == 0 or not scaled.scales:
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return Rectification(method=method, state_dict=state, scales=scaled.values(), unscalable=scaled.unscalable,
+                             history=(), heldout_before=before, heldout_after=dict(before),
+                             gamma=None if gamma is None else float(gamma), seconds=time.perf_counter() - t0)
+
+    if method == "nio":
+        objective = nio_objective
+    else:
+        from initscore import baselines
+
+        objective = baselines.OBJECTIVES[method]
+    ctx = Context(net=net, loss=loss, mode=mode, bn_mode=bn_mode, has_bn=bnmod.has_batchnorm(model),
+                  sub_batches=sub_batches, overlap=float(overlap), gamma=None if gamma is None else float(gamma))
+    leaves = list(scaled.scales.values())
+    opt = torch.optim.Adam(leaves, lr=lr) if optimizer == "adam" else torch.optim.SGD(leaves, lr=lr)
+    history: list[dict[str, Any]] = []
+    stream = batch_stream(data, batch_size, seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for it in range(1, iters + 1):
+            x, y = next(stream)
+            with torch.enable_grad():
+                obj, rec, constrained = objective(ctx, scaled.params(), x, y)
+                grads = torch.autograd.grad(obj, leaves, allow_unused=True)
+                del obj
+            for (name, s), g in zip(scaled.scales.items(), grads):
+                g = torch.zeros_like(s) if g is None else g.detach()
+                if not bool(torch.isfinite(g)):
+                    raise NonFiniteError(f"non-finite gradient of the scale of parameter tensor {name!r}", tensor=name)
+                s.grad = g
+            opt.step()
+            scaled.clamp(min_scale)
+            record = {"it": it, "gc": rec["gc"], "gn": rec["gn"], "g_max": rec["g_max"],
+                      "constrained": bool(constrained)}
+            history.append(record)
+            if progress is not None:
+                progress(it, iters, dict(record))
+    scales = scaled.values()
+    state = _rectified_state(model, scales)
+    after = heldout_scores(model, state, heldout, **score_kw)
+    return Rectification(method=method, state_dict=state, scales=scales, unscalable=scaled.unscalable,
+                         history=tuple(history), heldout_before=before, heldout_after=after, gamma=ctx.gamma,
+                         seconds=time.perf_counter() - t0)
+
+
+def apply(model: nn.Module, rect: Rectification) -> nn.Module:
+    """Load the rectified weights into ``model`` (in place) and return it."""
+    model.load_state_dict(rect.state_dict)
+    return model

@@ -1,0 +1,352 @@
+"""GradCosine (GC) and gradient norm (GN) of a network at its initialization.
+
+Source: Zhu et al., "Towards Theoretically Inspired Neural Initialization
+Optimization", NeurIPS 2022, Algorithm 1 (sample-wise) and Algorithm 2 / Eq. 7
+(batch relaxation).
+
+Sample-wise (``mode="sample"``, exact). With g_i the gradient of the loss of
+sample i w.r.t. all trainable parameters and u_i = g_i / ||g_i||::
+
+    GC = 1/B^2 sum_{i,j} cos(g_i, g_j)            (i = j included, Alg. 1 line 6)
+       = || sum_i u_i ||^2 / B^2                  (no B x B matrix needed)
+    GN = 1/B sum_i ||g_i||,  g_max = max_i ||g_i||,  g_min = min_i ||g_i||
+
+Per-sample gradients come from ``torch.func`` (``vmap(grad(functional_call))``)
+over chunks of samples; only the running sum of unit vectors (float64) and the
+norms are kept, so memory is one chunk of per-sample gradients plus two
+parameter-sized float64 vectors. A sample whose gradient is exactly zero has no
+direction: its u_i is taken as 0 (it contributes cosine 0).
+
+Per-layer breakdown (paper Fig. 3 (a)/(c)), per parameter tensor l: the same
+identity on that tensor's slices g_i^l, ``gc = ||sum_i g_i^l/||g_i^l|| ||^2 / B^2``,
+``norm_ratio = max_i ||g_i^l|| / min_i ||g_i^l||`` and ``gn = mean_i ||g_i^l||``.
+
+Batch relaxation (``mode="batch"``): D sub-batches of N = ceil(B / (D - r))
+samples, sub-batch d (1-based) starting at round(N (d-1)(1-r)) (Eq. 7), the last
+clipped to B; the same formulas over the D sub-batch gradients (each the gradient
+of the sub-batch's mean loss).
+
+BatchNorm: see :mod:`initscore.bn` (``bn="batch" | "calibrated" | "per_sample"``).
+The caller's model is never modified: scoring runs on a private copy.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vjp, vmap
+
+from initscore import bn as bnmod
+from initscore.errors import NonFiniteError, OptionsError, ResourceError
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+MODES = ("sample", "batch")
+CHUNK_BUDGET_BYTES = 1 << 30  # per-sample gradient stack budget when chunk_size=None
+
+
+@dataclass(frozen=True)
+class LayerScore:
+    """Scores of one parameter tensor (paper Fig. 3 (a)/(c))."""
+
+    name: str
+    numel: int
+    gc: float
+    norm_ratio: float | None  # max/min of this tensor's per-sample gradient norms; None if min == 0
+    gn: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GradScores:
+    """GradCosine/GradNorm of one batch. ``n`` = samples (sample mode) or sub-batches (batch mode)."""
+
+    gc: float
+    gn: float
+    g_max: float
+    g_min: float
+    n: int
+    mode: str
+    bn: str | None
+    layers: tuple[LayerScore, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["layers"] = [layer.to_dict() for layer in self.layers]
+        return d
+
+
+# ------------------------------------------------------------------ helpers
+def default_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy."""
+    return nn.functional.cross_entropy(logits, targets)
+
+
+def batch_splits(B: int, D: int, r: float) -> list[tuple[int, int]]:
+    """0-based [start, end) of the D sub-batches of Eq. 7.
+
+    N = ceil(B / (D - r)); sub-batch d = 1..D starts at round(N (d-1)(1-r)) and
+    holds N samples, clipped to B. Followed literally: for D > 2 and r > 0 the
+    sub-batches can end before B (e.g. B=100, D=4, r=0.5 -> last ends at 73). Python's round() is used
+    (half to even). Raises OptionsError for D < 1, r outside [0, 1), B < D or an
+    empty sub-batch.
+    """
+    if isinstance(B, bool) or not isinstance(B, int) or B < 1:
+        raise OptionsError(f"batch size must be a positive integer, got {B!r}")
+    if isinstance(D, bool) or not isinstance(D, int) or D < 1:
+        raise OptionsError(f"sub_batches must be a positive integer, got {D!r}")
+    if not (isinstance(r, (int, float)) and 0.0 <= float(r) < 1.0):
+        raise OptionsError(f"overlap must be in [0, 1), got {r!r}")
+    if D > B:
+        raise OptionsError(f"sub_batches={D} is more than the {B} samples of the batch")
+    N = math.ceil(B / (D - r))
+    out = []
+    for d in range(1, D + 1):
+        start = int(round(N * (d - 1) * (1 - r)))
+        end = min(start + N, B)
+        if start >= end:
+            raise OptionsError(f"sub-batch {d} of {D} is empty for B={B}, overlap={r}; use fewer sub-batches")
+        out.append((start, end))
+    return out
+
+
+def check_batch(batch: Any) -> tuple[Tensor, Tensor]:
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise OptionsError("batch must be a pair (inputs, targets) of tensors")
+    x, y = batch
+    if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+        raise OptionsError("batch must be a pair (inputs, targets) of tensors")
+    if x.dim() < 1 or x.shape[0] < 1:
+        raise OptionsError(f"inputs must have a non-empty batch dimension, got shape {tuple(x.shape)}")
+    if y.shape[0] != x.shape[0]:
+        raise OptionsError(f"inputs ({x.shape[0]}) and targets ({y.shape[0]}) have different batch sizes")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise NonFiniteError("the inputs contain NaN or inf", tensor=None)
+    return x, y
+
+
+def trainable(model: nn.Module) -> dict[str, Tensor]:
+    """Trainable parameters by name (detached views of the model's own tensors)."""
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    if not params:
+        raise OptionsError("the model has no trainable parameters")
+    return params
+
+
+def check_finite(grads: dict[str, Tensor], sq: dict[str, Tensor] | None = None) -> None:
+    """Raise NonFiniteError naming the first parameter tensor with a NaN/inf gradient."""
+    for name, g in grads.items():
+        ok = bool(torch.isfinite(sq[name]).all()) if sq is not None else bool(torch.isfinite(g).all())
+        if not ok:
+            raise NonFiniteError(
+                f"non-finite gradient in parameter tensor {name!r}; the initialization or the inputs overflow "
+                "(try smaller input values or a different init)", tensor=name)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+# ---------------------------------------------------------- accumulation
+class ScoreAccumulator:
+    """Streams stacks of per-sample (or per-sub-batch) gradients into GC/GN by the unit-vector identity.
+
+    Keeps, per tensor, sum_i g_i^l/||g_i|| and sum_i g_i^l/||g_i^l|| (float64) and
+    all norms (float64). Memory: 2 x parameters + O(B x tensors).
+    """
+
+    def __init__(self, params: dict[str, Tensor]) -> None:
+        self.names = list(params)
+        self.numel = {n: p.numel() for n, p in params.items()}
+        self.u_all = {n: torch.zeros(p.numel(), dtype=torch.float64, device=p.device) for n, p in params.items()}
+        self.u_layer = {n: torch.zeros(p.numel(), dtype=torch.float64, device=p.device) for n, p in params.items()}
+        self.norms: list[Tensor] = []
+        self.layer_norms: dict[str, list[Tensor]] = {n: [] for n in params}
+        self.count = 0
+
+    @torch.no_grad()
+    def add(self, grads: dict[str, Tensor]) -> None:
+        flat = {n: grads[n].reshape(grads[n].shape[0], -1) for n in self.names}
+        sq = {n: torch.linalg.vector_norm(f, dim=1, dtype=torch.float64).square() for n, f in flat.items()}
+        check_finite(flat, sq)
+        total = torch.stack(list(sq.values())).sum(0)
+        norm = total.sqrt()
+        inv = torch.where(norm > 0, 1.0 / norm, torch.zeros_like(norm))
+        for n, f in flat.items():
+            ln = sq[n].sqrt()
+            linv = torch.where(ln > 0, 1.0 / ln, torch.zeros_like(ln))
+            if f.dtype == torch.float64:
+                self.u_all[n] += inv @ f
+                self.u_layer[n] += linv @ f
+            else:
+                self.u_all[n] += (inv.to(f.dtype) @ f).double()
+                self.u_layer[n] += (linv.to(f.dtype) @ f).double()
+            self.layer_norms[n].append(ln)
+        self.norms.append(norm)
+        self.count += norm.shape[0]
+
+    def result(self, mode: str, bn: str | None) -> GradScores:
+        B = self.count
+        norms = torch.cat(self.norms)
+        gc = sum(float(u.square().sum()) for u in self.u_all.values()) / B**2
+        layers = []
+        for n in self.names:
+            ln = torch.cat(self.layer_norms[n])
+            lo, hi = float(ln.min()), float(ln.max())
+            layers.append(LayerScore(
+                name=n, numel=self.numel[n], gc=float(self.u_layer[n].square().sum()) / B**2,
+                norm_ratio=(hi / lo) if lo > 0 else None, gn=float(ln.mean())))
+        return GradScores(gc=gc, gn=float(norms.mean()), g_max=float(norms.max()), g_min=float(norms.min()),
+                          n=B, mode=mode, bn=bn, layers=tuple(layers))
+
+
+# ------------------------------------------------------- per-sample grads
+def _one_sample_loss(net: nn.Module, loss_fn: LossFn) -> Callable[..., Tensor]:
+    def f(params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        out = functional_call(net, params, (x.unsqueeze(0),))
+        return loss_fn(out, y.unsqueeze(0))
+    return f
+
+
+def sample_grad_fn(net: nn.Module, loss_fn: LossFn) -> Callable[..., dict[str, Tensor]]:
+    """vmap(grad) over samples for sample-independent networks: (params, x, y) -> {name: (c, *shape)}.
+
+    Differentiable w.r.t. ``params`` by ordinary autograd (used by NIO sample mode).
+    """
+    return vmap(grad(_one_sample_loss(net, loss_fn)), in_dims=(None, 0, 0))
+
+
+def coupled_sample_grads(net: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tensor, loss_fn: LossFn,
+                         rows: Sequence[int]) -> dict[str, Tensor]:
+    """Per-sample gradients when samples interact (BN batch statistics): d loss_i / d params, i in rows.
+
+    One forward of the whole batch; the per-sample losses' vector-Jacobian products
+    with one-hot cotangents are batched by vmap.
+    """
+    def losses(p: dict[str, Tensor]) -> Tensor:
+        out = functional_call(net, p, (x,))
+        return vmap(lambda o, t: loss_fn(o.unsqueeze(0), t.unsqueeze(0)))(out, y)
+
+    values, vjp_fn = vjp(losses, params)
+    eye = torch.zeros(len(rows), values.shape[0], dtype=values.dtype, device=values.device)
+    eye[torch.arange(len(rows)), torch.as_tensor(list(rows))] = 1.0
+    (g,) = vmap(vjp_fn)(eye)
+    return g
+
+
+def _auto_chunk(params: dict[str, Tensor], B: int) -> int:
+    per_sample = sum(p.numel() * p.element_size() for p in params.values())
+    return max(1, min(B, CHUNK_BUDGET_BYTES // max(1, 3 * per_sample)))
+
+
+# ------------------------------------------------------- sub-batch grads
+def subbatch_grads(net: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tensor, loss_fn: LossFn | None,
+                   splits: list[tuple[int, int]], coupled: bool, create_graph: bool = False) -> list[dict[str, Tensor]]:
+    """Gradients of the mean loss of each sub-batch [s, e).
+
+    If the samples are independent (``coupled=False``) and the loss is the default
+    cross-entropy, the batch is cut at every sub-batch boundary into disjoint
+    segments; each segment gets ONE backward of its summed loss and a sub-batch
+    gradient is the sum of its segments' divided by its size. That is exact and
+    costs one pass over B samples instead of sum_d N_d.
+    """
+    names = list(params)
+    tensors = [params[n] for n in names]
+
+    def _grad(loss: Tensor) -> dict[str, Tensor]:
+        gs = torch.autograd.grad(loss, tensors, create_graph=create_graph, allow_unused=True)
+        return {n: (g if g is not None else torch.zeros_like(t)) for n, g, t in zip(names, gs, tensors)}
+
+    if not coupled and loss_fn is None:
+        cuts = sorted({s for s, _ in splits} | {e for _, e in splits})
+        segs = list(zip(cuts[:-1], cuts[1:]))
+        seg_grads = {}
+        for s, e in segs:
+            out = functional_call(net, params, (x[s:e],))
+            seg_grads[(s, e)] = _grad(nn.functional.cross_entropy(out, y[s:e], reduction="sum"))
+        result = []
+        for s, e in splits:
+            parts = [seg_grads[k] for k in segs if k[0] >= s and k[1] <= e]
+            result.append({n: sum(p[n] for p in parts) / (e - s) for n in names})
+        return result
+    fn = loss_fn or default_loss
+    result = []
+    for s, e in splits:
+        out = functional_call(net, params, (x[s:e],))
+        result.append(_grad(fn(out, y[s:e])))
+    return result
+
+
+# ------------------------------------------------------------ public API
+def resolve_options(mode: str, bn: str | None, sub_batches: int, overlap: float) -> str:
+    if mode not in MODES:
+        raise OptionsError(f"mode must be 'sample' or 'batch', got {mode!r}")
+    if isinstance(sub_batches, bool) or not isinstance(sub_batches, int) or sub_batches < 2:
+        raise OptionsError(f"sub_batches must be an integer >= 2, got {sub_batches!r}")
+    if not (isinstance(overlap, (int, float)) and 0.0 <= float(overlap) < 1.0):
+        raise OptionsError(f"overlap must be in [0, 1), got {overlap!r}")
+    return bnmod.check_bn_mode(bn, "calibrated" if mode == "sample" else "batch")
+
+
+def gradcosine(model: nn.Module, batch: tuple[Tensor, Tensor], *, mode: str = "sample", sub_batches: int = 2,
+               overlap: float = 0.0, loss: LossFn | None = None, bn: str | None = None,
+               chunk_size: int | None = None) -> GradScores:
+    """GradCosine and gradient norm of ``model`` on ``batch`` (see the module docstring for the formulas).
+
+    mode: "sample" (exact, Alg. 1) or "batch" (Eq. 7 relaxation with ``sub_batches``
+    D and ``overlap`` r). loss: ``loss(logits, targets) -> mean scalar`` (default
+    cross-entropy). bn: None (= "calibrated" for sample mode, "batch" for batch
+    mode), "batch", "calibrated" or "per_sample". chunk_size: samples per vmap
+    call in sample mode (None: automatic, halved on out-of-memory).
+    """
+    bn_mode = resolve_options(mode, bn, sub_batches, overlap)
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise OptionsError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    if loss is not None and not callable(loss):
+        raise OptionsError("loss must be a callable loss(logits, targets) -> scalar")
+    x, y = check_batch(batch)
+    has_bn = bnmod.has_batchnorm(model)
+    net = bnmod.scoring_copy(model, bn_mode, primitive=(mode == "sample"))
+    params = trainable(net)
+    report_bn = bn_mode if has_bn else None
+    if has_bn and bn_mode == "calibrated":
+        bnmod.calibrate(net, params, x)
+    B = x.shape[0]
+    acc = ScoreAccumulator(params)
+    if mode == "batch":
+        splits = batch_splits(B, sub_batches, float(overlap))
+        with torch.enable_grad():
+            p = {n: t.requires_grad_(True) for n, t in ((n, t.detach()) for n, t in params.items())}
+            grads = subbatch_grads(net, p, x, y, loss, splits, coupled=has_bn and bn_mode == "batch")
+        acc.add({n: torch.stack([g[n] for g in grads]) for n in params})
+        return acc.result("batch", report_bn)
+
+    loss_fn = loss or default_loss
+    coupled = has_bn and bn_mode == "batch"
+    chunk = min(chunk_size or _auto_chunk(params, B), B)
+    fn = None if coupled else sample_grad_fn(net, loss_fn)
+    start = 0
+    while start < B:
+        end = min(start + chunk, B)
+        try:
+            if coupled:
+                g = coupled_sample_grads(net, params, x, y, loss_fn, range(start, end))
+            else:
+                g = fn(params, x[start:end], y[start:end])
+        except (RuntimeError, torch.OutOfMemoryError) as exc:
+            if not _is_oom(exc):
+                raise
+            if chunk == 1:
+                raise ResourceError(f"out of memory computing one per-sample gradient; use mode='batch' "
+                                    f"or a smaller model/input") from None
+            chunk = max(1, chunk // 2)
+            continue
+        acc.add(g)
+        del g
+        start = end
+    return acc.result("sample", report_bn)
