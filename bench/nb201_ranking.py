@@ -1,0 +1,195 @@
+"""Rank NAS-Bench-201 cells with zero-cost proxies against 200-epoch CIFAR-10 test accuracy.
+
+    flock /tmp/initscore-bench.lock .venv/bin/python bench/nb201_ranking.py --n 200 --seed 0
+
+Samples --n cells (seeded, without replacement) from the 15,625 of NAS-Bench-201, draws
+ONE batch of --batch-size real CIFAR-10 training images (seeded), builds each cell network
+(`nb201`, PyTorch default init, torch seed = seed + position), scores every proxy with
+`initscore.proxies.score_architectures`, and prints Spearman rho / Kendall tau against the
+ground truth (`nas_bench_201/nats_tss_15625_test_acc.csv`, row i = index i) next to the
+published anchors (Abdelfattah et al. ICLR 2021, all 15,625 cells), the pairwise agreement
+of the synflow+jacob_cov+snip majority vote, the rank average of the ensemble inputs, and
+timings: median seconds per architecture per proxy group, and on --timing-archs cells the
+time of all proxies together against each proxy alone. Writes --json.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ANCHORS = {"synflow": 0.74, "jacob_cov": 0.73, "snip": 0.60, "grad_norm": 0.59, "grasp": 0.51, "fisher": 0.36}
+VOTE = ("synflow", "jacob_cov", "snip")
+VOTE_ANCHOR = 0.82
+
+
+def read_ground_truth(root: Path) -> tuple[list[str], np.ndarray]:
+    path = root / "nas_bench_201" / "nats_tss_15625_test_acc.csv"
+    if not path.is_file():
+        sys.exit(f"error: ground truth not found at {path}; pass --data-root")
+    cells, acc = [], []
+    with path.open() as fh:
+        for row in csv.DictReader(fh):
+            cells.append(row["ArchitectureString"])
+            acc.append(float(row["CIFAR10TestAccuracy200Epochs"]))
+    return cells, np.asarray(acc)
+
+
+def load_batch(root: Path, batch_size: int, seed: int):
+    from initscore import data
+
+    td = data.load({"kind": "cifar10", "root": str(root / "cifar10_jpeg"), "split": "train", "limit": 4096, "seed": seed})
+    return td.batch(batch_size, seed)
+
+
+def vote_agreement(scores: dict[str, np.ndarray], acc: np.ndarray, names=VOTE) -> float:
+    """Fraction of pairs (i, j) with different accuracies where the majority sign of the proxies' differences is right."""
+    agree = total = 0
+    n = len(acc)
+    for i, j in itertools.combinations(range(n), 2):
+        if acc[i] == acc[j]:
+            continue
+        votes = sum(np.sign(scores[p][i] - scores[p][j]) for p in names)
+        total += 1
+        agree += int(np.sign(votes) == np.sign(acc[i] - acc[j]))
+    return agree / total if total else float("nan")
+
+
+def rank_average(scores: dict[str, np.ndarray], names) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return np.mean([rankdata(scores[p]) for p in names], axis=0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-root", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--proxies", default="all", help="comma-separated names or 'all'")
+    ap.add_argument("--timing-archs", type=int, default=3, help="cells on which each proxy is also timed alone")
+    ap.add_argument("--json", default="bench/results/nb201_ranking.json")
+    args = ap.parse_args()
+
+    import torch
+    from scipy.stats import kendalltau, spearmanr
+
+    from initscore import proxies
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    names = list(proxies.PROXIES) if args.proxies == "all" else [p.strip() for p in args.proxies.split(",") if p.strip()]
+    root = Path(args.data_root)
+    cells, acc_all = read_ground_truth(root)
+    if not 1 <= args.n <= len(cells):
+        sys.exit(f"error: --n must be in 1..{len(cells)}")
+    idx = np.random.default_rng(args.seed).choice(len(cells), size=args.n, replace=False)
+    x, y = load_batch(root, args.batch_size, args.seed)
+    specs = [{"arch": "nb201", "args": {"cell": cells[i]}} for i in idx]
+
+    t_start = time.perf_counter()
+
+    def progress(i: int, total: int, row) -> None:
+        if (i + 1) % 10 == 0 or i + 1 == total:
+            print(f"  [{i + 1}/{total}] {time.perf_counter() - t_start:.0f}s", file=sys.stderr, flush=True)
+
+    rows = proxies.score_architectures(specs, (x, y), names, progress=progress, seed=args.seed)
+    wall = time.perf_counter() - t_start
+    acc = acc_all[idx]
+
+    # ---- correlations
+    table = []
+    scores: dict[str, np.ndarray] = {}
+    for p in names:
+        ok = [k for k, r in enumerate(rows) if r.ok and p in r.values]
+        vals = np.array([rows[k].values[p] for k in ok])
+        if len(ok) >= 3:
+            scores[p] = np.full(len(rows), np.nan)
+            scores[p][ok] = vals
+            rho = float(spearmanr(vals, acc[ok]).statistic)
+            tau = float(kendalltau(vals, acc[ok]).statistic)
+        else:
+            rho = tau = float("nan")
+        table.append({"proxy": p, "n_ok": len(ok), "errors": len(rows) - len(ok), "spearman": rho, "kendall": tau,
+                      "anchor": ANCHORS.get(p)})
+    all_ok = [k for k in range(len(rows)) if all(not np.isnan(scores.get(p, np.array([np.nan] * len(rows)))[k]) for p in VOTE)]
+    vote = (vote_agreement({p: scores[p][all_ok] for p in VOTE}, acc[all_ok])
+            if all(p in scores for p in VOTE) and len(all_ok) > 2 else None)
+    from initscore.proxies.ensemble import INPUTS
+
+    rankavg = None
+    if all(p in scores for p in INPUTS):
+        ok = [k for k in range(len(rows)) if all(not np.isnan(scores[p][k]) for p in INPUTS)]
+        ra = rank_average({p: scores[p][ok] for p in INPUTS}, INPUTS)
+        rankavg = {"inputs": list(INPUTS), "spearman": float(spearmanr(ra, acc[ok]).statistic),
+                   "kendall": float(kendalltau(ra, acc[ok]).statistic), "n_ok": len(ok)}
+
+    # ---- timings: median seconds per architecture per proxy group (from the full run)
+    group_times: dict[str, list[float]] = {}
+    for r in rows:
+        for g, s in r.timings.items():
+            group_times.setdefault(g, []).append(s)
+    per_arch = statistics.median(r.seconds for r in rows if r.ok) if any(r.ok for r in rows) else float("nan")
+
+    # ---- all together vs each alone, on the first --timing-archs cells
+    timing = []
+    for k in range(min(args.timing_archs, len(specs))):
+        from initscore import models
+
+        torch.manual_seed(10_000 + k)
+        model = models.build(specs[k])
+        alone = {}
+        for p in names:
+            t0 = time.perf_counter()
+            proxies.compute_many([p], model, (x, y))
+            alone[p] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        proxies.compute_many(names, model, (x, y))
+        together = time.perf_counter() - t0
+        slow = max(alone, key=alone.get)
+        timing.append({"cell": specs[k]["args"]["cell"], "together_s": together, "alone_s": alone,
+                       "slowest": slow, "ratio": together / alone[slow]})
+        del model
+
+    # ---- print
+    print(f"\nNAS-Bench-201 CIFAR-10: n={args.n} cells, seed={args.seed}, batch={args.batch_size} CIFAR-10 train images, "
+          f"torch threads={torch.get_num_threads()}, wall {wall:.0f}s")
+    print(f"{'proxy':<11} {'rho':>7} {'tau':>7} {'anchor':>7} {'|d|':>6} {'errors':>6} {'s/arch':>8}")
+    for t in table:
+        g = next((g for g in group_times if t["proxy"] in g.split("+")), None)
+        sec = statistics.median(group_times[g]) if g else float("nan")
+        d = f"{abs(t['spearman'] - t['anchor']):.3f}" if t["anchor"] is not None else ""
+        anc = f"{t['anchor']:.2f}" if t["anchor"] is not None else ""
+        t["seconds_per_arch_group"] = sec
+        print(f"{t['proxy']:<11} {t['spearman']:>7.3f} {t['kendall']:>7.3f} {anc:>7} {d:>6} {t['errors']:>6} {sec:>8.3f}")
+    if vote is not None:
+        print(f"vote synflow+jacob_cov+snip pairwise agreement: {vote:.3f} (published {VOTE_ANCHOR:.2f})")
+    if rankavg is not None:
+        print(f"rank average of {'+'.join(INPUTS)}: rho {rankavg['spearman']:.3f} tau {rankavg['kendall']:.3f}")
+    print(f"median seconds per architecture (all requested proxies): {per_arch:.2f}")
+    print("proxy groups, median s/arch: " + ", ".join(f"{g}={statistics.median(v):.3f}" for g, v in group_times.items()))
+    for t in timing:
+        print(f"timing {t['cell']}: together {t['together_s']:.2f}s, slowest alone {t['slowest']} "
+              f"{t['alone_s'][t['slowest']]:.2f}s, ratio {t['ratio']:.2f}")
+    if timing:
+        print(f"median together/slowest-alone ratio: {statistics.median(t['ratio'] for t in timing):.2f} (target < 2)")
+
+    out = {"command": " ".join(sys.argv), "n": args.n, "seed": args.seed, "batch_size": args.batch_size,
+           "indices": [int(i) for i in idx], "table": table, "vote_agreement": vote, "rank_average": rankavg,
+           "wall_s": wall, "median_s_per_arch": per_arch, "timing": timing,
+           "rows": [{**r.to_dict(), "nb201_index": int(i), "test_acc": float(a)} for r, i, a in zip(rows, idx, acc)]}
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(out, indent=1))
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
