@@ -46,7 +46,8 @@ _JACOB_K = 1e-5
 
 def jacob_cov_score(jac: np.ndarray) -> float:
     """Mellor et al. score of a (B, D) Jacobian matrix, float64."""
-    corr = np.corrcoef(np.asarray(jac, dtype=np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.corrcoef(np.asarray(jac, dtype=np.float64))
     if not np.all(np.isfinite(corr)):
         raise NonFiniteError("proxy 'jacob_cov': correlation of input Jacobians is not finite (a sample has a constant Jacobian)")
     eig = np.linalg.eigvalsh(corr)
