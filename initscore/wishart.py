@@ -358,3 +358,35 @@ def variance_table(m: int, n: int, alpha: float, init_scales: Iterable[float], l
             "rel_err": abs(ser - mc) / mc if mc else float("inf"),
         })
     return rows
+
+
+def plot_variance_table(rows: list[dict], path: str, *, title: str = "") -> None:
+    """Two panels: variance (series, Monte Carlo +- 2 se) and |series - MC| / MC against sigma^2 (log x)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    s2 = [r["sigma2"] for r in rows]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    a1.errorbar(s2, [r["mc"] for r in rows], yerr=[2 * r["mc_se"] for r in rows], fmt="o", ms=3, label="Monte Carlo")
+    ser = [r["series"] if abs(r["series"]) < 10 else float("nan") for r in rows]
+    a1.plot(s2, ser, "-", label="series, K=10 (hidden where |value| > 10)")
+    a1.set_xscale("log")
+    a1.set_xlabel("sigma^2")
+    a1.set_ylabel("Var[y]")
+    a1.legend()
+    a1.grid(True, which="both", alpha=0.3)
+    a2.loglog(s2, [max(r["rel_err"], 1e-12) for r in rows], "o-", ms=3)
+    edge = [r["sigma2"] for r in rows if r["ratio"] >= 1.0]
+    if edge:
+        a2.axvline(edge[0], color="r", ls="--", label="sigma^2 (sqrt m + sqrt n)^2 = alpha")
+        a2.legend()
+    a2.set_xlabel("sigma^2")
+    a2.set_ylabel("|series - MC| / MC")
+    a2.grid(True, which="both", alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
