@@ -102,8 +102,20 @@ def to_nchw(x: np.ndarray, channels: Sequence[int], where: str) -> np.ndarray:
 
 # ------------------------------------------------------------------ small LRU cache
 class _LRU:
-    def __init__(self, size: int) -> None:
-        self.size, self.items, self.lock = size, OrderedDict(), threading.Lock()
+    """A thread-safe LRU of at most `size` entries and `max_bytes` of numpy arrays (the newest always kept)."""
+
+    def __init__(self, size: int, max_bytes: int) -> None:
+        self.size, self.max_bytes = size, max_bytes
+        self.items: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def _nbytes(value) -> int:
+        if isinstance(value, np.ndarray):
+            return value.nbytes
+        if isinstance(value, dict):
+            return sum(v.nbytes for v in value.values() if isinstance(v, np.ndarray))
+        return 0
 
     def get(self, key, make):
         with self.lock:
@@ -111,10 +123,14 @@ class _LRU:
                 self.items.move_to_end(key)
                 return self.items[key]
         value = make()
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False  # shared between loads: never modified in place
         with self.lock:
             self.items[key] = value
             self.items.move_to_end(key)
-            while len(self.items) > self.size:
+            while len(self.items) > 1 and (
+                len(self.items) > self.size or sum(self._nbytes(v) for v in self.items.values()) > self.max_bytes
+            ):
                 self.items.popitem(last=False)
         return value
 
@@ -123,8 +139,8 @@ class _LRU:
             self.items.clear()
 
 
-_NPZ_CACHE = _LRU(4)  # (path, mtime, size) -> dict of arrays of a JPEG-bytes npz
-_DECODED_CACHE = _LRU(8)  # (path, mtime, size, indices digest) -> decoded uint8 images
+_NPZ_CACHE = _LRU(2, 256 << 20)  # (path, mtime, size) -> arrays of a JPEG-bytes npz
+_DECODED_CACHE = _LRU(8, 512 << 20)  # (path, mtime, size, indices digest) -> decoded uint8 images
 
 
 def clear_caches() -> None:

@@ -497,3 +497,11 @@ def test_real_fashion_mnist_from_debian_package() -> None:
     d = data.load({"kind": "fashion-mnist", "root": root, "split": "test", "limit": 2000, "batch_size": 64})
     assert d.x.shape == (2000, 1, 28, 28) and len(set(d.y.tolist())) == 10
     assert abs(float(d.x.double().mean())) < 0.05
+
+
+def test_decoded_cache_is_bounded_in_bytes() -> None:
+    lru = readers._LRU(8, 100)
+    for i in range(3):
+        lru.get(i, lambda: np.zeros(60, np.uint8))
+    assert list(lru.items) == [2]  # 3 x 60 bytes > 100: only the newest survives
+    assert not lru.items[2].flags.writeable
