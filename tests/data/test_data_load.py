@@ -505,3 +505,31 @@ def test_decoded_cache_is_bounded_in_bytes() -> None:
         lru.get(i, lambda: np.zeros(60, np.uint8))
     assert list(lru.items) == [2]  # 3 x 60 bytes > 100: only the newest survives
     assert not lru.items[2].flags.writeable
+
+
+def _sbs(b: bytes) -> bytes:  # pickle SHORT_BINSTRING: a Python 2 `str`
+    return b"U" + bytes([len(b)]) + b
+
+
+def py2_cifar_batch(x: np.ndarray, labels: list[int]) -> bytes:
+    """Opcode by opcode, a CIFAR batch as Python 2's cPickle (protocol 2) wrote the official
+    files: str keys and array bytes as SHORT_BINSTRING/BINSTRING, `numpy.core.multiarray` globals."""
+    n = x.shape[0]
+    out = b"\x80\x02}(" + _sbs(b"data")
+    out += b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + b"K\x00\x85" + _sbs(b"b") + b"\x87R"
+    out += b"(K\x01" + b"M" + struct.pack("<H", n) + b"M" + struct.pack("<H", 3072) + b"\x86"
+    out += b"cnumpy\ndtype\n" + _sbs(b"u1") + b"K\x00K\x01\x87R"
+    out += b"(K\x03" + _sbs(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    out += b"\x89" + b"T" + struct.pack("<I", x.nbytes) + x.tobytes() + b"tb"
+    out += _sbs(b"labels") + b"](" + b"".join(b"K" + bytes([v]) for v in labels) + b"e"
+    out += _sbs(b"batch_label") + _sbs(b"testing batch 1 of 1")
+    return out + b"u."
+
+
+def test_python2_pickled_cifar_batch(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    x = rand_u8(rng, 3, 3, 32, 32)
+    (tmp_path / "test_batch").write_bytes(py2_cifar_batch(x.reshape(3, -1), [3, 7, 0]))
+    d = data.load({"kind": "cifar10", "root": str(tmp_path), "split": "test", "batch_size": 3})
+    assert d.y.tolist() == [3, 7, 0]
+    np.testing.assert_allclose(d.x.numpy(), expected_norm(x, CIFAR10_MEAN, CIFAR10_STD), atol=1e-5)
