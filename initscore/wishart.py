@@ -373,15 +373,17 @@ def plot_variance_table(rows: list[dict], path: str, *, title: str = "") -> None
     ser = [r["series"] if abs(r["series"]) < 10 else float("nan") for r in rows]
     a1.plot(s2, ser, "-", label="series, K=10 (hidden where |value| > 10)")
     a1.set_xscale("log")
+    a1.set_ylim(-0.05 * max(r["mc"] for r in rows), 1.1 * max(r["mc"] for r in rows))
     a1.set_xlabel("sigma^2")
     a1.set_ylabel("Var[y]")
     a1.legend()
     a1.grid(True, which="both", alpha=0.3)
-    a2.loglog(s2, [max(r["rel_err"], 1e-12) for r in rows], "o-", ms=3)
+    a2.loglog(s2, [max(r["rel_err"], 1e-12) for r in rows], "o-", ms=3, label="|series - MC| / MC")
+    a2.loglog(s2, [2 * r["mc_se"] / r["mc"] for r in rows], ":", color="gray", label="2 MC standard errors")
     edge = [r["sigma2"] for r in rows if r["ratio"] >= 1.0]
     if edge:
         a2.axvline(edge[0], color="r", ls="--", label="sigma^2 (sqrt m + sqrt n)^2 = alpha")
-        a2.legend()
+    a2.legend()
     a2.set_xlabel("sigma^2")
     a2.set_ylabel("|series - MC| / MC")
     a2.grid(True, which="both", alpha=0.3)
