@@ -27,7 +27,7 @@ def main() -> None:
     best = None
     for k in range(2, 6):
         for combo in itertools.combinations(cands, k):
-            ok = [r for r in rows if all(c in r["values"] for c in combo)]
+            ok = [r for r in rows if all(c in r["values"] and (c not in LOG or r["values"][c] > 0) for c in combo)]
             t = {c: np.array([math.log10(r["values"][c]) if c in LOG else r["values"][c] for r in ok]) for c in combo}
             cal = {c: (float(t[c].mean()), float(t[c].std())) for c in combo}
             score = np.mean([(t[c] - cal[c][0]) / cal[c][1] for c in combo], axis=0)

@@ -44,7 +44,7 @@ DESCRIPTIONS: dict[str, str] = {
     "flops": "multiply-accumulates per sample of Conv/Linear layers (analytic, forward hooks)",
     "gradcosine": "GradCosine: mean pairwise cosine of per-sample gradients (initscore.scores, Zhu et al. NeurIPS 2022)",
     "gradnorm": "GradNorm: norm of the batch gradient from the same pass as gradcosine (initscore.scores)",
-    "ensemble": "mean of calibrated z-scores of log synflow, jacob_cov, naswot and log flops (constants fixed on a separate NAS-Bench-201 sample; see docs/nas.md)",
+    "ensemble": "mean of calibrated z-scores of log10 synflow, jacob_cov, naswot and log10 params (constants fixed on a separate NAS-Bench-201 sample, seed 1; see docs/nas.md)",
 }
 
 PROXIES: tuple[str, ...] = tuple(DESCRIPTIONS)

@@ -271,3 +271,15 @@ def test_score_architectures_isolates_failures_and_reports_progress() -> None:
     assert rows[0].values["params"] == models.get_entry("nb201").num_params(specs[0]["args"])
     assert "jacob_cov" in rows[0].errors  # input-independent logits: constant Jacobian, reported as an error
     assert set(rows[2].values) == {"synflow", "params", "jacob_cov"}
+
+
+def test_ensemble_is_the_calibrated_mean_of_its_inputs() -> None:
+    from initscore.proxies.ensemble import CALIBRATION, INPUTS, LOG_INPUTS
+
+    torch.manual_seed(0)
+    net = models.create("nb201", cell="|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|", C=4, N=1)
+    batch = (torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)))
+    values, errors = proxies.compute_many(["ensemble", *INPUTS], net, batch)
+    assert not errors
+    z = [((math.log10(values[p]) if p in LOG_INPUTS else values[p]) - CALIBRATION[p][0]) / CALIBRATION[p][1] for p in INPUTS]
+    assert values["ensemble"] == pytest.approx(sum(z) / len(z), rel=1e-12)
