@@ -11,7 +11,7 @@ iteration draws a batch and computes, with second-order autograd
 and g_max (the largest sub-batch / sample gradient norm). Then::
 
     if g_max > gamma:  step to LOWER GN             (constraint branch)
-    else:              step to RAISE GC + GN
+    else:              step to RAISE GC + GN       (GC + gn_weight * GN; gn_weight=1 default)
     s_l <- max(s_l, min_scale)
 
 with Adam or SGD at learning rate ``lr``. ``gamma=None`` means gamma = 2 x the
@@ -109,6 +109,7 @@ class Context:
     sub_batches: int
     overlap: float
     gamma: float | None
+    gn_weight: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -144,7 +145,7 @@ class ScaledParams:
             s.clamp_(min=min_scale)
 
     def values(self) -> dict[str, float]:
-        return {n: (float(self.scales[n]) if n in self.scales else 1.0) for n in self.w0}
+        return {n: (float(self.scales[n].detach()) if n in self.scales else 1.0) for n in self.w0}
 
 
 # ------------------------------------------------------- score terms
@@ -201,7 +202,7 @@ def nio_objective(ctx: Context, params: dict[str, Tensor], x: Tensor, y: Tensor
     if ctx.gamma is None:
         ctx.gamma = GAMMA_FACTOR * g_max_v
     constrained = g_max_v > ctx.gamma
-    objective = gn if constrained else -(gc + gn)
+    objective = gn if constrained else -(gc + ctx.gn_weight * gn)
     return objective, {"gc": gc_v, "gn": gn_v, "g_max": g_max_v}, constrained
 
 
@@ -278,13 +279,15 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
             gamma: float | None = None, sub_batches: int = 2, overlap: float = 0.6, mode: str = "batch",
             min_scale: float = 0.01, optimizer: str = "adam", seed: int = 0, heldout: list[Any] | None = None,
             progress: Progress | None = None, bn: str | None = None, batch_size: int = 64,
-            loss: LossFn | None = None) -> Rectification:
+            loss: LossFn | None = None, gn_weight: float = 1.0) -> Rectification:
     """Rectify the initialization of ``model`` by per-tensor scales (NIO, Algorithm 3) or a baseline.
 
     data: an iterable (cycled) of (x, y) batches, one (x, y) batch, or an
     ``initscore.data.TensorData`` (then ``batch_size`` samples per iteration,
     drawn with ``seed``). heldout: list of (x, y) batches scored before and after.
     progress(iteration, total, metrics) is called after every iteration.
+    gn_weight: weight w of GN in the unconstrained NIO step, which raises GC + w GN
+    (w = 1 is Algorithm 3; w = 0 raises GC alone under the same g_max <= gamma constraint).
     Returns a :class:`Rectification`; the caller's model is not modified.
     """
     t0 = time.perf_counter()
@@ -299,6 +302,7 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     _check_number("lr", lr, lo=0.0)
     _check_number("gamma", gamma, lo=0.0, allow_none=True)
     _check_number("min_scale", min_scale, lo=0.0)
+    _check_number("gn_weight", gn_weight, lo=0.0, lo_open=False)
     if progress is not None and not callable(progress):
         raise OptionsError("progress must be a callable progress(iteration, total, metrics) or None")
     bn_mode = resolve_options(mode, bn, sub_batches, overlap)
@@ -322,7 +326,8 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
 
         objective = baselines.OBJECTIVES[method]
     ctx = Context(net=net, loss=loss, mode=mode, bn_mode=bn_mode, has_bn=bnmod.has_batchnorm(model),
-                  sub_batches=sub_batches, overlap=float(overlap), gamma=None if gamma is None else float(gamma))
+                  sub_batches=sub_batches, overlap=float(overlap), gamma=None if gamma is None else float(gamma),
+                  gn_weight=float(gn_weight))
     leaves = list(scaled.scales.values())
     opt = torch.optim.Adam(leaves, lr=lr) if optimizer == "adam" else torch.optim.SGD(leaves, lr=lr)
     history: list[dict[str, Any]] = []
