@@ -110,10 +110,11 @@ def main() -> None:
         if r["init"] == "he":
             other = next(o for o in rows if o["init"] == "vp" and all(
                 o[k] == r[k] for k in ("activation", "optimizer", "depth")))
-            key = "he" if r["test_acc_mean"] > other["test_acc_mean"] else "vp"
+            diff = r["test_acc_mean"] - other["test_acc_mean"]
+            key = "tie" if abs(diff) < 1e-9 else "he" if diff > 0 else "vp"
             wins[key] = wins.get(key, 0) + 1
     print(f"higher test accuracy: He in {wins.get('he', 0)} of {len(rows) // 2} settings, "
-          f"variance-preserving in {wins.get('vp', 0)}")
+          f"variance-preserving in {wins.get('vp', 0)}, ties {wins.get('tie', 0)}")
     print(f"{time.perf_counter() - t0:.0f} s, epochs {args.epochs}, seeds {args.seeds}")
     if args.json:
         with open(args.json, "w") as fh:

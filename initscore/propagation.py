@@ -293,3 +293,35 @@ def format_table(report: PropagationReport) -> str:
     lines.append(f"input var {report.input_var:.4g}  output var {report.output_var:.4g}  "
                  f"input-output linear CKA {cka}  loss ({report.loss_kind}) {report.loss:.4g}")
     return "\n".join(lines)
+
+
+def plot_compare(reports: dict[str, PropagationReport], path: str, *, title: str = "") -> str:
+    """Forward (solid) and backward (dashed) variance by depth for several labelled reports; returns sha256."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    for label, rep in reports.items():
+        cka = "n/a" if rep.input_output_cka is None else f"{rep.input_output_cka:.3f}"
+        a1.semilogy([l.depth for l in rep.layers], [max(l.forward_var, 1e-300) for l in rep.layers], "o-", ms=3,
+                    label=f"{label} (CKA {cka})")
+        pts = [(l.depth, l.backward_var) for l in rep.layers if l.backward_var]
+        a2.semilogy([d for d, _ in pts], [v for _, v in pts], "s--", ms=3, label=label)
+    a1.set_title("forward Var[h_l]")
+    a2.set_title("backward Var[dL/dh_l]")
+    for ax in (a1, a2):
+        ax.set_xlabel("depth (module index)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    data = buf.getvalue()
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return hashlib.sha256(data).hexdigest()

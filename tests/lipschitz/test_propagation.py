@@ -118,3 +118,16 @@ def test_bad_inputs_raise_one_line_errors():
         big.weight.fill_(1e38)
     with pytest.raises(NonFiniteError):
         report(big, torch.randn(4, 3) * 1e10)
+
+
+def test_plot_compare_writes_png(tmp_path):
+    from initscore.propagation import plot_compare
+
+    torch.manual_seed(4)
+    x = torch.randn(8, 5)
+    reps = {"a": report(nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2)), x),
+            "b": report(nn.Sequential(nn.Linear(5, 3), nn.Linear(3, 2)), x)}
+    path = tmp_path / "c.png"
+    import hashlib
+
+    assert plot_compare(reps, str(path)) == hashlib.sha256(path.read_bytes()).hexdigest()
