@@ -1,0 +1,134 @@
+"""`initscore experiment`: train from kaiming / nio / gradinit / metainit initializations and compare.
+
+Examples:
+  initscore experiment --preset cpu --out runs/exp_cpu
+  initscore experiment --preset smoke --out runs/smoke --methods kaiming,nio
+  initscore experiment --preset cpu --arch resnet20 --args '{"bn": false}' --epochs 1 --seeds 0 --out runs/x
+  initscore experiment --config my_experiment.json --out runs/y
+  initscore experiment --preset gpu --out runs/exp_gpu          # on a CUDA machine
+  initscore experiment --report runs/exp_cpu                    # print the tables of a finished run
+  initscore experiment --preset cpu --show-config               # print the resolved config as JSON
+
+torch is imported only when a run starts.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from initscore.errors import OptionsError, SpecError
+
+
+def _csv(text: str | None, what: str, cast: Any = str) -> list[Any] | None:
+    if text is None:
+        return None
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise OptionsError(f"--{what} must be a comma-separated list, got {text!r}")
+    try:
+        return [cast(s) for s in items]
+    except ValueError:
+        raise OptionsError(f"--{what} must be a comma-separated list of integers, got {text!r}") from None
+
+
+def resolve(preset_name: str | None, config_path: str | None, *, methods: str | None = None,
+            seeds: str | None = None, epochs: int | None = None, arch: str | None = None,
+            args: str | None = None, train_size: int | None = None, test_size: int | None = None,
+            iters: int | None = None, nio_lr: float | None = None, gamma: float | None = None,
+            overlap: float | None = None, device: str | None = None, root: str | None = None) -> Any:
+    """The ExperimentConfig from a preset or a JSON file plus command-line overrides (torch-free)."""
+    from initscore.experiments.config import override, parse_config, preset
+
+    if (preset_name is None) == (config_path is None):
+        raise OptionsError("give exactly one of --preset NAME or --config FILE.json")
+    if config_path is not None:
+        p = Path(config_path)
+        if not p.is_file():
+            raise OptionsError(f"--config {config_path}: no such file")
+        try:
+            cfg = parse_config(json.loads(p.read_text()))
+        except json.JSONDecodeError as exc:
+            raise OptionsError(f"--config {config_path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    else:
+        cfg = preset(preset_name)  # type: ignore[arg-type]
+    changes: dict[str, Any] = {"methods": _csv(methods, "methods"), "seeds": _csv(seeds, "seeds", int),
+                               "device": device}
+    if epochs is not None:
+        changes["recipe"] = {"epochs": epochs}
+    data: dict[str, Any] = {}
+    if train_size is not None:
+        data["train_size"] = train_size
+    if test_size is not None:
+        data["test_size"] = test_size
+    if root is not None:
+        data["root"] = root
+    if data:
+        changes["data"] = data
+    init = {k: v for k, v in (("iters", iters), ("lr", nio_lr), ("gamma", gamma), ("overlap", overlap)) if v is not None}
+    if init:
+        changes["init"] = init
+    if args is not None and arch is None:
+        raise OptionsError("--args needs --arch")
+    if arch is not None:
+        try:
+            a = json.loads(args) if args else {}
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"--args must be a JSON object, e.g. '{{\"bn\": false}}' ({exc.msg})") from None
+        if not isinstance(a, dict):
+            raise SpecError("--args must be a JSON object, e.g. '{\"bn\": false}'")
+        from initscore import models
+
+        models.validate_spec({"arch": arch, "args": a})
+        changes["models"] = [{"arch": arch, "args": a}]
+    return override(cfg, **changes)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("experiment")
+    def experiment(
+        preset: Optional[str] = typer.Option(None, "--preset", help="cpu | gpu | gpu-vit | smoke"),
+        config: Optional[str] = typer.Option(None, "--config", help="an ExperimentConfig as a JSON file"),
+        out: Optional[str] = typer.Option(None, "--out", help="output folder for results.json and PNG plots"),
+        methods: Optional[str] = typer.Option(None, help="comma-separated: kaiming,nio,gradinit,metainit"),
+        seeds: Optional[str] = typer.Option(None, help="comma-separated integer seeds"),
+        epochs: Optional[int] = typer.Option(None, help="training epochs"),
+        arch: Optional[str] = typer.Option(None, help="replace the preset's models by this registered arch"),
+        args: Optional[str] = typer.Option(None, "--args", help="JSON arguments of --arch, e.g. '{\"bn\": false}'"),
+        train_size: Optional[int] = typer.Option(None, help="training subset size"),
+        test_size: Optional[int] = typer.Option(None, help="test subset size"),
+        iters: Optional[int] = typer.Option(None, help="rectification iterations (nio/gradinit/metainit)"),
+        nio_lr: Optional[float] = typer.Option(None, help="learning rate of the rectification's scales"),
+        gamma: Optional[float] = typer.Option(None, help="g_max bound (default 2x the initial g_max)"),
+        overlap: Optional[float] = typer.Option(None, help="NIO batch-mode overlap r"),
+        device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
+        root: Optional[str] = typer.Option(None, help="CIFAR root (default ../shared/data/cifar10_jpeg)"),
+        show_config: bool = typer.Option(False, "--show-config", help="print the resolved config and exit"),
+        report: Optional[str] = typer.Option(None, "--report", help="print the tables of a finished run folder"),
+    ) -> None:
+        """Train from several initializations (Kaiming, NIO, GradInit, MetaInit) and compare them."""
+        if report is not None:
+            from initscore.experiments.summary import markdown
+
+            p = Path(report)
+            p = p / "results.json" if p.is_dir() else p
+            if not p.is_file():
+                raise OptionsError(f"--report {report}: no results.json there")
+            typer.echo(markdown(json.loads(p.read_text())))
+            return
+        cfg = resolve(preset, config, methods=methods, seeds=seeds, epochs=epochs, arch=arch, args=args,
+                      train_size=train_size, test_size=test_size, iters=iters, nio_lr=nio_lr, gamma=gamma,
+                      overlap=overlap, device=device, root=root)
+        if show_config:
+            typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=1))
+            return
+        if out is None:
+            raise OptionsError("--out FOLDER is required to run an experiment")
+        from initscore.experiments.runner import run_experiment
+        from initscore.experiments.summary import markdown
+
+        res = run_experiment(cfg, out)
+        typer.echo(markdown(res.to_dict()))
+        typer.echo(f"results: {Path(out) / 'results.json'}; plots: {', '.join(res.files)}")

@@ -1,0 +1,269 @@
+"""Experiment configuration (torch-free): what to train, on which data, from which initializations.
+
+An :class:`ExperimentConfig` is a frozen pydantic model, JSON round-trippable
+(``model_dump(mode="json")`` / ``ExperimentConfig.model_validate``), so the exact
+configuration is stored next to every result. :data:`PRESETS` holds the named
+configurations (``cpu``, ``gpu``, ``gpu-vit``, ``smoke``).
+
+The training recipe (:class:`RecipeConfig`) is fixed by the issue and the paper's
+Appendix B.2 (which follows GradInit's CIFAR setup): SGD with momentum 0.9, cosine
+learning-rate schedule (per iteration, to 0), weight decay 1e-4, standard CIFAR
+augmentation (random 32x32 crop of the 4-pixel zero-padded image + horizontal
+flip), gradient-norm clipping at 1.0 only for networks without BatchNorm
+(``clip_grad_norm="auto"``).
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from initscore.errors import OptionsError
+
+Method = Literal["kaiming", "nio", "gradinit", "metainit"]
+METHODS: tuple[str, ...] = ("kaiming", "nio", "gradinit", "metainit")
+Scalar = Union[bool, int, float, str]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ModelConfig(_Model):
+    """A registered architecture (``initscore.models``) and a label used in tables and file names."""
+
+    arch: str = Field(min_length=1, max_length=200)
+    args: dict[str, Scalar] = Field(default_factory=dict)
+    label: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+
+    @property
+    def name(self) -> str:
+        if self.label:
+            return self.label
+        safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in self.arch)
+        extra = "_".join(f"{k}{v}" for k, v in sorted(self.args.items()))
+        return f"{safe}_{extra}" if extra else safe
+
+    def spec(self) -> dict[str, Any]:
+        return {"arch": self.arch, "args": dict(self.args)}
+
+
+class DataConfig(_Model):
+    """Training / held-out / test samples.
+
+    kind cifar10/cifar100: ``root`` (None = the repo's ../shared/data/cifar10_jpeg or
+    $INITSCORE_DATA_ROOT). ``train_size`` + ``heldout_size`` samples are drawn (seeded)
+    from the train split and split disjointly: the held-out part is used ONLY to
+    measure GradCosine/GradNorm before and after rectification (never by NIO's
+    optimization, never trained on). ``train_size=None`` uses the whole split minus the
+    held-out part. ``test_size=None`` uses the whole test split.
+    kind synthetic: seeded Gaussian inputs of ``shape`` with random labels (for tests).
+    """
+
+    kind: Literal["cifar10", "cifar100", "synthetic"] = "cifar10"
+    root: str | None = None
+    train_size: int | None = Field(default=10_000, ge=2)
+    test_size: int | None = Field(default=2_000, ge=1)
+    heldout_size: int = Field(default=128, ge=2)
+    heldout_batch_size: int = Field(default=64, ge=2)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    shape: tuple[int, ...] = (3, 32, 32)
+    num_classes: int = Field(default=10, ge=2)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        if self.heldout_batch_size > self.heldout_size:
+            raise ValueError(f"heldout_batch_size {self.heldout_batch_size} > heldout_size {self.heldout_size}")
+        if self.kind == "synthetic" and (self.train_size is None or self.test_size is None):
+            raise ValueError("synthetic data needs explicit train_size and test_size")
+        return self
+
+
+class RecipeConfig(_Model):
+    """The fixed training recipe (see the module docstring). ``warmup_epochs`` = linear warmup (0 = none)."""
+
+    epochs: int = Field(default=3, ge=1, le=10_000)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=0.1, gt=0.0, le=100.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=1e-4, ge=0.0, le=1.0)
+    schedule: Literal["cosine"] = "cosine"
+    warmup_epochs: float = Field(default=0.0, ge=0.0)
+    augment: bool = True
+    crop_padding: int = Field(default=4, ge=0, le=64)
+    clip_grad_norm: float | Literal["auto"] | None = "auto"
+    eval_batch_size: int = Field(default=500, ge=1)
+
+    @field_validator("clip_grad_norm")
+    @classmethod
+    def _clip(cls, v: Any) -> Any:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v <= 0:
+            raise ValueError("clip_grad_norm must be > 0, 'auto' or null")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "RecipeConfig":
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs {self.warmup_epochs} must be < epochs {self.epochs}")
+        return self
+
+
+class InitConfig(_Model):
+    """Hyperparameters passed to ``initscore.nio.rectify`` for nio/gradinit/metainit.
+
+    ``iters`` iterations on batches of ``batch_size`` training samples; NIO's batch
+    mode with D = ``sub_batches`` and overlap r = ``overlap`` (Eq. 7); Adam at ``lr``
+    on the per-tensor scales; ``gamma=None`` = 2x the first g_max. ``heldout_mode``
+    is how the held-out scores of the tables are measured in ADDITION to the
+    rectification's own mode ("sample" = exact Algorithm 1).
+    """
+
+    iters: int = Field(default=20, ge=0, le=100_000)
+    lr: float = Field(default=0.1, gt=0.0, le=100.0)
+    gamma: float | None = Field(default=None, gt=0.0)
+    sub_batches: int = Field(default=2, ge=2, le=1024)
+    overlap: float = Field(default=0.6, ge=0.0, lt=1.0)
+    mode: Literal["batch", "sample"] = "batch"
+    batch_size: int = Field(default=64, ge=2)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    min_scale: float = Field(default=0.01, gt=0.0, le=1.0)
+    heldout_mode: Literal["sample", "batch"] = "sample"
+
+
+class ExperimentConfig(_Model):
+    """One comparison: every (model, seed, method) is initialized, rectified and trained."""
+
+    name: str = Field(default="experiment", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    models: tuple[ModelConfig, ...] = Field(min_length=1)
+    data: DataConfig = Field(default_factory=DataConfig)
+    methods: tuple[Method, ...] = Field(default=METHODS, min_length=1)
+    seeds: tuple[int, ...] = Field(default=(0, 1, 2), min_length=1)
+    recipe: RecipeConfig = Field(default_factory=RecipeConfig)
+    init: InitConfig = Field(default_factory=InitConfig)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(default=2, ge=1, le=1024, description="torch.set_num_threads on CPU (None: leave)")
+
+    @field_validator("methods", "seeds")
+    @classmethod
+    def _unique(cls, v: tuple[Any, ...]) -> tuple[Any, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"entries must be unique, got {list(v)}")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_range(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        for s in v:
+            if not 0 <= s <= 2**31 - 1:
+                raise ValueError(f"seeds must be in 0..2**31-1, got {s}")
+        return v
+
+    @model_validator(mode="after")
+    def _labels(self) -> "ExperimentConfig":
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model labels must be unique, got {names}; set 'label'")
+        return self
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in e.get("loc", ())) or "config"
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+    more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
+    return "invalid experiment config: " + "; ".join(parts) + more
+
+
+def parse_config(obj: ExperimentConfig | dict[str, Any]) -> ExperimentConfig:
+    """Validate a config dict (or pass a config through); raise OptionsError with one line on error."""
+    if isinstance(obj, ExperimentConfig):
+        return obj
+    if not isinstance(obj, dict):
+        raise OptionsError(f"an experiment config is a JSON object, got {type(obj).__name__}")
+    try:
+        return ExperimentConfig.model_validate(obj)
+    except ValidationError as exc:
+        raise OptionsError(_one_line(exc)) from None
+
+
+def override(cfg: ExperimentConfig, **changes: Any) -> ExperimentConfig:
+    """A copy of ``cfg`` with nested changes, e.g. ``override(cfg, recipe={"epochs": 1}, seeds=[0])``, validated."""
+    data = cfg.model_dump(mode="json")
+    for key, value in changes.items():
+        if value is None:
+            continue
+        if key not in data:
+            raise OptionsError(f"unknown experiment config field {key!r}; allowed: {sorted(data)}")
+        if isinstance(value, dict) and isinstance(data[key], dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return parse_config(data)
+
+
+# ------------------------------------------------------------------ presets
+_RESNET20_NOBN = ModelConfig(arch="resnet20", args={"bn": False}, label="resnet20_nobn")
+_RESNET20_BN = ModelConfig(arch="resnet20", args={"bn": True}, label="resnet20_bn")
+
+PRESETS: dict[str, ExperimentConfig] = {
+    # Sized for this 2-core machine: 24 runs (2 models x 4 methods x 3 seeds) in < 30 min when alone.
+    "cpu": ExperimentConfig(
+        name="cpu",
+        models=(_RESNET20_NOBN, _RESNET20_BN),
+        data=DataConfig(train_size=10_000, test_size=2_000, heldout_size=128, heldout_batch_size=64),
+        seeds=(0, 1, 2),
+        recipe=RecipeConfig(epochs=3, batch_size=128, lr=0.1),
+        init=InitConfig(iters=20, lr=0.1, batch_size=64, sub_batches=2, overlap=0.6),
+        threads=2,
+    ),
+    # The paper's CIFAR-10 setup (Appendix B.2, following GradInit): full training set,
+    # 200 epochs, batch 128, lr 0.1, cosine, wd 1e-4, clipping 1.0 without BN; NIO batch
+    # mode D=2 on batches of 128. For a CUDA machine (device auto-detected).
+    "gpu": ExperimentConfig(
+        name="gpu",
+        models=(
+            ModelConfig(arch="resnet110", args={"bn": False}, label="resnet110_nobn"),
+            ModelConfig(arch="resnet110", args={"bn": True}, label="resnet110_bn"),
+            ModelConfig(arch="wrn28_10", args={"bn": False}, label="wrn28_10_nobn"),
+            ModelConfig(arch="wrn28_10", args={"bn": True}, label="wrn28_10_bn"),
+        ),
+        data=DataConfig(train_size=None, test_size=None, heldout_size=256, heldout_batch_size=128),
+        seeds=(0, 1, 2),
+        recipe=RecipeConfig(epochs=200, batch_size=128, lr=0.1, eval_batch_size=1000),
+        init=InitConfig(iters=100, lr=0.1, batch_size=128, sub_batches=2, overlap=0.6, heldout_mode="batch"),
+        threads=None,
+    ),
+    # Table 5 analogue: transformers trained WITHOUT warmup (warmup_epochs=0), SGD recipe.
+    "gpu-vit": ExperimentConfig(
+        name="gpu-vit",
+        models=(
+            ModelConfig(arch="torchvision:swin_t", args={"num_classes": 10}, label="swin_t"),
+            ModelConfig(arch="torchvision:vit_b_16", args={"num_classes": 10, "image_size": 32}, label="vit_b_16"),
+        ),
+        data=DataConfig(train_size=None, test_size=None, heldout_size=256, heldout_batch_size=64),
+        methods=("kaiming", "nio"),
+        seeds=(0, 1, 2),
+        recipe=RecipeConfig(epochs=100, batch_size=128, lr=0.01, warmup_epochs=0.0, clip_grad_norm=None,
+                            eval_batch_size=500),
+        init=InitConfig(iters=100, lr=0.01, batch_size=64, sub_batches=2, overlap=0.6, heldout_mode="batch"),
+        threads=None,
+    ),
+    # A minute-sized sanity run on real CIFAR-10.
+    "smoke": ExperimentConfig(
+        name="smoke",
+        models=(_RESNET20_NOBN,),
+        data=DataConfig(train_size=512, test_size=256, heldout_size=64, heldout_batch_size=32),
+        methods=("kaiming", "nio"),
+        seeds=(0,),
+        recipe=RecipeConfig(epochs=1, batch_size=64),
+        init=InitConfig(iters=3, batch_size=32),
+        threads=2,
+    ),
+}
+
+
+def preset(name: str) -> ExperimentConfig:
+    if name not in PRESETS:
+        raise OptionsError(f"unknown experiment preset {name!r}; known: {sorted(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,168 @@
+"""Micro experiment runs end to end, config validation, summary statistics, the CLI's error path."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from initscore.errors import OptionsError
+from initscore.experiments import PRESETS, override, parse_config, preset
+from initscore.experiments.summary import markdown, stats
+
+REPO = Path(__file__).resolve().parents[2]
+CIFAR = REPO.parent / "shared" / "data" / "cifar10_jpeg"
+
+MICRO = {
+    "name": "micro",
+    "models": [{"arch": "mlp", "args": {"in_features": 192, "hidden": 16, "depth": 2}, "label": "mlp"}],
+    "data": {"kind": "synthetic", "shape": [3, 8, 8], "train_size": 128, "test_size": 48,
+             "heldout_size": 32, "heldout_batch_size": 16},
+    "methods": ["kaiming", "nio"],
+    "seeds": [0],
+    "recipe": {"epochs": 1, "batch_size": 32},
+    "init": {"iters": 2, "batch_size": 32},
+}
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory):
+    from initscore.experiments import run_experiment
+
+    out = tmp_path_factory.mktemp("micro")
+    res = run_experiment(MICRO, out, log=lambda s: None)
+    return res, out
+
+
+def test_micro_run_writes_json_with_all_fields(micro_run):
+    res, out = micro_run
+    data = json.loads((out / "results.json").read_text())
+    assert data["config"]["name"] == "micro"
+    assert len(data["runs"]) == 2
+    assert {r["method"] for r in data["runs"]} == {"kaiming", "nio"}
+    for r in data["runs"]:
+        assert r["train"]["epochs"] and r["train"]["epochs"][0]["epoch"] == 1
+        e = r["train"]["epochs"][0]
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc", "train_seconds", "wall_seconds"):
+            assert isinstance(e[key], float) and math.isfinite(e[key]), key
+        assert 0.0 <= e["test_acc"] <= 100.0
+        init = r["init"]
+        for part in ("exact_before", "exact_after", "heldout_before", "heldout_after"):
+            assert {"gc", "gn", "g_max"} <= set(init[part]), part
+        assert len(init["layers_before"]) == len(init["layers_after"]) == 4  # 2 Linear layers: weight + bias
+        assert r["init_fraction"] is not None and r["init_fraction"] > 0
+        assert r["train"]["clip_grad_norm"] == 1.0  # an MLP has no BatchNorm
+    k, n = (next(r for r in data["runs"] if r["method"] == m) for m in ("kaiming", "nio"))
+    # same seed -> same initial weights -> same scores before rectification
+    assert k["init"]["exact_before"] == n["init"]["exact_before"]
+    assert k["init"]["exact_after"] == k["init"]["exact_before"]  # kaiming changes nothing
+    assert n["init"]["gamma"] is not None and n["init"]["iters"] == 2
+    assert {row["method"] for row in data["summary"]} == {"kaiming", "nio"}
+    assert data["comparisons"][0]["method"] == "nio" and data["comparisons"][0]["n_pairs"] == 1
+
+
+def test_micro_run_writes_non_empty_pngs(micro_run):
+    res, out = micro_run
+    assert len(res.files) == 2
+    for f in res.files:
+        p = Path(f)
+        assert p.exists() and p.stat().st_size > 1000
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "results_mlp_curves.png").exists() and (out / "results_mlp_fig3.png").exists()
+
+
+def test_markdown_tables_from_results(micro_run):
+    res, _ = micro_run
+    md = markdown(res.to_dict())
+    assert "| mlp | kaiming |" in md and "| mlp | nio |" in md
+    assert "Paired differences against Kaiming" in md
+
+
+@pytest.mark.skipif(not CIFAR.is_dir(), reason="../shared/data/cifar10_jpeg not present")
+def test_micro_run_on_real_cifar10(tmp_path):
+    from initscore.experiments import run_experiment
+
+    cfg = dict(MICRO, data={"kind": "cifar10", "root": str(CIFAR), "train_size": 200, "test_size": 100,
+                            "heldout_size": 32, "heldout_batch_size": 16},
+               models=[{"arch": "mlp", "args": {"hidden": 16, "depth": 2}, "label": "mlp"}], methods=["kaiming"])
+    res = run_experiment(cfg, tmp_path, log=lambda s: None, plots=False)
+    (run,) = res.runs
+    assert run["train"]["epochs"][0]["test_acc"] >= 0.0
+    assert (tmp_path / "results.json").exists()
+
+
+def test_bad_configs_give_one_line_options_errors():
+    for bad, needle in [
+        ({**MICRO, "methods": ["kaiming", "bogus"]}, "methods"),
+        ({**MICRO, "seeds": [0, 0]}, "unique"),
+        ({**MICRO, "recipe": {"epochs": 0}}, "epochs"),
+        ({**MICRO, "models": []}, "models"),
+        ({**MICRO, "surprise": 1}, "surprise"),
+        ({**MICRO, "data": {**MICRO["data"], "heldout_batch_size": 64}}, "heldout_batch_size"),
+        ({**MICRO, "recipe": {"epochs": 2, "warmup_epochs": 2}}, "warmup"),
+    ]:
+        with pytest.raises(OptionsError) as ei:
+            parse_config(bad)
+        assert needle in str(ei.value) and "\n" not in str(ei.value)
+    with pytest.raises(OptionsError):
+        parse_config([1, 2])
+    with pytest.raises(OptionsError):
+        preset("nope")
+
+
+def test_unknown_arch_fails_before_any_work(tmp_path):
+    from initscore.errors import SpecError
+    from initscore.experiments import run_experiment
+
+    cfg = {**MICRO, "models": [{"arch": "no_such_net"}]}
+    with pytest.raises(SpecError):
+        run_experiment(cfg, tmp_path, log=lambda s: None)
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_presets_are_valid_and_roundtrip_json():
+    for name, cfg in PRESETS.items():
+        again = parse_config(json.loads(json.dumps(cfg.model_dump(mode="json"))))
+        assert again == cfg, name
+    cpu = preset("cpu")
+    assert {m.args["bn"] for m in cpu.models} == {True, False}
+    assert set(cpu.methods) == {"kaiming", "nio", "gradinit", "metainit"} and len(cpu.seeds) == 3
+    assert cpu.recipe.momentum == 0.9 and cpu.recipe.weight_decay == 1e-4 and cpu.recipe.clip_grad_norm == "auto"
+    small = override(cpu, seeds=[5], recipe={"epochs": 1})
+    assert small.seeds == (5,) and small.recipe.epochs == 1 and small.recipe.lr == cpu.recipe.lr
+
+
+def test_stats_mean_and_sample_std():
+    s = stats([1.0, 2.0, 3.0, None, float("nan")])
+    assert s["mean"] == 2.0 and s["std"] == pytest.approx(1.0) and s["n"] == 3
+    assert stats([])["mean"] is None
+    assert stats([4.0])["std"] == 0.0
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "initscore", "experiment", *args], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=120)
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path):
+    for args in (["--preset", "nope", "--out", str(tmp_path)],
+                 ["--preset", "cpu", "--seeds", "a,b", "--out", str(tmp_path)],
+                 ["--preset", "cpu", "--epochs", "0", "--out", str(tmp_path)],
+                 ["--preset", "cpu", "--arch", "resnet20", "--args", "{bad", "--out", str(tmp_path)],
+                 ["--config", str(tmp_path / "missing.json"), "--out", str(tmp_path)]):
+        p = _cli(*args)
+        assert p.returncode == 2, (args, p.stderr)
+        lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:"), (args, p.stderr)
+
+
+def test_cli_show_config_applies_overrides():
+    p = _cli("--preset", "cpu", "--methods", "kaiming,nio", "--seeds", "7", "--epochs", "2", "--show-config")
+    assert p.returncode == 0, p.stderr
+    cfg = json.loads(p.stdout)
+    assert cfg["methods"] == ["kaiming", "nio"] and cfg["seeds"] == [7] and cfg["recipe"]["epochs"] == 2
