@@ -1,0 +1,398 @@
+"""`initscore score`, `initscore rectify`, `initscore demo`: the engine, in-process (no Redis).
+
+Examples:
+  initscore score --arch resnet20 --args '{"bn": false}' --data cifar10 --mode sample --layers
+  initscore score --arch mlp --data synthetic --batch-size 32 --json
+  initscore rectify --arch resnet20 --args '{"bn": false}' --data cifar10 --iters 30 --out r20.safetensors
+  initscore demo
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from initscore.errors import DataError, InitscoreError, OptionsError, SpecError
+
+DEMO_OUT = Path("runs/demo/resnet20_nio.safetensors")
+DEMO_ITERS = 25
+DEMO_BATCH = 64
+
+
+# ----------------------------------------------------------------- helpers
+def _spec(arch: str, args: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(args)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"--args must be a JSON object, e.g. '{{\"bn\": false}}' ({exc.msg})") from None
+    if not isinstance(parsed, dict):
+        raise SpecError("--args must be a JSON object")
+    from initscore.models import validate_spec
+
+    validate_spec({"arch": arch, "args": parsed})
+    return {"arch": arch, "args": parsed}
+
+
+def _data_ref(spec: dict[str, Any], kind: str, root: str | None, split: str, batch_size: int, seed: int,
+              limit: int | None) -> dict[str, Any]:
+    from initscore import data as data_mod
+    from initscore.models import validate_spec
+
+    entry, full = validate_spec(spec)
+    ref: dict[str, Any] = {"kind": kind, "split": split, "batch_size": batch_size, "seed": seed}
+    if kind == "synthetic":
+        shape = tuple(entry.input_shape or (3, 32, 32))
+        if "in_features" in full and math.prod(shape) != int(full["in_features"]):
+            shape = (int(full["in_features"]),)
+        ref["shape"] = list(shape)
+        ref["num_classes"] = int(full.get("num_classes", 10))
+        ref["limit"] = limit
+    else:
+        if root is None:
+            default = {"cifar10": data_mod.default_cifar10_root, "mnist": data_mod.default_mnist_root,
+                       "fashion-mnist": data_mod.default_fashion_mnist_root}.get(kind)
+            root = default() if default else None
+            if root is None:
+                raise DataError(f"data kind {kind!r} needs --root (no default copy found)")
+        ref["root"] = root
+        ref["limit"] = limit
+    return {k: v for k, v in ref.items() if v is not None}
+
+
+def _load(ref: dict[str, Any]):
+    from initscore import data as data_mod
+    from initscore.contract import DataRef
+
+    try:
+        dref = DataRef(**ref)
+    except InitscoreError:
+        raise
+    except Exception as exc:  # pydantic ValidationError -> one line
+        errs = getattr(exc, "errors", lambda: [])()
+        msg = errs[0].get("msg") if errs else str(exc).splitlines()[0]
+        raise DataError(f"bad data reference: {msg}") from None
+    return data_mod.load(dref)
+
+
+def _build(spec: dict[str, Any], init_seed: int):
+    import torch
+
+    from initscore.models import build
+
+    torch.manual_seed(init_seed)
+    return build(spec)
+
+
+def _check_compatible(model, x, num_classes: int) -> None:
+    import torch
+
+    try:
+        with torch.no_grad():
+            out = model.eval()(x[:2])
+    except RuntimeError as exc:
+        raise OptionsError(f"the model does not accept inputs of shape {list(x.shape[1:])}: "
+                           f"{str(exc).splitlines()[0]}") from None
+    finally:
+        model.train()
+    if out.dim() != 2 or out.shape[1] < num_classes:
+        raise OptionsError(f"the model outputs {list(out.shape[1:])} values per sample but the data has "
+                           f"{num_classes} classes; set num_classes in --args")
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _scores_table(title: str, rows: list[tuple[str, Any]]):
+    from rich.table import Table
+
+    t = Table(title=title)
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    for k, v in rows:
+        t.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
+    return t
+
+
+def _layers_table(layers):
+    from rich.table import Table
+
+    t = Table(title="per parameter tensor (paper Fig. 3)")
+    for c in ("tensor", "numel", "gc", "gn", "max/min norm"):
+        t.add_column(c, justify="left" if c == "tensor" else "right")
+    for layer in layers:
+        ratio = "-" if layer.norm_ratio is None else f"{layer.norm_ratio:.4g}"
+        t.add_row(layer.name, str(layer.numel), f"{layer.gc:.4g}", f"{layer.gn:.4g}", ratio)
+    return t
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    import initscore
+    from initscore.contract import ENGINE_VERSION
+
+    return {"initscore": initscore.__version__, "engine": ENGINE_VERSION, "torch": torch.__version__}
+
+
+def save_weights(path: Path, state_dict: dict, metadata: dict[str, Any]) -> str:
+    """Write a .safetensors file with string metadata (each value JSON-encoded); return its sha256."""
+    from safetensors.torch import save_file
+
+    if path.suffix != ".safetensors":
+        raise OptionsError(f"--out must end in .safetensors, got {str(path)!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().clone() for k, v in state_dict.items()}
+    save_file(tensors, str(path), metadata={k: json.dumps(v, sort_keys=True) for k, v in metadata.items()})
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _heldout_batches(td, n_batches: int, batch_size: int, seed: int):
+    if n_batches == 0:
+        return td, []
+    n = n_batches * batch_size
+    if n + batch_size > len(td):
+        raise OptionsError(f"{len(td)} samples are too few for {n_batches} held-out batches of {batch_size} "
+                           "plus training batches; raise --limit or lower --heldout-batches/--batch-size")
+    train, held = td.split(n, seed)
+    return train, [(held.x[i * batch_size:(i + 1) * batch_size], held.y[i * batch_size:(i + 1) * batch_size])
+                   for i in range(n_batches)]
+
+
+# ------------------------------------------------------------------- score
+def score_cmd(
+    arch: str = typer.Option(..., "--arch", help="registered architecture (initscore proxies --list / models)"),
+    args: str = typer.Option("{}", "--args", help="architecture arguments as a JSON object"),
+    data: str = typer.Option("synthetic", "--data", help="cifar10|cifar100|mnist|fashion-mnist|imagefolder|tensors|synthetic"),
+    root: Optional[str] = typer.Option(None, "--root", help="dataset directory or file"),
+    split: str = typer.Option("train", "--split"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="use a seeded subset of this many samples"),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    seed: int = typer.Option(0, "--seed", help="which samples"),
+    init_seed: int = typer.Option(0, "--init-seed", help="torch seed of the initial weights"),
+    mode: str = typer.Option("sample", "--mode", help="sample (exact) or batch (Eq. 7)"),
+    bn: Optional[str] = typer.Option(None, "--bn", help="batch|calibrated|per_sample (default by mode)"),
+    sub_batches: int = typer.Option(2, "--sub-batches"),
+    overlap: float = typer.Option(0.0, "--overlap"),
+    layers: bool = typer.Option(False, "--layers", help="print the per-tensor breakdown"),
+    as_json: bool = typer.Option(False, "--json", help="print a ScoreResult JSON object"),
+) -> None:
+    """GradCosine and gradient norm of a freshly initialized architecture on one batch."""
+    from initscore.contract import ScoreResult
+    from initscore.scores import gradcosine
+
+    spec = _spec(arch, args)
+    td = _load(_data_ref(spec, data, root, split, batch_size, seed, limit))
+    x, y = td.batch(batch_size, seed)
+    model = _build(spec, init_seed)
+    _check_compatible(model, x, td.num_classes)
+    t0 = time.perf_counter()
+    s = gradcosine(model, (x, y), mode=mode, bn=bn, sub_batches=sub_batches, overlap=overlap)
+    secs = time.perf_counter() - t0
+    result = ScoreResult(arch=arch, params=sum(p.numel() for p in model.parameters()), gc=s.gc, gn=s.gn,
+                         g_max=s.g_max, g_min=s.g_min, n=s.n, mode=s.mode, bn=s.bn,
+                         layers=[layer.to_dict() for layer in s.layers] if layers else [], seconds=secs)
+    if as_json:
+        typer.echo(result.model_dump_json())
+        return
+    con = _console()
+    con.print(_scores_table(f"{arch} on {td.name}, B={len(x)}", [
+        ("GradCosine (gc)", s.gc), ("GradNorm (gn)", s.gn), ("g_max", s.g_max), ("g_min", s.g_min),
+        ("n", s.n), ("mode", s.mode), ("bn", s.bn or "no BN"), ("seconds", secs)]))
+    if layers:
+        con.print(_layers_table(s.layers))
+
+
+# ----------------------------------------------------------------- rectify
+def _run_rectify(model, train, heldout, *, quiet: bool, **kw):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from initscore.nio import rectify
+
+    if quiet:
+        return rectify(model, train, heldout=heldout, **kw)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=_console(stderr=True),
+                  transient=False) as bar:
+        task = bar.add_task(kw.get("method", "nio"), total=kw.get("iters", 100), info="")
+
+        def progress(i: int, total: int, m: dict[str, Any]) -> None:
+            info = f"gc {m['gc']:.4f} gn {m['gn']:.4g} g_max {m['g_max']:.4g}{' [bound]' if m['constrained'] else ''}"
+            bar.update(task, completed=i, info=info)
+
+        return rectify(model, train, heldout=heldout, progress=progress, **kw)
+
+
+def rectify_cmd(
+    arch: str = typer.Option(..., "--arch"),
+    args: str = typer.Option("{}", "--args", help="architecture arguments as a JSON object"),
+    data: str = typer.Option("synthetic", "--data"),
+    root: Optional[str] = typer.Option(None, "--root"),
+    split: str = typer.Option("train", "--split"),
+    limit: Optional[int] = typer.Option(None, "--limit"),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    seed: int = typer.Option(0, "--seed", help="data sampling seed"),
+    init_seed: int = typer.Option(0, "--init-seed"),
+    method: str = typer.Option("nio", "--method", help="nio|gradinit|metainit|kaiming"),
+    iters: int = typer.Option(100, "--iters"),
+    lr: float = typer.Option(0.1, "--lr"),
+    gamma: Optional[float] = typer.Option(None, "--gamma", help="bound on g_max (default 2x the initial g_max)"),
+    mode: str = typer.Option("batch", "--mode"),
+    bn: Optional[str] = typer.Option(None, "--bn"),
+    sub_batches: int = typer.Option(2, "--sub-batches"),
+    overlap: float = typer.Option(0.6, "--overlap"),
+    min_scale: float = typer.Option(0.01, "--min-scale"),
+    optimizer: str = typer.Option("adam", "--optimizer"),
+    gn_weight: float = typer.Option(1.0, "--gn-weight", help="weight of GN in the unconstrained step (1 = paper)"),
+    heldout_batches: int = typer.Option(2, "--heldout-batches", min=0),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the rectified weights (.safetensors)"),
+    as_json: bool = typer.Option(False, "--json"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+) -> None:
+    """Rectify an initialization (NIO, Algorithm 3, or a baseline) and report held-out scores before/after."""
+    from initscore.contract import RectifyResult
+
+    if out is not None and out.suffix != ".safetensors":
+        raise OptionsError(f"--out must end in .safetensors, got {str(out)!r}")
+    spec = _spec(arch, args)
+    if data == "synthetic" and limit is None:
+        limit = (heldout_batches + 8) * batch_size
+    ref = _data_ref(spec, data, root, split, batch_size, seed, limit)
+    td = _load(ref)
+    train, held = _heldout_batches(td, heldout_batches, batch_size, seed)
+    model = _build(spec, init_seed)
+    _check_compatible(model, train.x[:2], td.num_classes)
+    hyper = dict(method=method, iters=iters, lr=lr, gamma=gamma, sub_batches=sub_batches, overlap=overlap,
+                 mode=mode, min_scale=min_scale, optimizer=optimizer, seed=seed, bn=bn, gn_weight=gn_weight)
+    r = _run_rectify(model, train, held, quiet=quiet or as_json, batch_size=batch_size, **hyper)
+    sha = None
+    if out is not None:
+        sha = save_weights(out, r.state_dict, {
+            "spec": spec, "data": ref, "init_seed": init_seed, "seed": seed,
+            "hyperparameters": {**hyper, "batch_size": batch_size, "heldout_batches": heldout_batches,
+                                "gamma_used": r.gamma},
+            "versions": _versions(), "scales": r.scales, "unscalable": list(r.unscalable),
+            "heldout_before": r.heldout_before, "heldout_after": r.heldout_after})
+    d = r.to_dict()
+    result = RectifyResult(arch=arch, params=sum(p.numel() for p in model.parameters()), weights_sha256=sha, **d)
+    if as_json:
+        typer.echo(result.model_dump_json())
+        return
+    _print_rectification(r, out)
+
+
+def _print_rectification(r, out: Path | None, exact: tuple[dict, dict] | None = None) -> None:
+    from rich.table import Table
+
+    con = _console()
+    t = Table(title=f"{r.method}: held-out scores (same gradcosine settings as the rectification)")
+    for c in ("", "gc", "gn", "g_max"):
+        t.add_column(c, justify="right")
+    for label, d in (("before", r.heldout_before), ("after", r.heldout_after)):
+        if d:
+            t.add_row(label, f"{d['gc']:.5f}", f"{d['gn']:.5g}", f"{d['g_max']:.5g}")
+    if exact is not None:
+        for label, d in (("before (exact sample GC)", exact[0]), ("after (exact sample GC)", exact[1])):
+            t.add_row(label, f"{d['gc']:.5f}", f"{d['gn']:.5g}", f"{d['g_max']:.5g}")
+    con.print(t)
+    gamma = "-" if r.gamma is None else f"{r.gamma:.5g}"
+    n_bound = sum(h["constrained"] for h in r.history)
+    con.print(f"gamma {gamma}; {len(r.history)} iterations, {n_bound} in the g_max > gamma branch; "
+              f"{len(r.unscalable)} zero tensors not rescalable; {r.seconds:.1f} s")
+    if r.scales:
+        vals = sorted(r.scales.values())
+        con.print(f"scales: min {vals[0]:.4g}, median {vals[len(vals) // 2]:.4g}, max {vals[-1]:.4g}")
+    if out is not None:
+        con.print(f"rectified weights -> {out}")
+
+
+# -------------------------------------------------------------------- demo
+def demo_data(limit: int = 2048):
+    """Real data for the demo: CIFAR-10 (repo's shared copy or $INITSCORE_DATA_ROOT), else Debian's
+    Fashion-MNIST, else the shared MNIST test set; 1-channel 28x28 images are zero-padded to 32x32 and
+    repeated to 3 channels for ResNet-20."""
+    import torch
+
+    from initscore import data as data_mod
+
+    tries = [("cifar10", data_mod.default_cifar10_root(), "train"),
+             ("fashion-mnist", data_mod.default_fashion_mnist_root(), "train"),
+             ("mnist", data_mod.default_mnist_root(), "test")]
+    for kind, root, split in tries:
+        if root is None:
+            continue
+        ref = {"kind": kind, "root": root, "split": split, "limit": limit, "seed": 0, "batch_size": DEMO_BATCH}
+        td = _load(ref)
+        if td.x.shape[1] == 1:
+            x = torch.nn.functional.pad(td.x, (2, 2, 2, 2)).repeat(1, 3, 1, 1)
+            td = data_mod.TensorData(x.contiguous(), td.y, td.num_classes, td.name + " (padded to 3x32x32)")
+        return td, ref
+    raise DataError("no real dataset found: put CIFAR-10 at ../shared/data/cifar10_jpeg (or set "
+                    "INITSCORE_DATA_ROOT), or install Debian's dataset-fashion-mnist")
+
+
+def demo_cmd(
+    iters: int = typer.Option(DEMO_ITERS, "--iters", help="NIO iterations"),
+    out: Path = typer.Option(DEMO_OUT, "--out"),
+) -> None:
+    """Score ResNet-20 (no BN) on real images, rectify it with NIO, report honest held-out scores."""
+    import torch
+
+    from initscore.scores import gradcosine
+
+    con = _console()
+    t0 = time.perf_counter()
+    td, ref = demo_data()
+    train, held = _heldout_batches(td, 2, DEMO_BATCH, 0)
+    spec = {"arch": "resnet20", "args": {"bn": False}}
+    model = _build(spec, 0)
+    con.print(f"[bold]initscore demo[/]: ResNet-20 (bn=False, {sum(p.numel() for p in model.parameters()):,} "
+              f"params) on {td.name}, {len(td)} images ({len(held)} held-out batches of {DEMO_BATCH}); "
+              f"torch threads {torch.get_num_threads()}")
+    x, y = held[0]
+    rows = []
+    for mode, kw in (("sample", {}), ("batch", {"sub_batches": 2, "overlap": 0.6})):
+        s0 = time.perf_counter()
+        s = gradcosine(model, (x, y), mode=mode, **kw)
+        rows.append((mode, s, time.perf_counter() - s0))
+    from rich.table import Table
+
+    t = Table(title="Kaiming init, held-out batch 1")
+    for c in ("mode", "gc", "gn", "g_max", "g_min", "seconds"):
+        t.add_column(c, justify="right")
+    for mode, s, secs in rows:
+        t.add_row(mode + ("" if mode == "sample" else " D=2 r=0.6"), f"{s.gc:.5f}", f"{s.gn:.5g}",
+                  f"{s.g_max:.5g}", f"{s.g_min:.5g}", f"{secs:.2f}")
+    con.print(t)
+    hyper = dict(method="nio", iters=iters, lr=0.1, gamma=None, sub_batches=2, overlap=0.6, mode="batch",
+                 min_scale=0.01, optimizer="adam", seed=0, bn=None)
+    r = _run_rectify(model, train, held, quiet=False, batch_size=DEMO_BATCH, **hyper)
+    from initscore.nio import heldout_scores
+
+    exact_before = heldout_scores(model, None, held, mode="sample", sub_batches=2, overlap=0.0, bn=None, loss=None)
+    exact_after = heldout_scores(model, r.state_dict, held, mode="sample", sub_batches=2, overlap=0.0, bn=None,
+                                 loss=None)
+    sha = save_weights(out, r.state_dict, {
+        "spec": spec, "data": ref, "init_seed": 0, "seed": 0,
+        "hyperparameters": {**hyper, "batch_size": DEMO_BATCH, "heldout_batches": 2, "gamma_used": r.gamma},
+        "versions": _versions(), "scales": r.scales, "unscalable": list(r.unscalable),
+        "heldout_before": r.heldout_before, "heldout_after": r.heldout_after,
+        "heldout_exact_before": exact_before, "heldout_exact_after": exact_after})
+    _print_rectification(r, out, exact=(exact_before, exact_after))
+    d_gc = exact_after["gc"] - exact_before["gc"]
+    con.print(f"held-out exact GradCosine {'rose' if d_gc > 0 else 'did not rise'}: "
+              f"{exact_before['gc']:.5f} -> {exact_after['gc']:.5f} ({d_gc:+.5f}); sha256 {sha[:16]}...; "
+              f"total {time.perf_counter() - t0:.1f} s")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("score")(score_cmd)
+    app.command("rectify")(rectify_cmd)
+    app.command("demo")(demo_cmd)
