@@ -22,6 +22,7 @@ from initscore.errors import DataError, InitscoreError, OptionsError, SpecError
 DEMO_OUT = Path("runs/demo/resnet20_nio.safetensors")
 DEMO_ITERS = 25
 DEMO_BATCH = 64
+DEMO_LR = 0.01  # the API default 0.1 makes GN of the no-BN ResNet-20 jump 4x in one step (docs/engine.md)
 
 
 # ----------------------------------------------------------------- helpers
@@ -212,20 +213,27 @@ def score_cmd(
 
 # ----------------------------------------------------------------- rectify
 def _run_rectify(model, train, heldout, *, quiet: bool, **kw):
+    """Run :func:`initscore.nio.rectify` with a rich progress bar on stderr, opened at the first iteration
+    (so an options error before it prints one clean line)."""
+    import contextlib
+
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from initscore.nio import rectify
 
     if quiet:
         return rectify(model, train, heldout=heldout, **kw)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=_console(stderr=True),
-                  transient=False) as bar:
-        task = bar.add_task(kw.get("method", "nio"), total=kw.get("iters", 100), info="")
+    state: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
 
         def progress(i: int, total: int, m: dict[str, Any]) -> None:
+            if "bar" not in state:
+                bar = stack.enter_context(Progress(
+                    TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=_console(stderr=True)))
+                state["bar"], state["task"] = bar, bar.add_task(kw.get("method", "nio"), total=total, info="")
             info = f"gc {m['gc']:.4f} gn {m['gn']:.4g} g_max {m['g_max']:.4g}{' [bound]' if m['constrained'] else ''}"
-            bar.update(task, completed=i, info=info)
+            state["bar"].update(state["task"], completed=i, info=info)
 
         return rectify(model, train, heldout=heldout, progress=progress, **kw)
 
@@ -371,7 +379,7 @@ def demo_cmd(
         t.add_row(mode + ("" if mode == "sample" else " D=2 r=0.6"), f"{s.gc:.5f}", f"{s.gn:.5g}",
                   f"{s.g_max:.5g}", f"{s.g_min:.5g}", f"{secs:.2f}")
     con.print(t)
-    hyper = dict(method="nio", iters=iters, lr=0.1, gamma=None, sub_batches=2, overlap=0.6, mode="batch",
+    hyper = dict(method="nio", iters=iters, lr=DEMO_LR, gamma=None, sub_batches=2, overlap=0.6, mode="batch",
                  min_scale=0.01, optimizer="adam", seed=0, bn=None)
     r = _run_rectify(model, train, held, quiet=False, batch_size=DEMO_BATCH, **hyper)
     from initscore.nio import heldout_scores

@@ -1,0 +1,80 @@
+"""`initscore score` / `rectify` through the real entry point (subprocess: exit codes and stderr are real)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MLP = '{"hidden": 16, "depth": 2, "in_features": 12}'
+
+
+def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "120"}
+    return subprocess.run([sys.executable, "-m", "initscore", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_score_json_on_synthetic():
+    p = _run("score", "--arch", "mlp", "--args", MLP, "--batch-size", "8", "--layers", "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["kind"] == "score" and d["arch"] == "mlp" and d["n"] == 8 and d["mode"] == "sample"
+    assert 0.0 <= d["gc"] <= 1.0 and d["g_min"] <= d["gn"] <= d["g_max"]
+    assert [layer["name"] for layer in d["layers"]] == ["net.1.weight", "net.1.bias", "net.3.weight", "net.3.bias"]
+    # the same numbers as the library on the same batch and init
+    import torch
+
+    from initscore import data, models
+    from initscore.scores import gradcosine
+
+    td = data.load({"kind": "synthetic", "shape": [12], "num_classes": 10, "batch_size": 8, "seed": 0})
+    torch.manual_seed(0)
+    net = models.build({"arch": "mlp", "args": json.loads(MLP)})
+    s = gradcosine(net, td.batch(8, 0))
+    assert d["gc"] == pytest.approx(s.gc, rel=1e-6) and d["gn"] == pytest.approx(s.gn, rel=1e-6)
+
+
+def test_rectify_writes_safetensors_with_provenance(tmp_path):
+    out = tmp_path / "r.safetensors"
+    p = _run("rectify", "--arch", "mlp", "--args", MLP, "--batch-size", "8", "--iters", "3", "--mode", "sample",
+             "--heldout-batches", "1", "--out", str(out), "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["kind"] == "rectify" and len(d["history"]) == 3 and set(d["heldout_after"]) == {"gc", "gn", "g_max"}
+    import hashlib
+
+    from safetensors import safe_open
+
+    assert d["weights_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+        keys = set(f.keys())
+    assert keys == {"net.1.weight", "net.1.bias", "net.3.weight", "net.3.bias"}
+    assert json.loads(meta["spec"]) == {"arch": "mlp", "args": json.loads(MLP)}
+    assert json.loads(meta["data"])["kind"] == "synthetic"
+    hp = json.loads(meta["hyperparameters"])
+    assert hp["iters"] == 3 and hp["mode"] == "sample" and hp["gamma_used"] == d["gamma"]
+    assert "torch" in json.loads(meta["versions"])
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["score", "--arch", "mlp", "--mode", "exact"], "mode"),
+    (["score", "--arch", "nope"], "unknown architecture"),
+    (["score", "--arch", "mlp", "--args", "{bad"], "--args"),
+    (["score", "--arch", "mlp", "--args", '{"depth": 0}'], "depth"),
+    (["score", "--arch", "mlp", "--bn", "running"], "bn"),
+    (["score", "--arch", "mlp", "--data", "cifar10", "--root", "/nonexistent/x"], "nonexistent"),
+    (["rectify", "--arch", "mlp", "--iters", "1", "--method", "lsuv"], "method"),
+    (["rectify", "--arch", "mlp", "--iters", "1", "--out", "w.pt"], ".safetensors"),
+])
+def test_bad_input_exits_2_with_one_line(args, needle):
+    p = _run(*args)
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
