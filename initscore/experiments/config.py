@@ -213,7 +213,7 @@ PRESETS: dict[str, ExperimentConfig] = {
         models=(_RESNET20_NOBN, _RESNET20_BN),
         data=DataConfig(train_size=10_000, test_size=2_000, heldout_size=128, heldout_batch_size=64),
         seeds=(0, 1, 2),
-        recipe=RecipeConfig(epochs=3, batch_size=128, lr=0.1),
+        recipe=RecipeConfig(epochs=2, batch_size=128, lr=0.1),
         init=InitConfig(iters=20, lr=0.1, batch_size=64, sub_batches=2, overlap=0.6),
         threads=2,
     ),

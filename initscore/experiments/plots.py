@@ -100,6 +100,7 @@ def plot_fig3(runs: Sequence[dict[str, Any]], model: str, path: Path, other: str
 
 def plot_all(runs: Sequence[dict[str, Any]], out: Path) -> list[str]:
     files: list[str] = []
+    runs = [r for r in runs if "error" not in r]
     for model in dict.fromkeys(r["model"] for r in runs):
         rs = [r for r in runs if r["model"] == model]
         files.append(str(plot_curves(rs, model, out / f"results_{model}_curves.png")))

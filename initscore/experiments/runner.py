@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from initscore import models
-from initscore.errors import DataError, OptionsError
+from initscore.errors import DataError, InitscoreError, OptionsError
 from initscore.experiments.config import DataConfig, ExperimentConfig, ModelConfig, parse_config
 from initscore.experiments.recipe import augment, cosine_lr, has_batchnorm, needs_clipping, pad_values
 from initscore.experiments.summary import finite, summarize
@@ -274,7 +274,13 @@ def run_one(base: nn.Module, mcfg: ModelConfig, method: str, seed: int, splits: 
     """Rectify a copy of ``base`` with ``method``, measure held-out scores, train; one run record."""
     from initscore import nio
 
-    rect = nio.rectify(base, splits.train, method=method, seed=seed, heldout=splits.heldout, **_rect_kwargs(cfg))
+    try:
+        rect = nio.rectify(base, splits.train, method=method, seed=seed, heldout=splits.heldout,
+                           **_rect_kwargs(cfg))
+    except (InitscoreError, RuntimeError) as exc:  # recorded, never dropped silently
+        msg = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        log(f"  [{mcfg.name} seed {seed} {method}] rectification FAILED: {msg}")
+        return {"model": mcfg.name, "spec": mcfg.spec(), "method": method, "seed": seed, "error": msg}
     model = copy.deepcopy(base)
     nio.apply(model, rect)
     if method == "kaiming":

@@ -43,6 +43,8 @@ def _get(run: dict[str, Any], *path: str) -> Any:
 
 
 def summarize(runs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    failed = [r for r in runs if "error" in r]
+    runs = [r for r in runs if "error" not in r]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in runs:
         groups.setdefault((r["model"], r["method"]), []).append(r)
@@ -76,7 +78,15 @@ def summarize(runs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
             "train_seconds": stats(_get(r, "train", "train_seconds") for r in rs),
             "init_fraction": stats(r.get("init_fraction") for r in rs),
             "diverged": sum(1 for r in rs if _get(r, "train", "diverged")),
+            "failed": 0,
         })
+    for r in failed:
+        row = next((x for x in rows if x["model"] == r["model"] and x["method"] == r["method"]), None)
+        if row is None:
+            row = {"model": r["model"], "method": r["method"], "seeds": [], "failed": 0, "errors": []}
+            rows.append(row)
+        row["failed"] += 1
+        row.setdefault("errors", []).append(f"seed {r['seed']}: {r['error']}")
     comps = []
     for model in dict.fromkeys(r["model"] for r in runs):
         by = {(r["method"], r["seed"]): r for r in runs if r["model"] == model}
@@ -125,7 +135,8 @@ def markdown(result: dict[str, Any]) -> str:
     rm = cfg.get("init", {}).get("mode", "batch")
     out = ["| model | method | seeds | final test acc (%) | best test acc (%) | final train loss | diverged |",
            "|---|---|---|---|---|---|---|"]
-    for r in rows:
+    ok_rows = [r for r in rows if r["seeds"]]
+    for r in ok_rows:
         out.append(f"| {r['model']} | {r['method']} | {len(r['seeds'])} | {_ms(r['final_test_acc'], '{:.2f}')} | "
                    f"{_ms(r['best_test_acc'], '{:.2f}')} | {_ms(r['final_train_loss'], '{:.3f}')} | {r['diverged']} |")
     out += ["", f"Held-out scores at initialization ({hm}-wise = {'exact Algorithm 1' if hm == 'sample' else 'Eq. 7'}; "
@@ -133,7 +144,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| model | method | {hm} GC before | {hm} GC after | {hm} GN before | {hm} GN after | "
             f"{rm} GC before | {rm} GC after | {rm} GN after |",
             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+    for r in ok_rows:
         out.append(f"| {r['model']} | {r['method']} | {_ms(r['exact_gc_before'])} | {_ms(r['exact_gc_after'])} | "
                    f"{_ms(r['exact_gn_before'], '{:.3f}')} | {_ms(r['exact_gn_after'], '{:.3f}')} | "
                    f"{_ms(r['heldout_gc_before'])} | {_ms(r['heldout_gc_after'])} | {_ms(r['heldout_gn_after'], '{:.3f}')} |")
@@ -142,12 +153,16 @@ def markdown(result: dict[str, Any]) -> str:
             "| model | method | gamma | g_max last iter | runs with g_max <= gamma | held-out g_max after | "
             "init seconds | train seconds | init fraction |",
             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
+    for r in ok_rows:
         n = len(r["seeds"])
         out.append(f"| {r['model']} | {r['method']} | {_ms(r['gamma'], '{:.3f}')} | {_ms(r['last_iter_gmax'], '{:.3f}')} | "
                    f"{r['gmax_within_gamma']}/{n} | {_ms(r['heldout_gmax_after'], '{:.3f}')} | "
                    f"{_ms(r['init_seconds'], '{:.1f}')} | {_ms(r['train_seconds'], '{:.0f}')} | "
                    f"{_ms(r['init_fraction'], '{:.3f}')} |")
+    fails = [r for r in rows if r.get("failed")]
+    if fails:
+        out += ["", "Failed rectifications (no training run):", ""]
+        out += [f"- {r['model']} / {r['method']}: {e}" for r in fails for e in r.get("errors", [])]
     comps = result.get("comparisons", [])
     if comps:
         out += ["", f"Paired differences against Kaiming (same seed = same initial weights; mean ± std over seeds):", "",

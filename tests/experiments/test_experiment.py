@@ -166,3 +166,15 @@ def test_cli_show_config_applies_overrides():
     assert p.returncode == 0, p.stderr
     cfg = json.loads(p.stdout)
     assert cfg["methods"] == ["kaiming", "nio"] and cfg["seeds"] == [7] and cfg["recipe"]["epochs"] == 2
+
+
+def test_failed_rectifications_are_reported_not_dropped(micro_run):
+    from initscore.experiments.summary import summarize
+
+    res, _ = micro_run
+    runs = list(res.runs) + [{"model": "mlp", "method": "metainit", "seed": 0, "error": "RuntimeError: boom"}]
+    rows, comps = summarize(runs)
+    row = next(r for r in rows if r["method"] == "metainit")
+    assert row["failed"] == 1 and row["seeds"] == [] and "boom" in row["errors"][0]
+    md = markdown({"summary": rows, "comparisons": comps, "config": {}})
+    assert "Failed rectifications" in md and "boom" in md
