@@ -21,7 +21,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/exp_cpu")
     ap.add_argument("--seeds", default=None, help="comma-separated override")
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--ablation", action="store_true",
+                    help="rectification-only ablation of NIO settings on ResNet-20 (no training)")
     a = ap.parse_args(argv)
+    if a.ablation:
+        import json
+        from pathlib import Path
+
+        from initscore.experiments.ablation import ablation_markdown, run_ablation
+
+        seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else [0, 1, 2]
+        t0 = time.perf_counter()
+        rows = run_ablation({"arch": "resnet20", "args": {"bn": False}}, seeds)
+        rows += run_ablation({"arch": "resnet20", "args": {"bn": True}}, seeds,
+                             variants={k: v for k, v in __import__("initscore.experiments.ablation", fromlist=["VARIANTS"]).VARIANTS.items()
+                                       if not k.startswith("sample")})
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        (Path(a.out) / "ablation.json").write_text(json.dumps(rows, indent=1))
+        print(ablation_markdown(rows))
+        print(f"total wall time {time.perf_counter() - t0:.0f} s; results in {a.out}/ablation.json")
+        return 0
     from initscore.errors import InitscoreError
     from initscore.experiments import override, preset
     from initscore.experiments.runner import run_experiment
