@@ -90,7 +90,12 @@ class StatBN(nn.Module):
             if not self.primitive:
                 return nn.functional.batch_norm(x, self.calib_mean, self.calib_var, self.weight, self.bias,
                                                 False, 0.0, self.eps)
-            mean, var = self.calib_mean.view(shape), self.calib_var.view(shape)
+            # eval-mode BN is affine: x * a + c with a = weight / sqrt(var + eps), c = bias - mean * a
+            a = torch.rsqrt(self.calib_var + self.eps)
+            c = -self.calib_mean * a
+            if self.weight is not None:
+                a, c = a * self.weight, c * self.weight + self.bias
+            return x * a.view(shape) + c.view(shape)
         elif mode == "batch":
             if not self.primitive:
                 return nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)

@@ -57,7 +57,7 @@ def _fd_check(value_fn, analytic, sp, h=1e-5, tol=1e-6):
 def _gc_gn(ctx, sp, x, y):
     with torch.enable_grad():
         gc, norms = grad_terms(stacked_grads(ctx, sp.params(), x, y, create_graph=False))
-    return float(gc) + float(norms.mean())
+    return float(gc.detach()) + float(norms.mean().detach())
 
 
 @pytest.mark.parametrize("act", [nn.Tanh, nn.GELU])
