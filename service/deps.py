@@ -1,0 +1,103 @@
+"""Request-scoped dependencies: the app context and the caller's identity (API keys).
+
+Keys are never stored or logged: settings hold sha256 hex digests; a presented key
+(``Authorization: Bearer <key>`` or ``X-API-Key: <key>``) is hashed and compared
+against EVERY configured digest with ``hmac.compare_digest`` (no early exit). The
+owner of a job is the digest of the key that submitted it; admin keys see all jobs.
+In open mode (no keys configured) everyone is the owner ``anonymous``.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Callable
+
+from fastapi import Request
+
+from service.problems import ProblemError
+from service.records import OPEN_OWNER
+from service.settings import Settings
+
+
+def hash_key(key: str) -> str:
+    """The sha256 hex digest stored in INITSCORE_API_KEYS for `key`."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    owner: str
+    admin: bool
+
+    def can_see(self, owner: str) -> bool:
+        return self.admin or hmac.compare_digest(self.owner, owner)
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    backend: Any
+    metrics: Any = None
+    result_json: Callable[[str], Any] = field(default=lambda sha: None)
+
+    @property
+    def index(self) -> Any:
+        return self.backend.index
+
+    @property
+    def store(self) -> Any:
+        return self.backend.store
+
+
+def make_result_cache(store: Any, size: int = 2048) -> Callable[[str], Any]:
+    """Results are content-addressed (immutable), so they can be cached by sha256."""
+
+    @lru_cache(maxsize=size)
+    def _get(sha: str) -> Any:
+        return store.get_json(sha)
+
+    return _get
+
+
+def get_ctx(request: Request) -> AppContext:
+    return request.app.state.ctx
+
+
+def _presented_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    key = request.headers.get("x-api-key")
+    return key.strip() if key and key.strip() else None
+
+
+def _match(digest: str, allowed: list[str]) -> bool:
+    hit = False
+    for h in allowed:
+        hit |= hmac.compare_digest(digest, h)
+    return hit
+
+
+def authenticate(settings: Settings, request: Request) -> Principal:
+    if settings.open_mode:
+        return Principal(owner=OPEN_OWNER, admin=False)
+    key = _presented_key(request)
+    if key is None:
+        raise ProblemError(401, "Unauthorized", "this service needs an API key: send 'Authorization: Bearer <key>'",
+                           slug="unauthorized", headers={"WWW-Authenticate": "Bearer"})
+    digest = hash_key(key)
+    if _match(digest, settings.admin_keys):
+        return Principal(owner=digest, admin=True)
+    if _match(digest, settings.api_keys):
+        return Principal(owner=digest, admin=False)
+    raise ProblemError(401, "Unauthorized", "the API key is not valid for this service", slug="unauthorized",
+                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+def principal(request: Request) -> Principal:
+    """FastAPI dependency: the authenticated caller (raises 401 problem+json)."""
+    return authenticate(get_ctx(request).settings, request)

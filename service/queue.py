@@ -1,0 +1,266 @@
+"""Submitting jobs: the queued backend (RQ on Redis, JSON serializer) and the inline backend.
+
+Both expose the same small interface to the API:
+``enqueue(record)``, ``cancel_queued(record)``, ``progress(record)``, ``ready()``,
+``queue_depths()``, ``start()``/``stop()``.
+
+Abandoned jobs (queued mode). A worker refreshes ``hb:<job>:<attempt>`` every
+``heartbeat_ttl/3`` seconds while it runs a job. :func:`reap` (run by the API every
+``reaper_interval`` seconds and by each worker at start-up) finds running jobs whose
+heartbeat expired -- the worker was SIGKILLed, lost its machine or its Redis link --
+and re-queues them as the next attempt while ``attempt < max_attempts`` (default 2:
+one re-run), else records them as failed with type ``worker-died``. The record's
+``events`` list says which happened. Queued records whose RQ job vanished (a Redis
+restart without persistence) are re-enqueued; those whose RQ job failed outside our
+job function (transient retries exhausted) are recorded as failed.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from service.index import JobIndex, MemoryJobIndex, RedisJobIndex
+from service.records import JobError, JobRecord
+from service.settings import Settings
+from service.storage import FileArtifactStore
+from worker import defaults
+
+log = logging.getLogger("initscore.service")
+
+
+def rq_job_id(rec: JobRecord) -> str:
+    """RQ job id of one attempt: '<job id>-<attempt>' (a re-queue gets a fresh RQ job)."""
+    return f"{rec.id}-{rec.attempt}"
+
+
+def redis_from_url(url: str) -> Any:
+    from redis import Redis
+
+    return Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
+
+
+class RQBackend:
+    mode = "queued"
+
+    def __init__(self, settings: Settings, redis: Any | None = None) -> None:
+        from rq import Queue
+        from rq.serializers import JSONSerializer
+
+        assert settings.redis_url or redis is not None
+        self.settings = settings
+        self.redis = redis if redis is not None else redis_from_url(settings.redis_url)  # type: ignore[arg-type]
+        self.index: RedisJobIndex = RedisJobIndex(self.redis, record_ttl=settings.record_ttl)
+        self.store = FileArtifactStore(settings.artifact_dir)
+        self.serializer = JSONSerializer
+        self.queues = {name: Queue(name, connection=self.redis, serializer=JSONSerializer) for name in defaults.QUEUES}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -------------------------------------------------------------- submission
+    def enqueue(self, rec: JobRecord) -> None:
+        from rq import Retry
+
+        q = self.queues[defaults.QUEUE_FOR_KIND[rec.kind]]
+        q.enqueue(
+            defaults.JOB_FUNCTION,
+            kwargs={"job_id": rec.id, "attempt": rec.attempt, "request": rec.request},
+            job_id=rq_job_id(rec),
+            job_timeout=defaults.TIMEOUT_FOR_KIND[rec.kind],
+            result_ttl=defaults.RESULT_TTL,
+            failure_ttl=defaults.FAILURE_TTL,
+            retry=Retry(max=defaults.TRANSIENT_RETRIES, interval=list(defaults.TRANSIENT_RETRY_INTERVALS)),
+            description=f"{rec.kind} {rec.id}",
+        )
+
+    def _fetch(self, rec: JobRecord) -> Any | None:
+        from rq.exceptions import NoSuchJobError
+        from rq.job import Job
+
+        try:
+            return Job.fetch(rq_job_id(rec), connection=self.redis, serializer=self.serializer)
+        except NoSuchJobError:
+            return None
+
+    def cancel_queued(self, rec: JobRecord) -> None:
+        job = self._fetch(rec)
+        if job is not None:
+            try:
+                job.cancel()
+            except Exception as exc:  # already started or finished: the worker sees the cancel flag
+                log.info("rq cancel of %s: %s", rec.id, exc)
+
+    def progress(self, rec: JobRecord) -> dict[str, Any] | None:
+        if rec.status != "running":
+            return None
+        job = self._fetch(rec)
+        if job is None:
+            return None
+        meta = job.get_meta(refresh=False) if hasattr(job, "get_meta") else job.meta
+        return meta.get("progress")
+
+    # -------------------------------------------------------------- health
+    def workers(self) -> dict[str, int]:
+        from rq import Worker
+
+        return {name: len(Worker.all(queue=q)) for name, q in self.queues.items()}
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        self.redis.ping()
+        w = self.workers()
+        ok = sum(w.values()) > 0
+        return ok, {"redis": "ok", "workers": w}
+
+    def queue_depths(self) -> dict[str, int]:
+        return {name: q.count for name, q in self.queues.items()}
+
+    # -------------------------------------------------------------- reaper
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._reaper_loop, name="initscore-reaper", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _reaper_loop(self) -> None:
+        while not self._stop.wait(self.settings.reaper_interval):
+            try:
+                reap(self, self.settings)
+            except Exception as exc:  # Redis down: try again next round
+                log.warning("reaper round skipped: %s", type(exc).__name__)
+
+
+def _persist(store: FileArtifactStore, rec: JobRecord | None) -> None:
+    if rec is None:
+        return
+    try:
+        store.put_ref("jobs", rec.id, rec.model_dump(mode="json"))
+    except OSError as exc:
+        log.error("cannot persist record %s: %s", rec.id, exc)
+
+
+def reap(backend: RQBackend, settings: Settings, *, now: float | None = None) -> list[tuple[str, str]]:
+    """One sweep for abandoned jobs; returns [(job id, action)] with action 'requeued' or 'failed'."""
+    from rq.job import JobStatus
+
+    idx = backend.index
+    now = time.time() if now is None else now
+    actions: list[tuple[str, str]] = []
+    for job_id in idx.running_ids():
+        rec = idx.get(job_id)
+        if rec is None or rec.status != "running":
+            continue
+        if idx.alive(job_id, rec.attempt):
+            continue
+        if rec.started_at and now - rec.started_at < settings.heartbeat_ttl:
+            continue  # a worker sets its heartbeat before it marks the job running; be lenient anyway
+        attempt, worker = rec.attempt, rec.worker
+
+        def _abandon(r: JobRecord) -> JobRecord | None:
+            if r.status != "running" or r.attempt != attempt or idx.alive(job_id, attempt):
+                return None
+            why = f"worker {r.worker or '?'} stopped heartbeating during attempt {r.attempt} (it died or lost its Redis link)"
+            if r.attempt < r.max_attempts:
+                r.note(f"{why}; re-queued as attempt {r.attempt + 1} of {r.max_attempts}")
+                r.attempt += 1
+                r.status, r.worker, r.started_at = "queued", None, None
+            else:
+                r.note(f"{why}; not re-queued (max_attempts={r.max_attempts})")
+                r.status, r.finished_at = "failed", time.time()
+                r.error = JobError(
+                    type="worker-died",
+                    title="Worker died",
+                    detail=f"the worker running this job died or lost contact during {r.attempt} attempt(s); "
+                    "if it ran out of memory, resubmit with a smaller data.batch_size",
+                )
+            return r
+
+        new = idx.update(job_id, _abandon)
+        if new is None or new.attempt == attempt and new.status == "running":
+            continue
+        if new.status == "queued":
+            backend.enqueue(new)
+            actions.append((job_id, "requeued"))
+            log.warning("job %s abandoned by worker %s; re-queued (attempt %d)", job_id, worker, new.attempt)
+        elif new.status == "failed":
+            actions.append((job_id, "failed"))
+            log.warning("job %s abandoned by worker %s; failed after %d attempts", job_id, worker, attempt)
+        _persist(backend.store, new)
+
+    # queued records whose RQ job failed outside the job function, or vanished
+    for job_id in sorted(m.decode() if isinstance(m, bytes) else m for m in backend.redis.smembers(idx._k("state", "queued"))):
+        rec = idx.get(job_id)
+        if rec is None or rec.status != "queued" or now - rec.created_at < 10:
+            continue
+        job = backend._fetch(rec)
+        if job is None:
+            backend.enqueue(rec)
+            actions.append((job_id, "re-enqueued"))
+            continue
+        status = job.get_status(refresh=False)
+        if status in (JobStatus.FAILED, JobStatus.STOPPED):
+            info = (job.latest_result().exc_string if job.latest_result() else "") or ""
+            last = info.strip().splitlines()[-1] if info.strip() else str(status)
+
+            def _fail(r: JobRecord) -> JobRecord | None:
+                if r.status != "queued":
+                    return None
+                r.status, r.finished_at = "failed", time.time()
+                r.error = JobError(type="queue-failure", title="Job failed in the queue", detail=last[:500])
+                r.note(f"RQ reported {status}: {last[:200]}")
+                return r
+
+            _persist(backend.store, idx.update(job_id, _fail))
+            actions.append((job_id, "failed"))
+    return actions
+
+
+class InlineBackend:
+    """Jobs run in this process on a thread pool; no Redis (``initscore serve --inline``)."""
+
+    mode = "inline"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.index: MemoryJobIndex = MemoryJobIndex()
+        self.store = FileArtifactStore(settings.artifact_dir)
+        self.pool = ThreadPoolExecutor(max_workers=settings.inline_workers, thread_name_prefix="initscore-inline")
+
+    def enqueue(self, rec: JobRecord) -> None:
+        from worker.jobs import run_inline  # lazy: the engine (torch) loads only when a job runs
+
+        self.pool.submit(run_inline, rec.id, rec.attempt, rec.request, self.index, self.store, self.settings)
+
+    def cancel_queued(self, rec: JobRecord) -> None:  # the pool thread skips a record that is no longer queued
+        return None
+
+    def progress(self, rec: JobRecord) -> dict[str, Any] | None:
+        return rec.progress if rec.status == "running" else None
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        return True, {"mode": "inline", "threads": self.settings.inline_workers}
+
+    def workers(self) -> dict[str, int]:
+        return {"inline": self.settings.inline_workers}
+
+    def queue_depths(self) -> dict[str, int]:
+        return {"inline": self.index.counts()["queued"]}
+
+    def start(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+Backend = RQBackend | InlineBackend
+
+
+def make_backend(settings: Settings) -> Backend:
+    return InlineBackend(settings) if settings.inline else RQBackend(settings)
+
+
+__all__ = ["Backend", "InlineBackend", "JobIndex", "RQBackend", "make_backend", "reap", "rq_job_id"]

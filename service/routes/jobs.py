@@ -1,0 +1,208 @@
+"""/v1/jobs: submit, read (long-poll), list, cancel, download weights and plots."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from initscore.contract import JobRequest, request_hash
+from service.deps import AppContext, Principal, get_ctx, principal
+from service.problems import PROBLEM_JSON, ProblemError
+from service.records import JobRecord, group_id_for, new_job_id
+from service.storage import StoreError
+from service.validation import check_request
+from service.views import job_view, load_record, summary
+from worker import defaults
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+PROBLEM = {"content": {PROBLEM_JSON: {}}, "description": "problem details (RFC 9457)"}
+ERRORS = {400: PROBLEM, 401: PROBLEM, 404: PROBLEM, 409: PROBLEM, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM, 503: PROBLEM}
+
+
+def _persist(ctx: AppContext, rec: JobRecord) -> None:
+    try:
+        ctx.store.put_ref("jobs", rec.id, rec.model_dump(mode="json"))
+    except StoreError as exc:
+        raise ProblemError(503, "Service unavailable", f"the artifact store cannot accept the job: {exc}", slug="store-unavailable") from exc
+
+
+def _accepted(rec: JobRecord, ctx: AppContext, *, replayed: bool = False) -> JSONResponse:
+    headers = {"Location": f"/v1/jobs/{rec.id}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(job_view(rec, ctx), status_code=202, headers=headers)
+
+
+@router.post("/jobs", status_code=202, responses=ERRORS, summary="Submit a score, rectify, batch or propagation job")
+async def submit_job(
+    request: Request,
+    job: Annotated[JobRequest, Body()],
+    who: Annotated[Principal, Depends(principal)],
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    reuse: Annotated[bool, Query(description="answer from a stored result of an identical request")] = True,
+) -> JSONResponse:
+    ctx = get_ctx(request)
+    check_request(job, ctx.settings)
+    payload: dict[str, Any] = job.model_dump(mode="json")
+    rhash = request_hash(job)
+    job_id = new_job_id()
+
+    if idempotency_key is not None:
+        key_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()
+        earlier = ctx.index.idem_reserve(who.owner, key_hash, job_id, rhash, defaults.IDEMPOTENCY_TTL)
+        if earlier is not None:
+            if earlier.get("request_hash") != rhash:
+                raise ProblemError(422, "Idempotency key reused", "this Idempotency-Key was used with a different request body; use a new key",
+                                   slug="idempotency-key-reused")
+            for _ in range(50):  # the first request may still be writing its record
+                try:
+                    rec = load_record(ctx, earlier["job_id"], who)
+                    return _accepted(rec, ctx, replayed=True)
+                except ProblemError:
+                    await asyncio.sleep(0.02)
+            raise ProblemError(409, "Conflict", "the first request with this Idempotency-Key is still being accepted; retry", slug="idempotency-in-progress")
+
+    rec = JobRecord(
+        id=job_id, kind=job.kind, owner=who.owner, request=payload, request_hash=rhash,
+        seq=ctx.index.next_seq(), max_attempts=ctx.settings.max_attempts,
+        group_id=group_id_for(job_id) if job.kind == "batch" else None,
+        queue=defaults.QUEUE_FOR_KIND[job.kind] if ctx.backend.mode == "queued" else "inline",
+    )
+    stored = ctx.store.get_ref("results", rhash) if (reuse and ctx.settings.reuse_results) else None
+    if stored and ctx.store.exists(stored["result_sha"]) and (stored.get("weights_sha") is None or ctx.store.exists(stored["weights_sha"])):
+        now = time.time()
+        rec.status, rec.started_at, rec.finished_at, rec.reused = "finished", now, now, True
+        rec.result_sha, rec.weights_sha, rec.plot_sha = stored["result_sha"], stored.get("weights_sha"), stored.get("plot_sha")
+        rec.note("answered from the stored result of an identical request (same content hash)")
+        _persist(ctx, rec)
+        ctx.index.create(rec)
+        if ctx.metrics:
+            ctx.metrics.submitted.labels(job.kind, "reused").inc()
+        return _accepted(rec, ctx)
+
+    rec.note("accepted")
+    _persist(ctx, rec)
+    ctx.index.create(rec)
+    ctx.backend.enqueue(rec)
+    if ctx.metrics:
+        ctx.metrics.submitted.labels(job.kind, "queued").inc()
+    return _accepted(rec, ctx)
+
+
+@router.get("/jobs/{job_id}", responses=ERRORS, summary="A job: status, progress, result or error (?wait= long-polls)")
+async def get_job(
+    request: Request,
+    job_id: str,
+    who: Annotated[Principal, Depends(principal)],
+    wait: Annotated[float, Query(ge=0, le=3600, description="seconds to wait for a final state")] = 0.0,
+) -> dict[str, Any]:
+    ctx = get_ctx(request)
+    rec = load_record(ctx, job_id, who)
+    deadline = time.monotonic() + min(wait, ctx.settings.max_wait_seconds)
+    delay = 0.02
+    while not rec.final and time.monotonic() < deadline:
+        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 1.5, 0.25)
+        rec = load_record(ctx, job_id, who)
+    return job_view(rec, ctx)
+
+
+@router.get("/jobs", responses=ERRORS, summary="Your jobs, newest first (cursor pagination)")
+async def list_jobs(
+    request: Request,
+    who: Annotated[Principal, Depends(principal)],
+    status: Literal["queued", "running", "finished", "failed", "cancelled"] | None = None,
+    kind: Literal["score", "rectify", "batch", "propagation"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$", description="next_cursor of the previous page")] = None,
+) -> dict[str, Any]:
+    ctx = get_ctx(request)
+    limit = min(limit, ctx.settings.max_list_limit)
+    owner = None if who.admin else who.owner
+    before = int(cursor) if cursor is not None else None
+    items: list[dict[str, Any]] = []
+    scanned, next_cursor = 0, None
+    while len(items) < limit and scanned < 20 * limit:
+        rows = ctx.index.page(owner, before, max(limit, 50))
+        if not rows:
+            break
+        recs = ctx.index.get_many([i for _, i in rows])
+        for (seq, _), rec in zip(rows, recs):
+            scanned += 1
+            before = seq
+            if rec is None or (status and rec.status != status) or (kind and rec.kind != kind):
+                continue
+            items.append(summary(rec))
+            if len(items) == limit:
+                break
+        if len(rows) < max(limit, 50) and len(items) < limit:
+            before = None
+            break
+    if before is not None and (len(items) == limit or scanned >= 20 * limit):
+        next_cursor = str(before)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@router.delete("/jobs/{job_id}", responses=ERRORS, summary="Cancel a queued or running job")
+async def cancel_job(request: Request, job_id: str, who: Annotated[Principal, Depends(principal)]) -> JSONResponse:
+    ctx = get_ctx(request)
+    rec = load_record(ctx, job_id, who)
+    if rec.final:
+        raise ProblemError(409, "Conflict", f"job {job_id} is already {rec.status}; nothing to cancel", slug="job-final")
+    ctx.index.request_cancel(job_id)
+
+    def _cancel(r: JobRecord) -> JobRecord | None:
+        if r.final:
+            return None
+        r.cancel_requested = True
+        if r.status == "queued":
+            r.status, r.finished_at = "cancelled", time.time()
+            r.note("cancelled while queued")
+        else:
+            r.note("cancel requested while running")
+        return r
+
+    new = ctx.index.update(job_id, _cancel) or rec
+    if new.status == "cancelled":
+        ctx.backend.cancel_queued(new)
+        _persist(ctx, new)
+    return JSONResponse(job_view(new, ctx), status_code=200 if new.status == "cancelled" else 202)
+
+
+def _artifact(ctx: AppContext, request: Request, rec: JobRecord, sha: str | None, what: str, media_type: str, filename: str) -> Response:
+    if rec.status != "finished":
+        raise ProblemError(409, "Conflict", f"job {rec.id} is {rec.status}; {what} exist only once it has finished", slug="job-not-finished")
+    if not sha or not ctx.store.exists(sha):
+        raise ProblemError(404, "Not found", f"job {rec.id} has no stored {what}", slug="artifact-not-found")
+    etag = f'"{sha}"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable", "Content-Disposition": f'attachment; filename="{filename}"'}
+    inm = request.headers.get("if-none-match")
+    if inm and etag in [t.strip() for t in inm.split(",")]:
+        return Response(status_code=304, headers=headers)
+    headers["Content-Length"] = str(ctx.store.size(sha))
+    return StreamingResponse(ctx.store.iter_chunks(sha), media_type=media_type, headers=headers)
+
+
+@router.get("/jobs/{job_id}/weights", responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+            summary="Rectified weights (.safetensors); ETag = sha256")
+async def get_weights(request: Request, job_id: str, who: Annotated[Principal, Depends(principal)]) -> Response:
+    ctx = get_ctx(request)
+    rec = load_record(ctx, job_id, who)
+    if rec.kind != "rectify":
+        raise ProblemError(404, "Not found", f"job {job_id} is a {rec.kind} job; only rectify jobs have weights", slug="artifact-not-found")
+    return _artifact(ctx, request, rec, rec.weights_sha, "weights", "application/octet-stream", f"{job_id}.safetensors")
+
+
+@router.get("/jobs/{job_id}/plot", responses={**ERRORS, 200: {"content": {"image/png": {}}}},
+            summary="Signal-propagation plot (PNG) of a propagation job")
+async def get_plot(request: Request, job_id: str, who: Annotated[Principal, Depends(principal)]) -> Response:
+    ctx = get_ctx(request)
+    rec = load_record(ctx, job_id, who)
+    if rec.kind != "propagation":
+        raise ProblemError(404, "Not found", f"job {job_id} is a {rec.kind} job; only propagation jobs have a plot", slug="artifact-not-found")
+    return _artifact(ctx, request, rec, rec.plot_sha, "plot", "image/png", f"{job_id}.png")

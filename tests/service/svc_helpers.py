@@ -1,0 +1,96 @@
+"""Helpers shared by the service, worker and client tests (a real redis-server, a burst RQ worker, tiny requests)."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    def __init__(self, workdir: Path, port: int | None = None, appendonly: bool = False) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server binary not installed (make setup installs it)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.workdir),
+                "--appendonly", "yes" if self.appendonly else "no", "--protected-mode", "no", "--loglevel", "warning"]
+        self.proc = subprocess.Popen(args, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        from redis import Redis
+
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                if Redis(port=self.port, socket_connect_timeout=0.2).ping():
+                    return self
+            except Exception:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def run_worker_burst(backend: Any, settings: Any, queues: tuple[str, ...] | None = None) -> None:
+    """Run a real RQ SimpleWorker in burst mode (JSON serializer) in this process."""
+    import service.settings as sset
+    from rq import SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    from worker import defaults, jobs
+
+    sset.get_settings.cache_clear()
+    os.environ["INITSCORE_ARTIFACT_DIR"] = str(settings.artifact_dir)
+    os.environ["INITSCORE_ALLOWED_ROOTS"] = ",".join(settings.allowed_roots)
+    os.environ["INITSCORE_HEARTBEAT_TTL"] = str(settings.heartbeat_ttl)
+    jobs._ctx.clear()
+    try:
+        qs = [backend.queues[q] for q in (queues or defaults.QUEUES)]
+        w = SimpleWorker(qs, connection=backend.redis, serializer=JSONSerializer)
+        w.work(burst=True, logging_level="WARNING", with_scheduler=False)
+    finally:
+        for k in ("INITSCORE_ARTIFACT_DIR", "INITSCORE_ALLOWED_ROOTS", "INITSCORE_HEARTBEAT_TTL"):
+            os.environ.pop(k, None)
+        sset.get_settings.cache_clear()
+        jobs._ctx.clear()
+
+
+MLP_SCORE = {
+    "kind": "score",
+    "model": {"arch": "mlp", "args": {"in_features": 48, "hidden": 16, "depth": 2, "num_classes": 4}},
+    "data": {"kind": "synthetic", "shape": [3, 4, 4], "num_classes": 4, "batch_size": 8, "seed": 1},
+}
+MLP_RECTIFY = {
+    "kind": "rectify",
+    "model": {"arch": "mlp", "args": {"in_features": 48, "hidden": 16, "depth": 3, "num_classes": 4}},
+    "data": {"kind": "synthetic", "shape": [3, 4, 4], "num_classes": 4, "batch_size": 8, "seed": 1, "limit": 64},
+    "options": {"iters": 5, "heldout_batches": 1},
+}

@@ -1,0 +1,1 @@
+"""RQ workers of the initscore service (JSON serializer only; no pickle anywhere)."""

@@ -1,0 +1,319 @@
+"""The RQ job function and the inline runner: one code path from record to stored result.
+
+:func:`execute_job` is what RQ calls (``worker.jobs.execute_job``, JSON kwargs
+``job_id``, ``attempt``, ``request``). :func:`run_inline` is what the inline
+service mode calls on its thread pool. Both go through :func:`run_recorded`:
+
+1. skip unless the record is queued for this attempt (or running for this attempt
+   with a dead heartbeat: an RQ retry after a transient fault), honour a cancel;
+2. heartbeat (queued mode) and mark running (compare-and-set on the attempt);
+3. ``initscore.jobs.run_job`` -- progress goes to ``job.meta`` (queued) or the
+   record (inline); each progress call checks the cancel flag;
+4. store weights (safetensors + provenance metadata), plot (PNG) and the result
+   (JSON) in the artifact store, then mark finished (compare-and-set again, so a
+   job the reaper handed to another worker cannot be finished twice).
+
+Failures: deterministic ones (``InitscoreError``, out of memory, non-finite
+gradients, timeouts, a failing artifact store, bugs) are recorded as ``failed``
+with a one-line reason and NOT retried; only Redis connection faults propagate so
+that RQ's ``Retry`` runs the job again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+from service.index import JobIndex
+from service.records import JobCancelled, JobError, JobRecord
+from service.settings import Settings, get_settings
+from service.storage import ArtifactStore, FileArtifactStore, StoreError
+from worker import defaults
+
+log = logging.getLogger("initscore.worker")
+
+ProgressSink = Callable[[dict[str, Any]], None]
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    from redis.exceptions import ConnectionError as RCE
+    from redis.exceptions import TimeoutError as RTE
+
+    return (RCE, RTE)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def classify_failure(exc: BaseException, request: dict[str, Any]) -> JobError:
+    """The failure record of a deterministic fault: (type, title, one-line detail)."""
+    from initscore.errors import InitscoreError, NonFiniteError, ResourceError
+
+    bs = (request.get("data") or {}).get("batch_size")
+    if isinstance(exc, NonFiniteError):
+        where = f" (tensor {exc.tensor})" if getattr(exc, "tensor", None) else ""
+        return JobError(type="non-finite", title="Non-finite gradient", detail=f"{exc}{where}")
+    if isinstance(exc, ResourceError) or _is_oom(exc):
+        hint = f"; resubmit with a smaller data.batch_size (e.g. {max(2, bs // 2)})" if isinstance(bs, int) else ""
+        return JobError(type="out-of-memory", title="Out of memory", detail=f"{str(exc).splitlines()[0][:300]}{hint}")
+    if isinstance(exc, InitscoreError):
+        slug = type(exc).__name__.replace("Error", "").lower() or "initscore"
+        return JobError(type=f"{slug}-error", title=exc.title, detail=str(exc))
+    if type(exc).__name__ == "JobTimeoutException":
+        return JobError(type="timeout", title="Job timed out", detail=f"{exc}; use fewer iterations or a smaller model")
+    if isinstance(exc, StoreError):
+        return JobError(type="store-error", title="Artifact store failure", detail=str(exc))
+    return JobError(type="internal-error", title="Internal error", detail=f"{type(exc).__name__}: {str(exc)[:300]}")
+
+
+def weights_to_safetensors(weights: dict[str, Any], provenance: dict[str, str]) -> bytes:
+    """Serialize a state dict to safetensors bytes with string provenance metadata (imports torch)."""
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in weights.items()}
+    return save(tensors, metadata=provenance)
+
+
+class _Heartbeat:
+    """Refresh ``hb:<job>:<attempt>`` every ttl/3 seconds on a daemon thread while a job runs."""
+
+    def __init__(self, index: JobIndex, job_id: str, attempt: int, ttl: float) -> None:
+        self.index, self.job_id, self.attempt, self.ttl = index, job_id, attempt, ttl
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, name=f"hb-{job_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                self.index.heartbeat(self.job_id, self.attempt, self.ttl)
+            except Exception:  # Redis blip: the next beat may succeed
+                pass
+
+    def __enter__(self) -> "_Heartbeat":
+        self.index.heartbeat(self.job_id, self.attempt, self.ttl)
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._t.join(timeout=1)
+
+
+def _persist(store: ArtifactStore, rec: JobRecord | None) -> None:
+    if rec is not None:
+        try:
+            store.put_ref("jobs", rec.id, rec.model_dump(mode="json"))
+        except OSError as exc:
+            log.error("cannot persist record %s: %s", rec.id, exc)
+
+
+def run_recorded(
+    job_id: str,
+    attempt: int,
+    request: dict[str, Any],
+    *,
+    index: JobIndex,
+    store: ArtifactStore,
+    settings: Settings,
+    worker_name: str,
+    publish: ProgressSink | None = None,
+    heartbeat: bool = True,
+) -> str:
+    """Run one attempt of a recorded job; returns the final status ('skipped' if not ours)."""
+    rec = index.get(job_id)
+    if rec is None:
+        log.warning("job %s has no record; skipping", job_id)
+        return "skipped"
+    resumable = rec.status == "running" and rec.attempt == attempt and not index.alive(job_id, attempt)
+    if rec.attempt != attempt or not (rec.status == "queued" or resumable):
+        log.info("job %s attempt %d: record is %s/attempt %d; skipping", job_id, attempt, rec.status, rec.attempt)
+        return "skipped"
+    if rec.cancel_requested or index.cancel_requested(job_id):
+        def _cancel(r: JobRecord) -> JobRecord | None:
+            if r.final:
+                return None
+            r.status, r.finished_at = "cancelled", time.time()
+            r.note("cancelled before it started")
+            return r
+
+        _persist(store, index.update(job_id, _cancel))
+        return "cancelled"
+
+    hb = _Heartbeat(index, job_id, attempt, settings.heartbeat_ttl) if heartbeat else None
+    if hb:
+        hb.__enter__()
+    try:
+        def _start(r: JobRecord) -> JobRecord | None:
+            if r.attempt != attempt or r.final:
+                return None
+            r.status, r.started_at, r.worker = "running", time.time(), worker_name
+            r.note(f"attempt {attempt} started on {worker_name}")
+            return r
+
+        started = index.update(job_id, _start)
+        if started is None or started.status != "running" or started.worker != worker_name:
+            return "skipped"
+        t0 = time.perf_counter()
+        last = [0.0]
+
+        def progress(done: int, total: int, metrics: dict[str, Any] | None = None) -> None:
+            if index.cancel_requested(job_id):
+                raise JobCancelled(job_id)
+            now = time.monotonic()
+            if publish is not None and (done >= total or now - last[0] >= defaults.PROGRESS_MIN_INTERVAL):
+                last[0] = now
+                clean = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str, bool)) or v is None}
+                publish({"done": int(done), "total": int(total), "fraction": (done / total) if total else None, "metrics": clean})
+
+        try:
+            return _execute(job_id, attempt, request, rec, index, store, progress, t0, list(settings.allowed_roots))
+        except _transient_types():
+            raise
+        except JobCancelled:
+            def _cancelled(r: JobRecord) -> JobRecord | None:
+                if r.attempt != attempt or r.final:
+                    return None
+                r.status, r.finished_at = "cancelled", time.time()
+                r.note("cancelled while running")
+                return r
+
+            _persist(store, index.update(job_id, _cancelled))
+            return "cancelled"
+        except BaseException as exc:  # deterministic: record, do not retry
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            err = classify_failure(exc, request)
+            if err.type == "internal-error":
+                log.error("job %s failed with a bug:\n%s", job_id, traceback.format_exc())
+            else:
+                log.info("job %s failed: %s", job_id, err.detail)
+
+            def _failed(r: JobRecord) -> JobRecord | None:
+                if r.attempt != attempt or r.final:
+                    return None
+                r.status, r.finished_at, r.error = "failed", time.time(), err
+                r.note(f"attempt {attempt} failed: {err.type}")
+                return r
+
+            _persist(store, index.update(job_id, _failed))
+            index.observe_duration(rec.kind, time.perf_counter() - t0)
+            return "failed"
+    finally:
+        if hb:
+            hb.__exit__()
+
+
+def _execute(
+    job_id: str, attempt: int, request: dict[str, Any], rec: JobRecord, index: JobIndex, store: ArtifactStore,
+    progress: Callable[..., None], t0: float, allowed_roots: list[str],
+) -> str:
+    from initscore.contract import ENGINE_VERSION
+    from initscore.jobs import run_job
+
+    result, weights, png = run_job(request, progress=progress, allowed_roots=allowed_roots)
+    update: dict[str, Any] = {}
+    weights_sha = plot_sha = None
+    if weights is not None:
+        provenance = {
+            "format": "initscore-weights",
+            "job_kind": rec.kind,
+            "arch": str(request.get("model", {}).get("arch", "")),
+            "model": json.dumps(request.get("model", {}), sort_keys=True),
+            "method": str(request.get("options", {}).get("method", "")),
+            "request_hash": rec.request_hash,
+            "request": json.dumps(request, sort_keys=True),
+            "engine_version": ENGINE_VERSION,
+        }
+        weights_sha = store.put_bytes(weights_to_safetensors(weights, provenance))
+        if "weights_sha256" in type(result).model_fields:
+            update["weights_sha256"] = weights_sha
+    if png is not None:
+        plot_sha = store.put_bytes(png)
+        if "plot_sha256" in type(result).model_fields:
+            update["plot_sha256"] = plot_sha
+    if update:
+        result = result.model_copy(update=update)
+    result_sha = store.put_json(result.model_dump(mode="json"))
+    seconds = time.perf_counter() - t0
+
+    def _finish(r: JobRecord) -> JobRecord | None:
+        if r.attempt != attempt or r.status != "running":
+            return None
+        r.status, r.finished_at = "finished", time.time()
+        r.result_sha, r.weights_sha, r.plot_sha = result_sha, weights_sha, plot_sha
+        r.note(f"attempt {attempt} finished in {seconds:.3f} s")
+        return r
+
+    new = index.update(job_id, _finish)
+    if new is None or new.status != "finished" or new.result_sha != result_sha:
+        log.warning("job %s attempt %d finished but the record moved on; result discarded", job_id, attempt)
+        return "skipped"
+    _persist(store, new)
+    try:
+        store.put_ref("results", rec.request_hash, {"result_sha": result_sha, "weights_sha": weights_sha, "plot_sha": plot_sha, "kind": rec.kind})
+    except OSError as exc:
+        log.error("cannot index result of %s by request hash: %s", job_id, exc)
+    index.observe_duration(rec.kind, seconds)
+    return "finished"
+
+
+# ---------------------------------------------------------------- entry points
+_ctx: dict[str, Any] = {}
+
+
+def _worker_context(connection: Any) -> tuple[JobIndex, ArtifactStore, Settings]:
+    from service.index import RedisJobIndex
+
+    settings = get_settings()
+    key = id(connection)
+    if _ctx.get("key") != key:
+        _ctx.update(
+            key=key,
+            index=RedisJobIndex(connection, record_ttl=settings.record_ttl),
+            store=FileArtifactStore(settings.artifact_dir),
+        )
+    return _ctx["index"], _ctx["store"], settings
+
+
+def execute_job(job_id: str, attempt: int, request: dict[str, Any]) -> dict[str, Any]:
+    """RQ entry point (JSON kwargs). Returns {'job_id', 'status'}; raises only on transient faults."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    assert job is not None, "execute_job runs inside an RQ worker"
+    index, store, settings = _worker_context(job.connection)
+
+    def publish(p: dict[str, Any]) -> None:
+        job.meta["progress"] = p
+        job.save_meta()
+
+    status = run_recorded(
+        job_id, attempt, request, index=index, store=store, settings=settings,
+        worker_name=job.worker_name or "rq-worker", publish=publish, heartbeat=True,
+    )
+    return {"job_id": job_id, "status": status}
+
+
+def run_inline(job_id: str, attempt: int, request: dict[str, Any], index: JobIndex, store: ArtifactStore, settings: Settings) -> str:
+    """Inline-mode entry point (a thread of the API process)."""
+    def publish(p: dict[str, Any]) -> None:
+        def _set(r: JobRecord) -> JobRecord | None:
+            if r.status != "running":
+                return None
+            r.progress = p
+            return r
+
+        index.update(job_id, _set)
+
+    try:
+        return run_recorded(
+            job_id, attempt, request, index=index, store=store, settings=settings,
+            worker_name=f"inline-{threading.current_thread().name}", publish=publish, heartbeat=False,
+        )
+    except Exception:  # pragma: no cover - nothing is left to retry in-process
+        log.exception("inline job %s crashed", job_id)
+        return "failed"
