@@ -1,0 +1,93 @@
+"""Start-up of RQ workers: ``initscore worker`` / ``python -m worker.main``.
+
+One worker process per GPU: with ``--gpus 0,1`` the parent (which never imports
+torch, so CUDA is never initialized in a process that forks) spawns one child per
+GPU with ``CUDA_VISIBLE_DEVICES=<gpu>`` and waits; each child runs one RQ
+``SimpleWorker`` -- the job runs in the worker process itself, no fork per job --
+with the JSON serializer. The child preloads the engine (torch) once so the first
+job does not pay for the import. At start-up a worker sweeps for abandoned jobs.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+from typing import Sequence
+
+from worker import defaults
+
+log = logging.getLogger("initscore.worker")
+
+
+def run_worker(
+    queues: Sequence[str] = defaults.QUEUES, *, burst: bool = False, name: str | None = None,
+    redis_url: str | None = None, preload: bool = True, log_level: str = "INFO",
+) -> int:
+    """Run one SimpleWorker in this process until stopped (or the queues are empty with `burst`)."""
+    from rq import Queue, SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    from service.queue import RQBackend, reap, redis_from_url
+    from service.settings import get_settings
+
+    settings = get_settings()
+    url = redis_url or settings.redis_url
+    if not url:
+        raise SystemExit("error: set INITSCORE_REDIS_URL (or --redis-url) to run a queued worker")
+    conn = redis_from_url(url)
+    try:
+        reap(RQBackend(settings, redis=conn), settings)
+    except Exception as exc:  # never block start-up on the sweep
+        log.warning("start-up sweep skipped: %s", exc)
+    if preload:
+        import initscore.jobs  # noqa: F401
+        import initscore.nio  # noqa: F401  (imports torch once, here, in the worker process)
+        import initscore.scores  # noqa: F401
+    qs = [Queue(q, connection=conn, serializer=JSONSerializer) for q in queues]
+    w = SimpleWorker(qs, connection=conn, serializer=JSONSerializer, name=name)
+    ok = w.work(burst=burst, logging_level=log_level, with_scheduler=True)
+    return 0 if ok or burst else 1
+
+
+def spawn_per_gpu(gpus: Sequence[str], queues: Sequence[str], *, burst: bool = False) -> int:
+    """One child worker per GPU (CUDA_VISIBLE_DEVICES); the parent only waits and forwards signals."""
+    children: list[subprocess.Popen] = []
+    for gpu in gpus:
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(gpu))
+        cmd = [sys.executable, "-m", "worker.main", "--queues", ",".join(queues)]
+        if burst:
+            cmd.append("--burst")
+        children.append(subprocess.Popen(cmd, env=env))
+        log.info("started worker pid %d on GPU %s", children[-1].pid, gpu)
+
+    def _forward(sig: int, _frame: object) -> None:
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(sig)
+
+    signal.signal(signal.SIGTERM, _forward)
+    signal.signal(signal.SIGINT, _forward)
+    codes = [c.wait() for c in children]
+    return max(codes, default=0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="worker.main", description="initscore RQ worker")
+    ap.add_argument("--queues", default=",".join(defaults.QUEUES), help="comma-separated queue names")
+    ap.add_argument("--gpus", default=None, help="comma-separated GPU ids: one worker process per GPU")
+    ap.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    ap.add_argument("--name", default=None)
+    ap.add_argument("--no-preload", action="store_true")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    queues = [q for q in a.queues.split(",") if q]
+    if a.gpus:
+        return spawn_per_gpu([g for g in a.gpus.split(",") if g], queues, burst=a.burst)
+    return run_worker(queues, burst=a.burst, name=a.name, preload=not a.no_preload)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
