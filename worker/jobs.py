@@ -65,6 +65,11 @@ def classify_failure(exc: BaseException, request: dict[str, Any]) -> JobError:
         return JobError(type=f"{slug}-error", title=exc.title, detail=str(exc))
     if type(exc).__name__ == "JobTimeoutException":
         return JobError(type="timeout", title="Job timed out", detail=f"{exc}; use fewer iterations or a smaller model")
+    if isinstance(exc, RuntimeError):
+        shape = (request.get("data") or {}).get("shape")
+        hint = f"; check that the model's input size matches the data (data.shape {shape})" if shape else \
+            "; check that the model's input size and classes match the data"
+        return JobError(type="model-error", title="The model failed on this data", detail=f"{str(exc).splitlines()[0][:300]}{hint}")
     if isinstance(exc, StoreError):
         return JobError(type="store-error", title="Artifact store failure", detail=str(exc))
     return JobError(type="internal-error", title="Internal error", detail=f"{type(exc).__name__}: {str(exc)[:300]}")
