@@ -38,7 +38,7 @@ def resolve(preset_name: str | None, config_path: str | None, *, methods: str | 
             seeds: str | None = None, epochs: int | None = None, arch: str | None = None,
             args: str | None = None, train_size: int | None = None, test_size: int | None = None,
             iters: int | None = None, nio_lr: float | None = None, gamma: float | None = None,
-            overlap: float | None = None, device: str | None = None, root: str | None = None) -> Any:
+            overlap: float | None = None, gamma_factor: float | None = None, device: str | None = None, root: str | None = None) -> Any:
     """The ExperimentConfig from a preset or a JSON file plus command-line overrides (torch-free)."""
     from initscore.experiments.config import override, parse_config, preset
 
@@ -67,7 +67,8 @@ def resolve(preset_name: str | None, config_path: str | None, *, methods: str | 
         data["root"] = root
     if data:
         changes["data"] = data
-    init = {k: v for k, v in (("iters", iters), ("lr", nio_lr), ("gamma", gamma), ("overlap", overlap)) if v is not None}
+    init = {k: v for k, v in (("iters", iters), ("lr", nio_lr), ("gamma", gamma), ("overlap", overlap),
+                                           ("gamma_factor", gamma_factor)) if v is not None}
     if init:
         changes["init"] = init
     if args is not None and arch is None:
@@ -103,6 +104,7 @@ def register(app: typer.Typer) -> None:
         nio_lr: Optional[float] = typer.Option(None, help="learning rate of the rectification's scales"),
         gamma: Optional[float] = typer.Option(None, help="g_max bound (default 2x the initial g_max)"),
         overlap: Optional[float] = typer.Option(None, help="NIO batch-mode overlap r"),
+        gamma_factor: Optional[float] = typer.Option(None, help="gamma = this x the first batch's g_max"),
         device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
         root: Optional[str] = typer.Option(None, help="CIFAR root (default ../shared/data/cifar10_jpeg)"),
         show_config: bool = typer.Option(False, "--show-config", help="print the resolved config and exit"),
@@ -120,7 +122,7 @@ def register(app: typer.Typer) -> None:
             return
         cfg = resolve(preset, config, methods=methods, seeds=seeds, epochs=epochs, arch=arch, args=args,
                       train_size=train_size, test_size=test_size, iters=iters, nio_lr=nio_lr, gamma=gamma,
-                      overlap=overlap, device=device, root=root)
+                      overlap=overlap, gamma_factor=gamma_factor, device=device, root=root)
         if show_config:
             typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=1))
             return

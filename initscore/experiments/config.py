@@ -121,6 +121,10 @@ class InitConfig(_Model):
     iters: int = Field(default=20, ge=0, le=100_000)
     lr: float = Field(default=0.1, gt=0.0, le=100.0)
     gamma: float | None = Field(default=None, gt=0.0)
+    gamma_factor: float | None = Field(
+        default=None, gt=0.0,
+        description="gamma = factor x the g_max of the first rectification batch (overrides gamma); "
+                    "None with gamma None = the engine default (2x)")
     sub_batches: int = Field(default=2, ge=2, le=1024)
     overlap: float = Field(default=0.6, ge=0.0, lt=1.0)
     mode: Literal["batch", "sample"] = "batch"

@@ -269,14 +269,26 @@ def _rect_kwargs(cfg: ExperimentConfig) -> dict[str, Any]:
                 mode=i.mode, min_scale=i.min_scale, optimizer=i.optimizer, batch_size=i.batch_size)
 
 
+def first_gmax(base: nn.Module, splits: Splits, cfg: ExperimentConfig, seed: int) -> float:
+    """g_max of the first batch rectify(seed=seed) draws, in the rectification's mode (NIO's gamma reference)."""
+    from initscore.scores import gradcosine
+
+    i = cfg.init
+    batch = next(splits.train.batches(i.batch_size, seed))
+    return gradcosine(base, batch, mode=i.mode, sub_batches=i.sub_batches,
+                      overlap=i.overlap if i.mode == "batch" else 0.0).g_max
+
+
 def run_one(base: nn.Module, mcfg: ModelConfig, method: str, seed: int, splits: Splits,
             cfg: ExperimentConfig, exact_before: dict[str, Any], log: Log) -> dict[str, Any]:
     """Rectify a copy of ``base`` with ``method``, measure held-out scores, train; one run record."""
     from initscore import nio
 
+    kw = _rect_kwargs(cfg)
+    if cfg.init.gamma_factor is not None and method in ("nio", "gradinit"):
+        kw["gamma"] = cfg.init.gamma_factor * first_gmax(base, splits, cfg, seed)
     try:
-        rect = nio.rectify(base, splits.train, method=method, seed=seed, heldout=splits.heldout,
-                           **_rect_kwargs(cfg))
+        rect = nio.rectify(base, splits.train, method=method, seed=seed, heldout=splits.heldout, **kw)
     except (InitscoreError, RuntimeError) as exc:  # recorded, never dropped silently
         msg = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         log(f"  [{mcfg.name} seed {seed} {method}] rectification FAILED: {msg}")

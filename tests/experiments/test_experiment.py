@@ -178,3 +178,16 @@ def test_failed_rectifications_are_reported_not_dropped(micro_run):
     assert row["failed"] == 1 and row["seeds"] == [] and "boom" in row["errors"][0]
     md = markdown({"summary": rows, "comparisons": comps, "config": {}})
     assert "Failed rectifications" in md and "boom" in md
+
+
+def test_gamma_factor_two_reproduces_the_engine_default(micro_run, tmp_path):
+    from initscore.experiments import run_experiment
+
+    res, _ = micro_run
+    default_gamma = next(r for r in res.runs if r["method"] == "nio")["init"]["gamma"]
+    cfg = {**MICRO, "methods": ["nio"], "init": {**MICRO["init"], "gamma_factor": 2.0}}
+    (run,) = run_experiment(cfg, tmp_path, log=lambda s: None, plots=False).runs
+    assert run["init"]["gamma"] == pytest.approx(default_gamma, rel=1e-6)
+    cfg = {**MICRO, "methods": ["nio"], "init": {**MICRO["init"], "gamma_factor": 1.0}}
+    (run1,) = run_experiment(cfg, tmp_path, log=lambda s: None, plots=False).runs
+    assert run1["init"]["gamma"] == pytest.approx(default_gamma / 2, rel=1e-6)
