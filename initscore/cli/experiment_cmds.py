@@ -87,6 +87,38 @@ def resolve(preset_name: str | None, config_path: str | None, *, methods: str | 
     return override(cfg, **changes)
 
 
+def merge_reports(paths: list[str]) -> dict[str, Any]:
+    """Load results.json files; runs of later files that repeat a (model, method, seed) of an earlier one
+    are renamed ``method@<folder name>`` so two settings of one method can share the tables."""
+    from initscore.experiments.summary import summarize
+
+    if not paths:
+        raise OptionsError("--report needs a results folder (or several, comma-separated)")
+    merged: dict[str, Any] | None = None
+    runs: list[dict[str, Any]] = []
+    for path in paths:
+        p = Path(path.strip())
+        p = p / "results.json" if p.is_dir() else p
+        if not p.is_file():
+            raise OptionsError(f"--report {path}: no results.json there")
+        try:
+            data = json.loads(p.read_text())
+        except json.JSONDecodeError:
+            raise OptionsError(f"--report {path}: results.json is not valid JSON") from None
+        if merged is None:
+            merged = data
+        seen = {(r["model"], r["method"], r["seed"]) for r in runs}
+        for r in data.get("runs", []):
+            if (r["model"], r["method"], r["seed"]) in seen:
+                r = {**r, "method": f"{r['method']}@{p.parent.name}"}
+            runs.append(r)
+    assert merged is not None
+    if len(paths) > 1:
+        summary, comps = summarize(runs)
+        merged = {**merged, "runs": runs, "summary": summary, "comparisons": comps}
+    return merged
+
+
 def register(app: typer.Typer) -> None:
     @app.command("experiment")
     def experiment(
@@ -108,17 +140,14 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
         root: Optional[str] = typer.Option(None, help="CIFAR root (default ../shared/data/cifar10_jpeg)"),
         show_config: bool = typer.Option(False, "--show-config", help="print the resolved config and exit"),
-        report: Optional[str] = typer.Option(None, "--report", help="print the tables of a finished run folder"),
+        report: Optional[str] = typer.Option(None, "--report",
+                                             help="print the tables of finished run folder(s), comma-separated to merge"),
     ) -> None:
         """Train from several initializations (Kaiming, NIO, GradInit, MetaInit) and compare them."""
         if report is not None:
             from initscore.experiments.summary import markdown
 
-            p = Path(report)
-            p = p / "results.json" if p.is_dir() else p
-            if not p.is_file():
-                raise OptionsError(f"--report {report}: no results.json there")
-            typer.echo(markdown(json.loads(p.read_text())))
+            typer.echo(markdown(merge_reports([s for s in report.split(",") if s.strip()])))
             return
         cfg = resolve(preset, config, methods=methods, seeds=seeds, epochs=epochs, arch=arch, args=args,
                       train_size=train_size, test_size=test_size, iters=iters, nio_lr=nio_lr, gamma=gamma,

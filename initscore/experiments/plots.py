@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -49,6 +50,7 @@ def plot_curves(runs: Sequence[dict[str, Any]], model: str, path: Path) -> Path:
             ax.plot(xs, mean, marker="o", color=c, label=f"{m} (n={len(rs)})")
             ax.fill_between(xs, lo, hi, color=c, alpha=0.2)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)

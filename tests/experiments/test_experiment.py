@@ -191,3 +191,15 @@ def test_gamma_factor_two_reproduces_the_engine_default(micro_run, tmp_path):
     cfg = {**MICRO, "methods": ["nio"], "init": {**MICRO["init"], "gamma_factor": 1.0}}
     (run1,) = run_experiment(cfg, tmp_path, log=lambda s: None, plots=False).runs
     assert run1["init"]["gamma"] == pytest.approx(default_gamma / 2, rel=1e-6)
+
+
+def test_report_merges_folders_and_renames_repeated_methods(micro_run):
+    from initscore.cli.experiment_cmds import merge_reports
+
+    _, out = micro_run
+    merged = merge_reports([str(out), str(out / "results.json")])
+    methods = {r["method"] for r in merged["runs"]}
+    assert methods == {"kaiming", "nio", f"kaiming@{out.name}", f"nio@{out.name}"}
+    assert any(c["method"] == f"nio@{out.name}" for c in merged["comparisons"])
+    with pytest.raises(OptionsError):
+        merge_reports([str(out / "nothing_here")])
