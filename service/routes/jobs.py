@@ -100,7 +100,7 @@ async def get_job(
     job_id: str,
     who: Annotated[Principal, Depends(principal)],
     wait: Annotated[float, Query(ge=0, le=3600, description="seconds to wait for a final state")] = 0.0,
-) -> dict[str, Any]:
+) -> JSONResponse:
     ctx = get_ctx(request)
     rec = load_record(ctx, job_id, who)
     deadline = time.monotonic() + min(wait, ctx.settings.max_wait_seconds)
@@ -109,7 +109,7 @@ async def get_job(
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 1.5, 0.25)
         rec = load_record(ctx, job_id, who)
-    return job_view(rec, ctx)
+    return JSONResponse(job_view(rec, ctx))  # already JSON-able: skip FastAPI's jsonable_encoder pass
 
 
 @router.get("/jobs", responses=ERRORS, summary="Your jobs, newest first (cursor pagination)")
