@@ -156,6 +156,16 @@ def install_handlers(app: FastAPI) -> None:
     except ImportError:  # pragma: no cover - redis is a dependency
         pass
 
+    from service.storage import StoreError
+
+    @app.exception_handler(StoreError)
+    async def _store(request: Request, exc: StoreError) -> JSONResponse:
+        log.error("artifact store failure: %s", exc)
+        return problem_response(
+            503, "Service unavailable", f"the artifact store cannot be used: {exc}", "store-unavailable",
+            headers={"Retry-After": "30"}, instance=request.url.path,
+        )
+
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error on %s %s", request.method, request.url.path)
