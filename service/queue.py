@@ -158,10 +158,12 @@ def reap(backend: RQBackend, settings: Settings, *, now: float | None = None) ->
         if rec.started_at and now - rec.started_at < settings.heartbeat_ttl:
             continue  # a worker sets its heartbeat before it marks the job running; be lenient anyway
         attempt, worker = rec.attempt, rec.worker
+        won: list[bool] = []
 
         def _abandon(r: JobRecord) -> JobRecord | None:
             if r.status != "running" or r.attempt != attempt or idx.alive(job_id, attempt):
                 return None
+            won.append(True)
             why = f"worker {r.worker or '?'} stopped heartbeating during attempt {r.attempt} (it died or lost its Redis link)"
             if r.attempt < r.max_attempts:
                 r.note(f"{why}; re-queued as attempt {r.attempt + 1} of {r.max_attempts}")
@@ -179,7 +181,7 @@ def reap(backend: RQBackend, settings: Settings, *, now: float | None = None) ->
             return r
 
         new = idx.update(job_id, _abandon)
-        if new is None or new.attempt == attempt and new.status == "running":
+        if new is None or not won:  # another sweeper (or the worker) changed it first
             continue
         if new.status == "queued":
             backend.enqueue(new)
@@ -191,7 +193,8 @@ def reap(backend: RQBackend, settings: Settings, *, now: float | None = None) ->
         _persist(backend.store, new)
 
     # queued records whose RQ job failed outside the job function, or vanished
-    for job_id in sorted(m.decode() if isinstance(m, bytes) else m for m in backend.redis.smembers(idx._k("state", "queued"))):
+    queued = sorted(m.decode() if isinstance(m, bytes) else m for m in backend.redis.srandmember(idx._k("state", "queued"), 200))
+    for job_id in queued:
         rec = idx.get(job_id)
         if rec is None or rec.status != "queued" or now - rec.created_at < 10:
             continue
