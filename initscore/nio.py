@@ -311,7 +311,10 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     score_kw = dict(mode=mode, sub_batches=sub_batches, overlap=float(overlap), bn=bn_mode, loss=loss)
     before = heldout_scores(model, None, heldout, **score_kw)
 
-    net = bnmod.scoring_copy(model, bn_mode, primitive=(mode == "sample"))
+    # Primitive (var_mean) BatchNorm where autograd must go past second order through BN:
+    # vmap'd sample mode (torch's BN kernel is wrong there) and MetaInit, whose Hessian-vector
+    # product needs third-order derivatives that torch's batch_norm kernel does not support.
+    net = bnmod.scoring_copy(model, bn_mode, primitive=(mode == "sample" or method == "metainit"))
     scaled = ScaledParams(trainable(net))
     if method == "kaiming" or iters == 0 or not scaled.scales:
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
