@@ -51,7 +51,7 @@ class DataRef(_Model):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     shape: tuple[int, ...] | None = Field(default=None, min_length=1, max_length=4)
     num_classes: int | None = Field(default=None, ge=1, le=100_000)
-    limit: int | None = Field(default=None, ge=1, description="use only the first N samples of the split")
+    limit: int | None = Field(default=None, ge=1, description="a seeded random subset of N samples of the split (seed = `seed`)")
 
     @model_validator(mode="after")
     def _check(self) -> "DataRef":
