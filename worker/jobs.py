@@ -116,6 +116,19 @@ def _persist(store: ArtifactStore, rec: JobRecord | None) -> None:
             log.error("cannot persist record %s: %s", rec.id, exc)
 
 
+def _mark_cancelled(index: JobIndex, store: ArtifactStore, job_id: str, attempt: int | None, note: str) -> None:
+    """Move a job to `cancelled` unless it is already final (or, with `attempt`, belongs to another attempt)."""
+
+    def _cancel(r: JobRecord) -> JobRecord | None:
+        if r.final or (attempt is not None and r.attempt != attempt):
+            return None
+        r.status, r.finished_at = "cancelled", time.time()
+        r.note(note)
+        return r
+
+    _persist(store, index.update(job_id, _cancel))
+
+
 def run_recorded(
     job_id: str,
     attempt: int,
@@ -138,14 +151,7 @@ def run_recorded(
         log.info("job %s attempt %d: record is %s/attempt %d; skipping", job_id, attempt, rec.status, rec.attempt)
         return "skipped"
     if rec.cancel_requested or index.cancel_requested(job_id):
-        def _cancel(r: JobRecord) -> JobRecord | None:
-            if r.final:
-                return None
-            r.status, r.finished_at = "cancelled", time.time()
-            r.note("cancelled before it started")
-            return r
-
-        _persist(store, index.update(job_id, _cancel))
+        _mark_cancelled(index, store, job_id, None, "cancelled before it started")
         return "cancelled"
 
     hb = _Heartbeat(index, job_id, attempt, settings.heartbeat_ttl) if heartbeat else None
@@ -179,14 +185,7 @@ def run_recorded(
         except _transient_types():
             raise
         except JobCancelled:
-            def _cancelled(r: JobRecord) -> JobRecord | None:
-                if r.attempt != attempt or r.final:
-                    return None
-                r.status, r.finished_at = "cancelled", time.time()
-                r.note("cancelled while running")
-                return r
-
-            _persist(store, index.update(job_id, _cancelled))
+            _mark_cancelled(index, store, job_id, attempt, "cancelled while running")
             return "cancelled"
         except BaseException as exc:  # deterministic: record, do not retry
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
