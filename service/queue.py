@@ -142,6 +142,47 @@ def _persist(store: FileArtifactStore, rec: JobRecord | None) -> None:
         log.error("cannot persist record %s: %s", rec.id, exc)
 
 
+def _abandon(backend: "RQBackend", rec: JobRecord, expected: str, why: str) -> str | None:
+    """Compare-and-set an abandoned attempt: re-queue it as the next attempt, or fail it at the last.
+
+    Only the sweeper whose update wins (record still `expected`, same attempt, no live heartbeat)
+    acts; returns 'requeued', 'failed' or None.
+    """
+    idx = backend.index
+    job_id, attempt = rec.id, rec.attempt
+    won: list[bool] = []
+
+    def _update(r: JobRecord) -> JobRecord | None:
+        if r.status != expected or r.attempt != attempt or idx.alive(job_id, attempt):
+            return None
+        won.append(True)
+        if r.attempt < r.max_attempts:
+            r.note(f"{why}; re-queued as attempt {r.attempt + 1} of {r.max_attempts}")
+            r.attempt += 1
+            r.status, r.worker, r.started_at = "queued", None, None
+        else:
+            r.note(f"{why}; not re-queued (max_attempts={r.max_attempts})")
+            r.status, r.finished_at = "failed", time.time()
+            r.error = JobError(
+                type="worker-died",
+                title="Worker died",
+                detail=f"the worker running this job died or lost contact during {r.attempt} attempt(s); "
+                "if it ran out of memory, resubmit with a smaller data.batch_size",
+            )
+        return r
+
+    new = idx.update(job_id, _update)
+    if new is None or not won:  # another sweeper (or the worker) changed it first
+        return None
+    _persist(backend.store, new)
+    if new.status == "queued":
+        backend.enqueue(new)
+        log.warning("job %s: %s; re-queued (attempt %d)", job_id, why, new.attempt)
+        return "requeued"
+    log.warning("job %s: %s; failed after %d attempts", job_id, why, attempt)
+    return "failed"
+
+
 def reap(backend: RQBackend, settings: Settings, *, now: float | None = None) -> list[tuple[str, str]]:
     """One sweep for abandoned jobs; returns [(job id, action)] with action 'requeued' or 'failed'."""
     from rq.job import JobStatus
@@ -157,42 +198,13 @@ def reap(backend: RQBackend, settings: Settings, *, now: float | None = None) ->
             continue
         if rec.started_at and now - rec.started_at < settings.heartbeat_ttl:
             continue  # a worker sets its heartbeat before it marks the job running; be lenient anyway
-        attempt, worker = rec.attempt, rec.worker
-        won: list[bool] = []
+        action = _abandon(backend, rec, "running", f"worker {rec.worker or '?'} stopped heartbeating during "
+                          f"attempt {rec.attempt} (it died or lost its Redis link)")
+        if action:
+            actions.append((job_id, action))
 
-        def _abandon(r: JobRecord) -> JobRecord | None:
-            if r.status != "running" or r.attempt != attempt or idx.alive(job_id, attempt):
-                return None
-            won.append(True)
-            why = f"worker {r.worker or '?'} stopped heartbeating during attempt {r.attempt} (it died or lost its Redis link)"
-            if r.attempt < r.max_attempts:
-                r.note(f"{why}; re-queued as attempt {r.attempt + 1} of {r.max_attempts}")
-                r.attempt += 1
-                r.status, r.worker, r.started_at = "queued", None, None
-            else:
-                r.note(f"{why}; not re-queued (max_attempts={r.max_attempts})")
-                r.status, r.finished_at = "failed", time.time()
-                r.error = JobError(
-                    type="worker-died",
-                    title="Worker died",
-                    detail=f"the worker running this job died or lost contact during {r.attempt} attempt(s); "
-                    "if it ran out of memory, resubmit with a smaller data.batch_size",
-                )
-            return r
-
-        new = idx.update(job_id, _abandon)
-        if new is None or not won:  # another sweeper (or the worker) changed it first
-            continue
-        if new.status == "queued":
-            backend.enqueue(new)
-            actions.append((job_id, "requeued"))
-            log.warning("job %s abandoned by worker %s; re-queued (attempt %d)", job_id, worker, new.attempt)
-        elif new.status == "failed":
-            actions.append((job_id, "failed"))
-            log.warning("job %s abandoned by worker %s; failed after %d attempts", job_id, worker, attempt)
-        _persist(backend.store, new)
-
-    # queued records whose RQ job failed outside the job function, or vanished
+    # queued records whose RQ job failed outside the job function, vanished, or was dequeued by a
+    # worker that died before the job function marked the record running (RQ says STARTED, no heartbeat)
     queued = sorted(m.decode() if isinstance(m, bytes) else m for m in backend.redis.srandmember(idx._k("state", "queued"), 200))
     for job_id in queued:
         rec = idx.get(job_id)
@@ -204,6 +216,14 @@ def reap(backend: RQBackend, settings: Settings, *, now: float | None = None) ->
             actions.append((job_id, "re-enqueued"))
             continue
         status = job.get_status(refresh=False)
+        if status == JobStatus.STARTED:
+            started = job.started_at.timestamp() if job.started_at else rec.created_at
+            if now - started >= settings.heartbeat_ttl and not idx.alive(job_id, rec.attempt):
+                action = _abandon(backend, rec, "queued", f"worker {job.worker_name or '?'} dequeued attempt "
+                                  f"{rec.attempt} but never started it (it died before the job function ran)")
+                if action:
+                    actions.append((job_id, action))
+            continue
         if status in (JobStatus.FAILED, JobStatus.STOPPED):
             info = (job.latest_result().exc_string if job.latest_result() else "") or ""
             last = info.strip().splitlines()[-1] if info.strip() else str(status)
