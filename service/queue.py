@@ -183,6 +183,23 @@ def _abandon(backend: "RQBackend", rec: JobRecord, expected: str, why: str) -> s
     return "failed"
 
 
+def _dequeued_and_dropped(backend: "RQBackend", rec: JobRecord, now: float, grace: float) -> bool:
+    """True when an RQ job still says QUEUED but is no longer on its queue, for longer than `grace`.
+
+    That is a worker that popped it and died before RQ marked it started. The first sighting is
+    remembered in Redis; only a second sweep at least `grace` seconds later reports it, so a live
+    worker in the short window between dequeue and start is never mistaken for a dead one.
+    """
+    q = backend.queues[defaults.QUEUE_FOR_KIND[rec.kind]]
+    rq_id = rq_job_id(rec)
+    if backend.redis.lpos(q.key, rq_id) is not None or backend.index.alive(rec.id, rec.attempt):
+        return False
+    key = f"initscore:offqueue:{rq_id}"
+    backend.redis.set(key, repr(now), nx=True, ex=int(max(grace * 20, 600)))
+    first = float(backend.redis.get(key) or now)
+    return now - first >= grace
+
+
 def reap(backend: RQBackend, settings: Settings, *, now: float | None = None) -> list[tuple[str, str]]:
     """One sweep for abandoned jobs; returns [(job id, action)] with action 'requeued' or 'failed'."""
     from rq.job import JobStatus
@@ -216,6 +233,12 @@ def reap(backend: RQBackend, settings: Settings, *, now: float | None = None) ->
             actions.append((job_id, "re-enqueued"))
             continue
         status = job.get_status(refresh=False)
+        if status == JobStatus.QUEUED and _dequeued_and_dropped(backend, rec, now, settings.heartbeat_ttl):
+            action = _abandon(backend, rec, "queued", f"attempt {rec.attempt} was taken off the queue by a worker "
+                              "that never started it (it died between dequeue and start)")
+            if action:
+                actions.append((job_id, action))
+            continue
         if status == JobStatus.STARTED:
             started = job.started_at.timestamp() if job.started_at else rec.created_at
             if now - started >= settings.heartbeat_ttl and not idx.alive(job_id, rec.attempt):

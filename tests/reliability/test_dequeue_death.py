@@ -41,3 +41,41 @@ def test_job_dequeued_by_a_worker_that_dies_before_running_is_not_lost(queued) -
     final = tc.get(f"/v1/jobs/{job['id']}").json()
     assert final["status"] == "finished", final
     assert any("never started it" in e for e in map(str, final.get("events", []))), final.get("events")
+
+
+def test_job_popped_by_a_worker_that_dies_before_rq_marks_it_started_is_not_lost(queued) -> None:
+    """The soak's second lost job: the worker died between RQ's dequeue and prepare_job_execution,
+    so the RQ job still says QUEUED but is on no queue. Two sweeps `heartbeat_ttl` apart re-queue it."""
+    from rq import SimpleWorker
+    from rq.serializers import JSONSerializer
+
+    from service.queue import reap
+
+    settings, backend, tc = queued(heartbeat_ttl=1.0, max_attempts=2)
+    job = tc.post("/v1/jobs?reuse=false", json=MLP_SCORE).json()
+    w = SimpleWorker([backend.queues["initscore-score"]], connection=backend.redis, serializer=JSONSerializer, name="doomed2")
+    w.register_birth()
+    got = w.dequeue_job_and_maintain_ttl(timeout=1)
+    assert got is not None and got[0].get_status() == "queued"   # popped, never prepared
+    w.register_death()
+    t = time.time() + 60
+    reap(backend, settings, now=t)                                 # first sighting: not yet
+    assert tc.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
+    assert backend.redis.lpos(backend.queues["initscore-score"].key, f"{job['id']}-2") is None
+    acts = reap(backend, settings, now=t + 2)                      # second sweep, grace passed
+    assert (job["id"], "requeued") in acts
+    run_worker_burst(backend, settings)
+    final = tc.get(f"/v1/jobs/{job['id']}").json()
+    assert final["status"] == "finished", final
+    assert any("never started it" in str(e) for e in final.get("events", [])), final.get("events")
+
+
+def test_live_queue_is_not_reaped(queued) -> None:
+    """A job waiting on its queue (no worker yet) is never re-queued by the sweep."""
+    from service.queue import reap
+
+    settings, backend, tc = queued(heartbeat_ttl=1.0, max_attempts=2)
+    job = tc.post("/v1/jobs?reuse=false", json=MLP_SCORE).json()
+    t = time.time() + 60
+    assert reap(backend, settings, now=t) == [] and reap(backend, settings, now=t + 5) == []
+    assert tc.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
