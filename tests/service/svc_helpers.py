@@ -146,3 +146,15 @@ def queued(settings_factory, redis_conn):
     return make
 
 
+
+
+PROBLEM = "application/problem+json"
+
+
+def expect_problem(resp: Any, status: int) -> dict:
+    """Assert an RFC 9457 problem+json answer with `status` and return its body."""
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith(PROBLEM), resp.headers
+    body = resp.json()
+    assert body["status"] == status and body["type"].startswith("urn:initscore:problem:") and body["title"] and body["detail"]
+    return body

@@ -8,17 +8,9 @@ import sys
 
 import pytest
 
-from svc_helpers import MLP_RECTIFY, MLP_SCORE, REPO, run_worker_burst
+from svc_helpers import MLP_RECTIFY, MLP_SCORE, PROBLEM, REPO, run_worker_burst
+from svc_helpers import expect_problem as _problem
 
-PROBLEM = "application/problem+json"
-
-
-def _problem(resp, status: int) -> dict:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith(PROBLEM), resp.headers
-    body = resp.json()
-    assert body["status"] == status and body["type"].startswith("urn:initscore:problem:") and body["title"] and body["detail"]
-    return body
 
 
 def test_service_and_client_import_without_torch() -> None:

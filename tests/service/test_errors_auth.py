@@ -6,17 +6,9 @@ import os
 
 import pytest
 
-from svc_helpers import MLP_SCORE
+from svc_helpers import MLP_SCORE, PROBLEM
+from svc_helpers import expect_problem as _problem
 
-PROBLEM = "application/problem+json"
-
-
-def _problem(resp, status: int) -> dict:
-    assert resp.status_code == status, resp.text
-    assert resp.headers["content-type"].startswith(PROBLEM), resp.headers
-    body = resp.json()
-    assert body["status"] == status and body["type"].startswith("urn:initscore:problem:") and body["title"] and body["detail"]
-    return body
 
 
 def _with(path: str, value, base=MLP_SCORE) -> dict:
