@@ -29,6 +29,7 @@ __all__ = [
     "default_cifar10_root",
     "default_mnist_root",
     "default_fashion_mnist_root",
+    "default_root",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -110,3 +111,10 @@ def default_mnist_root() -> str | None:
 def default_fashion_mnist_root() -> str | None:
     """Debian's dataset-fashion-mnist install directory if present, else None."""
     return _existing(DEBIAN_FASHION_MNIST)
+
+
+def default_root(kind: str) -> str | None:
+    """The default local copy for a data kind (cifar10, mnist, fashion-mnist), or None if none is found."""
+    finder = {"cifar10": default_cifar10_root, "mnist": default_mnist_root,
+              "fashion-mnist": default_fashion_mnist_root}.get(kind)
+    return finder() if finder else None

@@ -41,7 +41,7 @@ def _spec(arch: str, args: str) -> dict[str, Any]:
 
 def _data_ref(spec: dict[str, Any], kind: str, root: str | None, split: str, batch_size: int, seed: int,
               limit: int | None) -> dict[str, Any]:
-    from initscore import data as data_mod
+    from initscore.dataref import default_root
     from initscore.models import validate_spec
 
     entry, full = validate_spec(spec)
@@ -55,9 +55,7 @@ def _data_ref(spec: dict[str, Any], kind: str, root: str | None, split: str, bat
         ref["limit"] = limit
     else:
         if root is None:
-            default = {"cifar10": data_mod.default_cifar10_root, "mnist": data_mod.default_mnist_root,
-                       "fashion-mnist": data_mod.default_fashion_mnist_root}.get(kind)
-            root = default() if default else None
+            root = default_root(kind)
             if root is None:
                 raise DataError(f"data kind {kind!r} needs --root (no default copy found)")
         ref["root"] = root

@@ -88,11 +88,9 @@ def propagation(
         ref["num_classes"] = int(full_args.get("num_classes", 10))
     else:
         if root is None:
-            from initscore import data as data_mod
+            from initscore.dataref import default_root
 
-            default = {"cifar10": data_mod.default_cifar10_root, "mnist": data_mod.default_mnist_root,
-                       "fashion-mnist": data_mod.default_fashion_mnist_root}.get(data)
-            root = default() if default else None
+            root = default_root(data)
             if root is None:
                 raise DataError(f"data kind {data!r} needs --root (no default copy found)")
         ref["root"] = root
