@@ -18,6 +18,14 @@ with Adam or SGD at learning rate ``lr``. ``gamma=None`` means gamma = 2 x the
 g_max measured at the first iteration (before any step); the value used is
 reported in ``Rectification.gamma``.
 
+Two additions to Algorithm 3, both off by default (``gamma_margin=0``,
+``select="last"`` is Algorithm 3 exactly): ``gamma_margin=m`` takes the
+constraint branch when g_max > (1 - m) gamma, and ``select="feasible"`` returns
+the last iterate whose g_max was within that bound on the batch it was measured on
+(``Rectification.returned_iterate``), instead of the last iterate, which
+Algorithm 3 returns even when it sits above gamma. g_max varies from batch to
+batch, so a point at gamma on the batches NIO sees is above it on others.
+
 A tensor that is all zeros at initialization (typically a bias) cannot be
 rescaled; it is listed in ``Rectification.unscalable`` and left unchanged.
 
@@ -63,6 +71,7 @@ from initscore.scores import (
 
 METHODS = ("nio", "gradinit", "metainit", "kaiming")
 OPTIMIZERS = ("adam", "sgd")
+SELECTS = ("last", "feasible")
 GAMMA_FACTOR = 2.0  # gamma=None -> GAMMA_FACTOR x initial g_max
 
 Progress = Callable[[int, int, dict[str, Any]], None]
@@ -81,6 +90,10 @@ class Rectification:
     heldout_after: dict[str, float]
     gamma: float | None
     seconds: float
+    gamma_margin: float = 0.0
+    select: str = "last"
+    returned_iterate: int | None = None
+    final: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (no tensors)."""
@@ -93,6 +106,10 @@ class Rectification:
             "heldout_after": dict(self.heldout_after),
             "gamma": self.gamma,
             "seconds": self.seconds,
+            "gamma_margin": self.gamma_margin,
+            "select": self.select,
+            "returned_iterate": self.returned_iterate,
+            "final": None if self.final is None else dict(self.final),
         }
 
 
@@ -279,7 +296,8 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
             gamma: float | None = None, sub_batches: int = 2, overlap: float = 0.6, mode: str = "batch",
             min_scale: float = 0.01, optimizer: str = "adam", seed: int = 0, heldout: list[Any] | None = None,
             progress: Progress | None = None, bn: str | None = None, batch_size: int = 64,
-            loss: LossFn | None = None, gn_weight: float = 1.0) -> Rectification:
+            loss: LossFn | None = None, gn_weight: float = 1.0, gamma_margin: float = 0.0,
+            select: str = "last") -> Rectification:
     """Rectify the initialization of ``model`` by per-tensor scales (NIO, Algorithm 3) or a baseline.
 
     data: an iterable (cycled) of (x, y) batches, one (x, y) batch, or an
@@ -288,6 +306,18 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     progress(iteration, total, metrics) is called after every iteration.
     gn_weight: weight w of GN in the unconstrained NIO step, which raises GC + w GN
     (w = 1 is Algorithm 3; w = 0 raises GC alone under the same g_max <= gamma constraint).
+    gamma_margin: m in [0, 1); the constraint branch is taken when g_max > (1 - m) gamma, so
+    the iterates stay a margin below gamma (g_max varies from batch to batch, and held-out
+    batches are not the ones NIO sees). With gamma=None, gamma is set from the first batch
+    and that first iteration is decided against gamma itself. ``Rectification.gamma`` is
+    gamma, not (1 - m) gamma. m = 0 is Algorithm 3.
+    select: which iterate is returned. "last" (Algorithm 3): the scales after the last step.
+    "feasible": the last iterate that satisfied the bound in effect ((1 - m) gamma) on the
+    batch it was measured on; iterate k = the scales after k steps, measured at iteration
+    k + 1 (``history[k]``), and the final iterate on one more batch, without a step
+    (``Rectification.final``). If none did, the iterate with the smallest recorded g_max.
+    ``Rectification.returned_iterate`` is the k returned (``iters`` for "last").
+    A record's ``constrained`` is False exactly when its iterate was within the bound.
     Returns a :class:`Rectification`; the caller's model is not modified.
     """
     t0 = time.perf_counter()
@@ -303,6 +333,11 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     _check_number("gamma", gamma, lo=0.0, allow_none=True)
     _check_number("min_scale", min_scale, lo=0.0)
     _check_number("gn_weight", gn_weight, lo=0.0, lo_open=False)
+    _check_number("gamma_margin", gamma_margin, lo=0.0, lo_open=False)
+    if gamma_margin >= 1.0:
+        raise OptionsError(f"gamma_margin must be < 1, got {gamma_margin!r}")
+    if select not in SELECTS:
+        raise OptionsError(f"select must be one of {list(SELECTS)}, got {select!r}")
     if progress is not None and not callable(progress):
         raise OptionsError("progress must be a callable progress(iteration, total, metrics) or None")
     bn_mode = resolve_options(mode, bn, sub_batches, overlap)
@@ -320,7 +355,8 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return Rectification(method=method, state_dict=state, scales=scaled.values(), unscalable=scaled.unscalable,
                              history=(), heldout_before=before, heldout_after=dict(before),
-                             gamma=None if gamma is None else float(gamma), seconds=time.perf_counter() - t0)
+                             gamma=None if gamma is None else float(gamma), seconds=time.perf_counter() - t0,
+                             gamma_margin=float(gamma_margin), select=select, returned_iterate=0)
 
     if method == "nio":
         objective = nio_objective
@@ -328,19 +364,33 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
         from initscore import baselines
 
         objective = baselines.OBJECTIVES[method]
+    keep = 1.0 - float(gamma_margin)
     ctx = Context(net=net, loss=loss, mode=mode, bn_mode=bn_mode, has_bn=bnmod.has_batchnorm(model),
-                  sub_batches=sub_batches, overlap=float(overlap), gamma=None if gamma is None else float(gamma),
+                  sub_batches=sub_batches, overlap=float(overlap), gamma=None if gamma is None else keep * float(gamma),
                   gn_weight=float(gn_weight))
+    gamma_value = None if gamma is None else float(gamma)
     leaves = list(scaled.scales.values())
     opt = torch.optim.Adam(leaves, lr=lr) if optimizer == "adam" else torch.optim.SGD(leaves, lr=lr)
     history: list[dict[str, Any]] = []
+    snapshots: list[dict[str, float]] = []  # snapshots[k] = scales of iterate k (after k steps), select="feasible"
     stream = batch_stream(data, batch_size, seed)
+
+    def evaluate(x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float], bool]:
+        nonlocal gamma_value
+        out = objective(ctx, scaled.params(), x, y)
+        if gamma_value is None and ctx.gamma is not None:  # set by the objective from this first batch
+            gamma_value = ctx.gamma
+            ctx.gamma = keep * gamma_value
+        return out
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for it in range(1, iters + 1):
             x, y = next(stream)
+            if select == "feasible":
+                snapshots.append(scaled.values())
             with torch.enable_grad():
-                obj, rec, constrained = objective(ctx, scaled.params(), x, y)
+                obj, rec, constrained = evaluate(x, y)
                 grads = torch.autograd.grad(obj, leaves, allow_unused=True)
                 del obj
             for (name, s), g in zip(scaled.scales.items(), grads):
@@ -355,12 +405,25 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
             history.append(record)
             if progress is not None:
                 progress(it, iters, dict(record))
-    scales = scaled.values()
+        returned, final = iters, None
+        if select == "feasible":
+            snapshots.append(scaled.values())
+            x, y = next(stream)
+            with torch.enable_grad():
+                obj, rec, constrained = evaluate(x, y)
+                del obj
+            final = {"it": iters + 1, "gc": rec["gc"], "gn": rec["gn"], "g_max": rec["g_max"],
+                     "constrained": bool(constrained)}
+            measured = list(history) + [final]  # measured[k] = the record of iterate k
+            ok = [k for k, h in enumerate(measured) if not h["constrained"]]
+            returned = ok[-1] if ok else min(range(len(measured)), key=lambda k: measured[k]["g_max"])
+    scales = snapshots[returned] if select == "feasible" else scaled.values()
     state = _rectified_state(model, scales)
     after = heldout_scores(model, state, heldout, **score_kw)
     return Rectification(method=method, state_dict=state, scales=scales, unscalable=scaled.unscalable,
-                         history=tuple(history), heldout_before=before, heldout_after=after, gamma=ctx.gamma,
-                         seconds=time.perf_counter() - t0)
+                         history=tuple(history), heldout_before=before, heldout_after=after, gamma=gamma_value,
+                         seconds=time.perf_counter() - t0, gamma_margin=float(gamma_margin), select=select,
+                         returned_iterate=returned, final=final)
 
 
 def apply(model: nn.Module, rect: Rectification) -> nn.Module:

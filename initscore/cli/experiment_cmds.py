@@ -38,7 +38,9 @@ def resolve(preset_name: str | None, config_path: str | None, *, methods: str | 
             seeds: str | None = None, epochs: int | None = None, arch: str | None = None,
             args: str | None = None, train_size: int | None = None, test_size: int | None = None,
             iters: int | None = None, nio_lr: float | None = None, gamma: float | None = None,
-            overlap: float | None = None, gamma_factor: float | None = None, device: str | None = None, root: str | None = None) -> Any:
+            overlap: float | None = None, gamma_factor: float | None = None, device: str | None = None, root: str | None = None,
+            mode: str | None = None, sub_batches: int | None = None, nio_batch_size: int | None = None,
+            gn_weight: float | None = None, gamma_margin: float | None = None, select: str | None = None) -> Any:
     """The ExperimentConfig from a preset or a JSON file plus command-line overrides (torch-free)."""
     from initscore.experiments.config import override, parse_config, preset
 
@@ -68,7 +70,10 @@ def resolve(preset_name: str | None, config_path: str | None, *, methods: str | 
     if data:
         changes["data"] = data
     init = {k: v for k, v in (("iters", iters), ("lr", nio_lr), ("gamma", gamma), ("overlap", overlap),
-                                           ("gamma_factor", gamma_factor)) if v is not None}
+                                           ("gamma_factor", gamma_factor), ("mode", mode),
+                                           ("sub_batches", sub_batches), ("batch_size", nio_batch_size),
+                                           ("gn_weight", gn_weight), ("gamma_margin", gamma_margin),
+                                           ("select", select)) if v is not None}
     if init:
         changes["init"] = init
     if args is not None and arch is None:
@@ -137,6 +142,12 @@ def register(app: typer.Typer) -> None:
         gamma: Optional[float] = typer.Option(None, help="g_max bound (default 2x the initial g_max)"),
         overlap: Optional[float] = typer.Option(None, help="NIO batch-mode overlap r"),
         gamma_factor: Optional[float] = typer.Option(None, help="gamma = this x the first batch's g_max"),
+        mode: Optional[str] = typer.Option(None, help="rectification mode: batch (Eq. 7) | sample (exact GC)"),
+        sub_batches: Optional[int] = typer.Option(None, help="NIO batch-mode sub-batches D"),
+        nio_batch_size: Optional[int] = typer.Option(None, help="samples per rectification iteration"),
+        gn_weight: Optional[float] = typer.Option(None, help="weight of GN in NIO's ascent step (0 = GC only)"),
+        gamma_margin: Optional[float] = typer.Option(None, help="step GN down when g_max > (1 - margin) gamma"),
+        select: Optional[str] = typer.Option(None, help="returned iterate: last | feasible"),
         device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
         root: Optional[str] = typer.Option(None, help="CIFAR root (default ../shared/data/cifar10_jpeg)"),
         show_config: bool = typer.Option(False, "--show-config", help="print the resolved config and exit"),
@@ -151,7 +162,9 @@ def register(app: typer.Typer) -> None:
             return
         cfg = resolve(preset, config, methods=methods, seeds=seeds, epochs=epochs, arch=arch, args=args,
                       train_size=train_size, test_size=test_size, iters=iters, nio_lr=nio_lr, gamma=gamma,
-                      overlap=overlap, gamma_factor=gamma_factor, device=device, root=root)
+                      overlap=overlap, gamma_factor=gamma_factor, device=device, root=root, mode=mode,
+                      sub_batches=sub_batches, nio_batch_size=nio_batch_size, gn_weight=gn_weight,
+                      gamma_margin=gamma_margin, select=select)
         if show_config:
             typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=1))
             return

@@ -54,14 +54,13 @@ def run_ablation(spec: dict[str, Any], seeds: list[int], *, iters: int = 20, bat
             torch.manual_seed(seed)
             base = models.build(spec)
             before = heldout_exact(base, splits.heldout, "sample", 2, 0.0)
-            kw: dict[str, Any] = dict(iters=iters, lr=v.get("lr", 0.1), overlap=v.get("overlap", 0.6),
-                                      mode=v.get("mode", "batch"), batch_size=v.get("batch_size", batch_size),
+            kw: dict[str, Any] = dict(iters=iters, lr=0.1, overlap=0.6, mode="batch", batch_size=batch_size,
                                       seed=seed, heldout=splits.heldout)
-            if "gn_weight" in v:
-                kw["gn_weight"] = v["gn_weight"]
+            kw.update({k: val for k, val in v.items() if k != "gamma_factor"})
             if "gamma_factor" in v:  # gamma relative to the initial g_max on the first training batch
                 x, y = next(splits.train.batches(kw["batch_size"], seed))
-                g0 = gradcosine(base, (x, y), mode=kw["mode"], overlap=kw["overlap"] if kw["mode"] == "batch" else 0.0)
+                g0 = gradcosine(base, (x, y), mode=kw["mode"], sub_batches=kw.get("sub_batches", 2),
+                                overlap=kw["overlap"] if kw["mode"] == "batch" else 0.0)
                 kw["gamma"] = v["gamma_factor"] * g0.g_max
             t0 = time.perf_counter()
             rect = nio.rectify(base, splits.train, method="nio", **kw)
@@ -75,11 +74,13 @@ def run_ablation(spec: dict[str, Any], seeds: list[int], *, iters: int = 20, bat
                 "exact_gn_before": before["gn"], "exact_gn_after": after["gn"],
                 "batch_gc_before": rect.heldout_before.get("gc"), "batch_gc_after": rect.heldout_after.get("gc"),
                 "batch_gmax_after": rect.heldout_after.get("g_max"), "gamma": rect.gamma,
+                "returned_iterate": rect.returned_iterate,
                 "constrained_iters": sum(1 for h in rect.history if h.get("constrained")),
                 "largest_scales": top[:3], "smallest_scales": top[-3:], "seconds": time.perf_counter() - t0,
             })
             log(f"{name} seed {seed}: exact GC {before['gc']:.4f} -> {after['gc']:.4f}, GN {before['gn']:.2f} -> "
-                f"{after['gn']:.2f}; batch GC {per_seed[-1]['batch_gc_before']:.4f} -> {per_seed[-1]['batch_gc_after']:.4f}; "
+                f"{after['gn']:.2f}; held-out g_max/gamma {(rect.heldout_after.get('g_max') or 0) / (rect.gamma or float('nan')):.2f}"
+                f" (returned iterate {rect.returned_iterate}); batch GC {per_seed[-1]['batch_gc_before']:.4f} -> {per_seed[-1]['batch_gc_after']:.4f}; "
                 f"top scales {[(k, round(s, 2)) for k, s in top[:3]]}")
         rows.append({
             "variant": name, "spec": spec, "iters": iters, "runs": per_seed,

@@ -132,6 +132,11 @@ class InitConfig(_Model):
     optimizer: Literal["adam", "sgd"] = "adam"
     min_scale: float = Field(default=0.01, gt=0.0, le=1.0)
     heldout_mode: Literal["sample", "batch"] = "sample"
+    gn_weight: float = Field(default=1.0, ge=0.0, description="weight of GN in NIO's unconstrained step (0 = GC only)")
+    gamma_margin: float = Field(default=0.0, ge=0.0, lt=1.0,
+                                description="NIO/GradInit step down when g_max > (1 - margin) gamma")
+    select: Literal["last", "feasible"] = Field(
+        default="last", description="returned iterate: the last one, or the last one with g_max within the bound")
 
 
 class ExperimentConfig(_Model):

@@ -266,7 +266,8 @@ def environment(device: torch.device, threads: int | None) -> dict[str, Any]:
 def _rect_kwargs(cfg: ExperimentConfig) -> dict[str, Any]:
     i = cfg.init
     return dict(iters=i.iters, lr=i.lr, gamma=i.gamma, sub_batches=i.sub_batches, overlap=i.overlap,
-                mode=i.mode, min_scale=i.min_scale, optimizer=i.optimizer, batch_size=i.batch_size)
+                mode=i.mode, min_scale=i.min_scale, optimizer=i.optimizer, batch_size=i.batch_size,
+                gn_weight=i.gn_weight, gamma_margin=i.gamma_margin, select=i.select)
 
 
 def first_gmax(base: nn.Module, splits: Splits, cfg: ExperimentConfig, seed: int) -> float:
@@ -301,7 +302,15 @@ def run_one(base: nn.Module, mcfg: ModelConfig, method: str, seed: int, splits: 
         exact_after = heldout_exact(model, splits.heldout, cfg.init.heldout_mode, cfg.init.sub_batches,
                                     cfg.init.overlap)
     scales = [v for k, v in rect.scales.items() if k not in rect.unscalable]
-    last = rect.history[-1] if rect.history else None
+    # the record of the RETURNED iterate: with select="feasible" history[k] measured iterate k (and
+    # rect.final the last one); with "last" the final iterate is never measured, so this is the last
+    # measured one (iterate iters-1)
+    last = None
+    if rect.select == "feasible" and rect.history:
+        k = rect.returned_iterate or 0
+        last = rect.history[k] if k < len(rect.history) else rect.final
+    elif rect.history:
+        last = rect.history[-1]
     log(f"  [{mcfg.name} seed {seed} {method}] init {rect.seconds:.1f} s; held-out "
         f"{cfg.init.heldout_mode}-GC {exact_before['gc']:.4f} -> {exact_after['gc']:.4f}, "
         f"{cfg.init.mode}-GC {rect.heldout_before.get('gc', float('nan')):.4f} -> {rect.heldout_after.get('gc', float('nan')):.4f}"
@@ -325,6 +334,10 @@ def run_one(base: nn.Module, mcfg: ModelConfig, method: str, seed: int, splits: 
             "layers_before": exact_before["layers"],
             "layers_after": exact_after["layers"],
             "last_iteration": last,
+            "select": rect.select,
+            "gamma_margin": rect.gamma_margin,
+            "returned_iterate": rect.returned_iterate,
+            "final_iterate": rect.final,
             "constrained_iters": sum(1 for h in rect.history if h.get("constrained")),
             "scales_min": min(scales) if scales else None,
             "scales_max": max(scales) if scales else None,

@@ -194,6 +194,50 @@ def test_constraint_is_respected():
     assert r.gamma == gamma
 
 
+def test_gamma_margin_steps_down_below_the_tightened_bound():
+    """gamma_margin m: the branch is "g_max > (1 - m) gamma"; the reported gamma is gamma itself."""
+    torch.manual_seed(0)
+    net, train, _ = _problem()
+    r0 = rectify(net, train, iters=12, lr=0.1)
+    gamma = r0.gamma  # 2x the first g_max (set by the objective from the first batch)
+    r = rectify(net, train, iters=12, lr=0.1, gamma_margin=0.4)
+    assert r.gamma == pytest.approx(gamma, rel=1e-12) and r.gamma_margin == 0.4
+    for h in r.history[1:]:
+        assert h["constrained"] == (h["g_max"] > 0.6 * gamma)
+    # the margin changes the run: some step is taken downwards that Algorithm 3 (m = 0) would not take
+    assert any(0.6 * gamma < h["g_max"] <= gamma for h in r.history[1:])
+    ra = rectify(net, train, iters=12, lr=0.1, gamma=gamma, gamma_margin=0.4)  # absolute gamma: same run
+    assert [h["g_max"] for h in ra.history] == pytest.approx([h["g_max"] for h in r.history], rel=1e-9)
+
+
+def test_select_feasible_returns_an_iterate_within_the_bound():
+    """Algorithm 3 returns the last iterate even when it sits above gamma; select="feasible" does not."""
+    torch.manual_seed(0)
+    net, train, held = _problem()
+    probe = rectify(net, train, iters=25, lr=0.1, select="feasible")
+    # stop where the final iterate is infeasible (g_max > gamma on its batch), after some feasible one
+    measured = list(probe.history) + [probe.final]
+    n = next(i for i in range(1, 26) if measured[i]["constrained"] and not measured[i - 1]["constrained"])
+    kw = dict(iters=n, lr=0.1, heldout=held)
+    last = rectify(net, train, **kw)
+    feas = rectify(net, train, select="feasible", **kw)
+    # same trajectory; "last" returns iterate n, whose g_max (measured by "feasible" on the next batch) is > gamma
+    assert [h["g_max"] for h in feas.history[:n]] == pytest.approx([h["g_max"] for h in last.history], rel=1e-9)
+    assert last.returned_iterate == n and last.select == "last" and len(last.history) == n
+    assert len(feas.history) == n and last.final is None and feas.final["it"] == n + 1
+    assert feas.final["constrained"] and feas.final["g_max"] > feas.gamma
+    k = feas.returned_iterate
+    assert k == n - 1 and not feas.history[k]["constrained"] and feas.history[k]["g_max"] <= feas.gamma
+    assert feas.scales != last.scales
+    # the returned weights are iterate k: replaying k steps of the same run gives the same scales
+    part = rectify(net, train, iters=k, lr=0.1)
+    assert feas.scales == pytest.approx(part.scales, rel=1e-9)
+    # and on the batch it was measured on, its g_max (measured again, independently) is within gamma
+    x, y = train[k % len(train)]
+    got = gradcosine(apply(copy.deepcopy(net), feas), (x, y), mode="batch", overlap=0.6).g_max
+    assert got == pytest.approx(feas.history[k]["g_max"], rel=1e-6) and got <= feas.gamma
+
+
 def test_scales_unscalable_min_scale_and_no_mutation():
     net = tiny_conv(bn=True, act=nn.Tanh)
     with torch.no_grad():
@@ -269,6 +313,7 @@ def test_non_finite_rectification_names_tensor():
     {"method": "lsuv"}, {"optimizer": "rmsprop"}, {"iters": -1}, {"iters": 2.5}, {"lr": 0.0}, {"lr": float("nan")},
     {"gamma": -1.0}, {"min_scale": 0.0}, {"mode": "exact"}, {"bn": "x"}, {"sub_batches": 1},
     {"overlap": 1.0}, {"progress": 5}, {"gn_weight": -1.0}, {"heldout": [torch.zeros(3)]},
+    {"gamma_margin": -0.1}, {"gamma_margin": 1.0}, {"gamma_margin": float("nan")}, {"select": "best"},
 ])
 def test_bad_options(kwargs):
     net, train, _ = _problem()

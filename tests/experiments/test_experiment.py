@@ -193,6 +193,27 @@ def test_gamma_factor_two_reproduces_the_engine_default(micro_run, tmp_path):
     assert run1["init"]["gamma"] == pytest.approx(default_gamma / 2, rel=1e-6)
 
 
+def test_init_margin_and_select_reach_rectify_and_the_record(tmp_path):
+    from initscore.experiments import run_experiment
+
+    cfg = {**MICRO, "methods": ["nio"],
+           "init": {**MICRO["init"], "iters": 3, "gamma_margin": 0.3, "select": "feasible", "gn_weight": 0.5}}
+    (run,) = run_experiment(cfg, tmp_path, log=lambda s: None, plots=False).runs
+    init = run["init"]
+    assert init["select"] == "feasible" and init["gamma_margin"] == 0.3
+    assert init["iters"] == 3 and init["final_iterate"]["it"] == 4  # the final iterate measured on a 4th batch
+    k = init["returned_iterate"]
+    assert 0 <= k <= 3 and init["last_iteration"]["it"] == k + 1  # the record of the returned iterate
+    p = _cli("--preset", "cpu", "--gamma-margin", "0.2", "--select", "feasible", "--mode", "sample",
+             "--nio-batch-size", "32", "--gn-weight", "0", "--sub-batches", "4", "--show-config")
+    assert p.returncode == 0, p.stderr
+    i = json.loads(p.stdout)["init"]
+    assert (i["gamma_margin"], i["select"], i["mode"], i["batch_size"], i["gn_weight"], i["sub_batches"]) == \
+        (0.2, "feasible", "sample", 32, 0.0, 4)
+    with pytest.raises(OptionsError):
+        parse_config({**MICRO, "init": {"gamma_margin": 1.0}})
+
+
 def test_report_merges_folders_and_renames_repeated_methods(micro_run):
     from initscore.cli.experiment_cmds import merge_reports
 
