@@ -58,12 +58,14 @@ def check_cell(cell: object) -> str | None:
     return None
 
 
-def _op_params(op: str, c: int) -> int:
-    # ReLU-Conv(k x k, no bias)-BN(affine): k*k*c*c weights + 2c BN affine parameters
+def _op_params(op: str, c: int, variant: str = "official") -> int:
+    # official: ReLU-Conv(k x k, no bias)-BN(affine): k*k*c*c weights + 2c BN affine parameters
+    # zero_cost_nas: ReLU-Conv(k x k, bias)-BN(no affine): k*k*c*c weights + c biases
+    extra = 2 * c if variant == "official" else c
     if op == "nor_conv_3x3":
-        return 9 * c * c + 2 * c
+        return 9 * c * c + extra
     if op == "nor_conv_1x1":
-        return c * c + 2 * c
+        return c * c + extra
     return 0  # none, skip_connect, avg_pool_3x3 (stride 1, same channels) have no parameters
 
 
@@ -72,12 +74,12 @@ def _resblock_params(cin: int, cout: int) -> int:
     return 9 * cin * cout + 2 * cout + 9 * cout * cout + 2 * cout + cin * cout
 
 
-def count_params(cell: str, num_classes: int = 10, C: int = 16, N: int = 5) -> int:
+def count_params(cell: str, num_classes: int = 10, C: int = 16, N: int = 5, variant: str = "official") -> int:
     """Pure-Python parameter count of `nb201` (equals the torch count)."""
     ops = [op for node in parse_cell(cell) for op, _ in node]
     total = 3 * C * 9 + 2 * C  # stem conv + BN
     for c in (C, 2 * C, 4 * C):
-        total += N * sum(_op_params(op, c) for op in ops)
+        total += N * sum(_op_params(op, c, variant) for op in ops)
     total += _resblock_params(C, 2 * C) + _resblock_params(2 * C, 4 * C)
     total += 2 * 4 * C  # lastact BN
     total += 4 * C * num_classes + num_classes  # classifier
@@ -89,6 +91,9 @@ _ARGS = {
     "num_classes": Arg("int", 10, lo=1, hi=100_000),
     "C": Arg("int", 16, lo=1, hi=1024, help="channels of the first stage (2C, 4C after the reductions)"),
     "N": Arg("int", 5, lo=1, hi=64, help="cells per stage"),
+    "variant": Arg("str", "official", choices=("official", "zero_cost_nas"),
+                   help="official TinyNetwork, or the zero-cost-nas NB201 model (cell convs with bias, "
+                        "cell BN without affine) on which the published proxy correlations were measured"),
 }
 
 

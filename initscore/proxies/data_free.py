@@ -14,10 +14,15 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 def _remove_batchnorm(net: nn.Module) -> None:
-    """Replace every BatchNorm module by an identity (zero-cost-nas builds the synflow copy with bn=False)."""
+    """Replace every BatchNorm module by an identity (zero-cost-nas builds the synflow copy with bn=False).
+
+    A BN module with the attribute ``keep_in_synflow = True`` stays (the zero-cost-nas NB201
+    model keeps the BNs of its reduction blocks in the bn=False copy; nb201 variant zero_cost_nas).
+    """
     for name, child in list(net.named_children()):
         if isinstance(child, _BN):
-            setattr(net, name, nn.Identity())
+            if not getattr(child, "keep_in_synflow", False):
+                setattr(net, name, nn.Identity())
         else:
             _remove_batchnorm(child)
 
@@ -27,10 +32,15 @@ def synflow(model: nn.Module, x: torch.Tensor) -> float:
 
     The copy has BatchNorm removed, every parameter replaced by its absolute value and
     float64 precision; R = sum of the outputs for one all-ones input of the batch's shape.
+    BatchNorms marked ``keep_in_synflow`` stay, in training mode (batch statistics of the
+    single all-ones input), as in the reference's train-mode copy.
     """
     net = copy.deepcopy(model)
     _remove_batchnorm(net)
-    net = net.double().eval()  # no BatchNorm left; eval only silences dropout
+    net = net.double().eval()  # eval only silences dropout; kept BNs run in training mode below
+    for m in net.modules():
+        if isinstance(m, _BN):
+            m.train()
     with torch.no_grad():
         for p in net.parameters():
             p.abs_()

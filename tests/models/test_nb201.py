@@ -49,11 +49,28 @@ def test_known_cell_param_counts(cell: str, expected: int) -> None:
 
 def test_pure_python_count_equals_torch_for_random_cells() -> None:
     rng = random.Random(0)
-    for _ in range(6):
+    for k in range(8):
         cell = cell_of([rng.choice(OPS) for _ in range(6)])
-        args = {"cell": cell, "C": rng.choice([2, 4, 6]), "N": rng.choice([1, 2]), "num_classes": rng.choice([3, 10])}
+        args = {"cell": cell, "C": rng.choice([2, 4, 6]), "N": rng.choice([1, 2]), "num_classes": rng.choice([3, 10]),
+                "variant": ("official", "zero_cost_nas")[k % 2]}
         net = models.create("nb201", **args)
         assert models.get_entry("nb201").num_params(args) == sum(p.numel() for p in net.parameters())
+
+
+def test_zero_cost_nas_variant_cell_ops() -> None:
+    # zero-cost-nas nasbench2_ops: cell ReLU-Conv(bias)-BN(affine=False, no running stats); per conv op the
+    # 2C BN affine parameters become C conv biases; reduction-block BNs are marked to stay in synflow
+    zc = models.create("nb201", cell=RESNET, variant="zero_cost_nas")
+    official = models.create("nb201", cell=RESNET)
+    n_conv_ops = 2 * 5  # two nor_conv_3x3 edges per cell, 5 cells per stage
+    assert sum(p.numel() for p in official.parameters()) - sum(p.numel() for p in zc.parameters()) == n_conv_ops * (16 + 32 + 64)
+    cell_bns = [m for m in zc.cells.modules() if isinstance(m, torch.nn.BatchNorm2d) and not getattr(m, "keep_in_synflow", False)]
+    assert cell_bns and all(not m.affine and not m.track_running_stats for m in cell_bns)
+    kept = [m for m in zc.modules() if getattr(m, "keep_in_synflow", False)]
+    assert len(kept) == 4 and all(m.affine for m in kept)  # conv_a, conv_b BN of the two reduction blocks
+    assert not any(getattr(m, "keep_in_synflow", False) for m in official.modules())
+    with pytest.raises(SpecError):
+        models.create("nb201", cell=RESNET, variant="nope")
 
 
 def test_forward_shape_and_ops() -> None:
