@@ -10,7 +10,8 @@ the reference implementations so that published correlations reproduce:
   (synflow: BatchNorm removed);
 * naswot (Mellor et al., ICML 2021), gradsign (Zhang & Jia, ICLR 2022),
   zen (Lin et al., ICCV 2021);
-* gradcosine / gradnorm from :func:`initscore.scores.gradcosine` (Zhu et al., NeurIPS 2022);
+* gradcosine / gradnorm as :func:`initscore.scores.gradcosine` with ``bn="per_sample"`` (Zhu et al.,
+  NeurIPS 2022), computed in the same per-sample pass as gradsign;
 * params / flops baselines.
 
 Usage::
@@ -42,8 +43,8 @@ DESCRIPTIONS: dict[str, str] = {
     "zen": "log E|f(x) - f(x + 0.01 e)| of the pre-pooling features of the N(0,1)-initialized network plus sum log sqrt(mean BN running var) (Lin et al., ICCV 2021)",
     "params": "number of parameters",
     "flops": "multiply-accumulates per sample of Conv/Linear layers (analytic, forward hooks)",
-    "gradcosine": "GradCosine: mean pairwise cosine of per-sample gradients (initscore.scores, Zhu et al. NeurIPS 2022)",
-    "gradnorm": "GradNorm: norm of the batch gradient from the same pass as gradcosine (initscore.scores)",
+    "gradcosine": "GradCosine: mean pairwise cosine of per-sample gradients, BN with per-sample statistics (= initscore.scores.gradcosine(bn='per_sample'); Zhu et al. NeurIPS 2022)",
+    "gradnorm": "GradNorm: mean norm of the per-sample gradients, from the same per-sample pass as gradcosine and gradsign",
     "ensemble": "mean of calibrated z-scores of log10 synflow, jacob_cov, naswot and log10 params (constants fixed on a separate NAS-Bench-201 sample, seed 1; see docs/nas.md)",
 }
 

@@ -1,11 +1,14 @@
 """`compute` / `compute_many`: run the requested proxies with shared passes (torch).
 
 Groups that share work:
-  gradient pass   grad_norm, snip, grasp, fisher, jacob_cov, naswot (one forward/backward)
-  engine pass     gradcosine, gradnorm (one call of initscore.scores.gradcosine)
-  ensemble        reuses the synflow, jacob_cov, naswot and flops values of the same call
-  alone           synflow (|W| float64 copy without BN), zen (Gaussian re-init copy),
-                  gradsign (per-sample gradients), params, flops
+  gradient pass     grad_norm, snip, grasp, fisher, jacob_cov, naswot: ONE forward (ReLU hooks
+                    for naswot, conv-output hooks for fisher), the loss backward (grad_norm, snip,
+                    fisher; with create_graph and one Hessian-vector product when grasp is asked),
+                    one input-gradient backward for jacob_cov
+  per-sample pass   gradsign, gradcosine, gradnorm: ONE vmap(grad) pass (per_sample.py)
+  ensemble          reuses the synflow, jacob_cov, naswot and params values of the same call
+  alone             synflow (|W| float64 copy without BN), zen (Gaussian re-init copy), params, flops
+A proxy's value is the same alone or inside any group (tests/proxies).
 Every group works on a private copy (or never writes), so the caller's model is
 unchanged. An error in one group is reported for its proxies and the others go on;
 an out-of-memory retries the group with the batch split in 2, 4, ... chunks.
@@ -23,6 +26,7 @@ from initscore.errors import InitscoreError, OptionsError, ResourceError
 from initscore.proxies import PROXIES
 from initscore.proxies.common import is_oom, model_device
 from initscore.proxies.gradient_pass import SHARED, shared_gradient_proxies
+from initscore.proxies.per_sample import PER_SAMPLE, per_sample_proxies
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -55,31 +59,19 @@ def _as_batch(batch: Any, model: nn.Module) -> Batch:
     return x.detach().to(dev, torch.float32), y.detach().to(dev, torch.long)
 
 
-def _engine_pair(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: Sequence[str], chunks: int) -> dict[str, float]:
-    from initscore.scores import gradcosine
-
-    kwargs: dict[str, Any] = {}
-    if chunks > 1:
-        kwargs["chunk_size"] = max(1, x.shape[0] // chunks)
-    s = gradcosine(model, (x, y), **kwargs)
-    vals = {"gradcosine": float(s.gc), "gradnorm": float(s.gn)}
-    return {n: vals[n] for n in names}
-
-
 def _plan(names: list[str]) -> list[tuple[tuple[str, ...], Callable[..., dict[str, float]]]]:
-    from initscore.proxies import data_free, per_sample
+    from initscore.proxies import data_free
 
     plan: list[tuple[tuple[str, ...], Callable[..., dict[str, float]]]] = []
     shared = tuple(n for n in names if n in SHARED)
     if shared:
         plan.append((shared, lambda m, x, y, c, ns=shared: shared_gradient_proxies(m, x, y, ns, chunks=c)))
-    engine = tuple(n for n in names if n in ("gradcosine", "gradnorm"))
-    if engine:
-        plan.append((engine, lambda m, x, y, c, ns=engine: _engine_pair(m, x, y, ns, c)))
+    sample = tuple(n for n in names if n in PER_SAMPLE)
+    if sample:
+        plan.append((sample, lambda m, x, y, c, ns=sample: per_sample_proxies(m, x, y, ns, chunks=c)))
     single: dict[str, Callable[..., float]] = {
         "synflow": lambda m, x, y, c: data_free.synflow(m, x),
         "zen": lambda m, x, y, c: data_free.zen(m, x),
-        "gradsign": lambda m, x, y, c: per_sample.gradsign(m, x, y, chunks=max(4, c)),
         "params": lambda m, x, y, c: data_free.params(m),
         "flops": lambda m, x, y, c: data_free.flops(m, x),
     }
@@ -121,7 +113,7 @@ def _compute(
         t0 = time.perf_counter()
         try:
             out = _run_group(fn, model, x, y)
-            if isinstance(out, tuple):  # the gradient pass returns (values, errors)
+            if isinstance(out, tuple):  # the shared passes return (values, errors)
                 values.update(out[0])
                 errors.update(out[1])
             else:

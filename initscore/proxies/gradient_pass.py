@@ -63,6 +63,18 @@ def naswot_score(K: np.ndarray) -> float:
     return float(logdet)
 
 
+def _hamming_kernel(cf: torch.Tensor) -> torch.Tensor:
+    """c c^T + (1-c)(1-c)^T of 0/1 codes (B, D) in float64 with ONE matmul: 2 c c^T - s_i - s_j + D, s = row sums.
+
+    Exact: c c^T and s are integer counts, exact in float32 below 2**24 (float64 above).
+    """
+    if cf.shape[1] >= 1 << 24:
+        cf = cf.double()
+    cc = (cf @ cf.T).double()
+    s = cf.sum(1, dtype=torch.float64)
+    return 2.0 * cc - s[:, None] - s[None, :] + float(cf.shape[1])
+
+
 def shared_gradient_proxies(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: Iterable[str], *, chunks: int = 1
 ) -> tuple[dict[str, float], dict[str, Exception]]:
@@ -98,8 +110,8 @@ def shared_gradient_proxies(
                 out.register_hook(grad_hook)
             hooks.append(mod.register_forward_hook(fwd_hook))
 
-    K_acc: np.ndarray | None = None
     codes_by_chunk: list[list[torch.Tensor]] = []
+    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     if "naswot" in want:
         relus = [m for m in net.modules() if isinstance(m, nn.ReLU)]
         if not relus:
@@ -107,17 +119,22 @@ def shared_gradient_proxies(
                 h.remove()
             raise OptionsError("proxy 'naswot' needs nn.ReLU modules in the model")
         chunk_codes: list[torch.Tensor] = []
+        # several ReLUs often read the same tensor (every op on an edge out of one NB201 node): its kernel
+        # term is computed once and added once per ReLU (the tensor is held so its id stays unique)
 
         def relu_hook(module, inp, out):
             if not state["naswot"]:
                 return
-            c = (inp[0].detach() > 0).flatten(1)
+            t = inp[0]
             if single:
-                cf = c.to(torch.float32)
-                k = cf @ cf.T + (1.0 - cf) @ (1.0 - cf).T  # exact: integer counts < 2**24 per ReLU
-                state["K"] = state["K"] + k.double()
+                hit = seen.get(id(t))
+                if hit is None:
+                    cf = (t.detach() > 0).flatten(1).to(torch.float32)
+                    hit = (t, _hamming_kernel(cf))
+                    seen[id(t)] = hit
+                state["K"] += hit[1]
             else:
-                chunk_codes.append(c.cpu())
+                chunk_codes.append((t.detach() > 0).flatten(1).cpu())
         state["K"] = torch.zeros((x.shape[0], x.shape[0]), dtype=torch.float64, device=x.device)
         hooks.extend(r.register_forward_hook(relu_hook) for r in relus)
     state["naswot"] = False
@@ -127,27 +144,33 @@ def shared_gradient_proxies(
     jac_rows: list[torch.Tensor] = []
     try:
         # ---- pass A: loss gradients, fisher, jacobian, naswot codes (and grasp when single)
+        need_loss = bool(want & {"grad_norm", "snip", "grasp", "fisher"})
+        need_jac = "jacob_cov" in want
         for st, en in bounds:
-            xc = x[st:en].detach().clone().requires_grad_("jacob_cov" in want)
+            xc = x[st:en].detach().clone().requires_grad_(need_jac)
             state["capture"] = "fisher" in want
             state["naswot"] = "naswot" in want
-            out = net(xc)
+            with torch.set_grad_enabled(need_loss or need_jac):  # naswot alone: a plain no-grad forward
+                out = net(xc)
             state["naswot"] = False
+            seen.clear()
             if not torch.isfinite(out).all():
                 raise NonFiniteError("the model's output is NaN/inf on this batch; no data-dependent proxy can be computed")
             if "naswot" in want and not single:
                 codes_by_chunk.append(torch.cat(chunk_codes, dim=1))
                 chunk_codes.clear()
-            loss = F.cross_entropy(out, y[st:en])
             grasp_here = single and "grasp" in want
-            need_graph = grasp_here or "jacob_cov" in want
-            g = torch.autograd.grad(loss, weights, create_graph=grasp_here, retain_graph=need_graph, allow_unused=True)
+            if need_loss:
+                loss = F.cross_entropy(out, y[st:en])
+                g = torch.autograd.grad(loss, weights, create_graph=grasp_here, retain_graph=grasp_here or need_jac,
+                                        allow_unused=True)
+                state["capture"] = False
+                g = [torch.zeros_like(w) if gi is None else gi for w, gi in zip(weights, g)]
+                for acc, gi in zip(grads, g):
+                    acc.add_(gi.detach())
+                n_grad += 1
             state["capture"] = False
-            g = [torch.zeros_like(w) if gi is None else gi for w, gi in zip(weights, g)]
-            for acc, gi in zip(grads, g):
-                acc.add_(gi.detach())
-            n_grad += 1
-            if "jacob_cov" in want:
+            if need_jac:
                 (j,) = torch.autograd.grad(out.sum(), xc, retain_graph=grasp_here)
                 jac_rows.append(j.detach().flatten(1).cpu())
             if grasp_here:
@@ -157,7 +180,9 @@ def shared_gradient_proxies(
                     for acc, hi in zip(hg, h):
                         if hi is not None:
                             acc.add_(hi.detach())
-            del out, loss, g
+            if need_loss:
+                del loss, g
+            del out
         # ---- pass B (chunked grasp only): Hg with the total gradient, per chunk
         if "grasp" in want and not single:
             for st, en in bounds:
@@ -204,7 +229,7 @@ def shared_gradient_proxies(
             if single:
                 return naswot_score(state["K"].cpu().numpy())
             codes = torch.cat(codes_by_chunk, dim=0).to(torch.float32)
-            return naswot_score((codes @ codes.T + (1 - codes) @ (1 - codes).T).double().numpy())
+            return naswot_score(_hamming_kernel(codes).numpy())
         put("naswot", naswot_total)
     del net, grads, hg, jac_rows
     return values, errors

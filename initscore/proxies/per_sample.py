@@ -1,49 +1,108 @@
-"""GradSign (Zhang & Jia, ICLR 2022): agreement of per-sample gradient signs (torch)."""
+"""The per-sample-gradient proxies, from ONE torch.func pass: gradsign, gradcosine, gradnorm (torch).
+
+Per-sample gradients g_n = dL(x_n, y_n)/dtheta come from ``vmap(grad(...))``
+(:func:`initscore.scores.sample_grad_fn`) over chunks of samples, on the engine's scoring
+copy (:func:`initscore.bn.scoring_copy`) with BatchNorm in ``"per_sample"`` mode: each
+sample is normalized with its own statistics, which is what training-mode BatchNorm does
+to a batch of one sample -- the GradSign reference's per-sample loop (Zhang & Jia, ICLR
+2022). Each chunk's gradients feed
+
+  gradsign   = sum over Conv/Linear weights theta of |sum_n sign(g_n[theta])|
+  gradcosine = ||sum_n g_n/||g_n|| ||^2 / B^2   (all trainable parameters;
+  gradnorm   = mean_n ||g_n||                     initscore.scores.ScoreAccumulator)
+
+so the three proxies cost one per-sample pass together. gradcosine/gradnorm equal
+``initscore.scores.gradcosine(model, batch, bn="per_sample")`` (sample mode).
+"""
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, vmap
 
-from initscore.errors import NonFiniteError
-from initscore.proxies.common import chunk_bounds, finite, private_copy, weight_layers
+from initscore.errors import NonFiniteError, OptionsError
+from initscore.proxies.common import finite, weight_layers
 
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+PER_SAMPLE = ("gradsign", "gradcosine", "gradnorm")
+CHUNK_BUDGET_BYTES = 1 << 30  # per-sample gradient stack budget for one chunk
 
 
-def gradsign(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunks: int = 4) -> float:
-    """GradSign = sum over Conv/Linear weights theta of |sum_n sign(dL(x_n, y_n)/dtheta)|.
+def _chunk_size(params: dict[str, torch.Tensor], B: int, chunks: int) -> int:
+    """Samples per vmap call: the engine's 1 GiB budget (3 copies of a per-sample gradient), divided by `chunks`."""
+    per_sample = sum(p.numel() * p.element_size() for p in params.values())
+    auto = max(1, min(B, CHUNK_BUDGET_BYTES // max(1, 3 * per_sample)))
+    return max(1, auto // max(1, chunks))
 
-    As in the reference each sample is its own batch of one (cross-entropy, training-mode
-    BatchNorm with that sample's statistics). The per-sample gradients are computed with
-    torch.func.vmap in `chunks` pieces; only the running sign sums are kept.
+
+def per_sample_proxies(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: Iterable[str], *, chunks: int = 1
+) -> tuple[dict[str, float], dict[str, Exception]]:
+    """gradsign / gradcosine / gradnorm (the requested subset) from one per-sample-gradient pass.
+
+    `chunks` > 1 (out-of-memory retry) shrinks the vmap chunk; the values do not depend on it.
+    Per-proxy errors are returned, not raised (a failing pass raises for the whole group).
     """
-    net = private_copy(model).train()
-    for m in net.modules():
-        if isinstance(m, _BN):  # batch statistics, no in-place running-stat update (vmap-safe, same outputs)
-            m.track_running_stats = False
-            m.running_mean = None
-            m.running_var = None
-            m.num_batches_tracked = None
-    layers = weight_layers(net)
-    wnames = [f"{name}.weight" if name else "weight" for name, _ in layers]
-    named = dict(net.named_parameters())
-    frozen = {k: v.detach() for k, v in named.items() if k not in set(wnames)}
-    buffers = dict(net.named_buffers())
-    wdict = {k: named[k].detach() for k in wnames}
+    from initscore import bn as bnmod
+    from initscore.scores import ScoreAccumulator, default_loss, sample_grad_fn, trainable
 
-    def loss_one(w: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-        out = functional_call(net, ({**frozen, **w}, buffers), (xi.unsqueeze(0),))
-        return F.cross_entropy(out, yi.unsqueeze(0))
-
-    per_sample_grad = vmap(grad(loss_one), in_dims=(None, 0, 0))
-    sign_sum = {k: torch.zeros_like(v) for k, v in wdict.items()}
-    for st, en in chunk_bounds(x.shape[0], chunks):
-        g = per_sample_grad(wdict, x[st:en], y[st:en])
-        for k, v in g.items():
-            if not torch.isfinite(v).all():
-                raise NonFiniteError(f"proxy 'gradsign': per-sample gradient of {k} is NaN/inf", tensor=k)
-            sign_sum[k].add_(torch.sign(v).sum(0))
+    want = [n for n in names if n in PER_SAMPLE]
+    if not want:
+        return {}, {}
+    net = bnmod.scoring_copy(model, "per_sample", primitive=True)
+    params = trainable(net)
+    wnames = [f"{name}.weight" if name else "weight" for name, _ in weight_layers(net)]
+    missing = [k for k in wnames if k not in params]
+    if "gradsign" in want and missing:
+        raise OptionsError(f"proxy 'gradsign': Conv/Linear weight {missing[0]!r} is not trainable")
+    fn = sample_grad_fn(net, default_loss)
+    acc = ScoreAccumulator(params) if ("gradcosine" in want or "gradnorm" in want) else None
+    sign_sum = {k: torch.zeros_like(params[k]) for k in wnames} if "gradsign" in want else None
+    B = x.shape[0]
+    step = _chunk_size(params, B, chunks)
+    values: dict[str, float] = {}
+    errors: dict[str, Exception] = {}
+    acc_error: Exception | None = None
+    for st in range(0, B, step):
+        g = fn(params, x[st:st + step], y[st:st + step])
+        if sign_sum is not None:
+            for k in wnames:
+                v = g[k]
+                if not torch.isfinite(v).all():
+                    errors["gradsign"] = NonFiniteError(f"proxy 'gradsign': per-sample gradient of {k} is NaN/inf", tensor=k)
+                    sign_sum = None
+                    break
+                sign_sum[k].add_(torch.sign(v).sum(0))
+        if acc is not None:
+            try:
+                acc.add(g)
+            except NonFiniteError as exc:
+                acc_error, acc = exc, None
         del g
-    return finite("gradsign", sum(float(s.abs().double().sum()) for s in sign_sum.values()))
+        if sign_sum is None and acc is None:
+            break
+    if "gradsign" in want and "gradsign" not in errors:
+        try:
+            values["gradsign"] = finite("gradsign", sum(float(s.abs().double().sum()) for s in sign_sum.values()))
+        except NonFiniteError as exc:
+            errors["gradsign"] = exc
+    res = acc.result("sample", "per_sample" if bnmod.has_batchnorm(model) else None) if acc is not None else None
+    for name, attr in (("gradcosine", "gc"), ("gradnorm", "gn")):
+        if name not in want:
+            continue
+        if res is None:
+            errors[name] = NonFiniteError(f"proxy {name!r}: {acc_error}", tensor=None)
+            continue
+        try:
+            values[name] = finite(name, getattr(res, attr))
+        except NonFiniteError as exc:
+            errors[name] = exc
+    return values, errors
+
+
+def gradsign(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunks: int = 1) -> float:
+    """GradSign alone (raises the proxy's error)."""
+    values, errors = per_sample_proxies(model, x, y, ["gradsign"], chunks=chunks)
+    if "gradsign" in errors:
+        raise errors["gradsign"]
+    return values["gradsign"]

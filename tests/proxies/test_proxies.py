@@ -177,30 +177,85 @@ def test_zen_deterministic_and_finite() -> None:
     assert math.isfinite(a) and a == proxies.compute("zen", net, (x, y))
 
 
-def test_compute_many_shares_without_changing_values_or_the_model() -> None:
+@pytest.mark.parametrize("variant", ["official", "zero_cost_nas"])
+def test_every_proxy_alone_equals_its_value_inside_compute_many(variant: str) -> None:
+    # the shared passes (one forward for naswot/fisher/grad_norm/snip/grasp/jacob_cov, one per-sample pass for
+    # gradsign/gradcosine/gradnorm) must not change any value; nor may they touch the caller's model
     torch.manual_seed(0)
-    net = models.create("nb201", cell="|nor_conv_3x3~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+|skip_connect~0|none~1|nor_conv_3x3~2|", C=4, N=1)
+    net = models.create("nb201", cell="|nor_conv_3x3~0|+|avg_pool_3x3~0|nor_conv_1x1~1|+|skip_connect~0|none~1|nor_conv_3x3~2|",
+                        C=4, N=1, variant=variant)
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    names = [p for p in proxies.PROXIES if p not in ("gradcosine", "gradnorm", "ensemble")]
+    names = list(proxies.PROXIES)
     together, errors = proxies.compute_many(names, net, (x, y))
     assert not errors, errors
+    assert set(together) == set(names)
     for p in names:
-        assert proxies.compute(p, net, (x, y)) == pytest.approx(together[p], rel=1e-6), p
+        assert proxies.compute(p, net, (x, y)) == pytest.approx(together[p], rel=1e-6, abs=1e-9), p
+    # and inside other subsets (each group with and without its heavier members)
+    for subset in (["naswot", "fisher"], ["jacob_cov", "naswot"], ["grasp", "snip"], ["gradsign", "gradnorm"], ["gradcosine", "zen"]):
+        part, errs = proxies.compute_many(subset, net, (x, y))
+        assert not errs
+        for p in subset:
+            assert part[p] == pytest.approx(together[p], rel=1e-6, abs=1e-9), (subset, p)
     after = net.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(p.grad is None for p in net.parameters())
 
 
-def test_gradcosine_and_gradnorm_come_from_the_engine() -> None:
+def test_gradcosine_and_gradnorm_come_from_the_engine_with_per_sample_bn() -> None:
     from initscore.scores import gradcosine
 
     net = tiny_cnn()
     x, y = tiny_batch()
-    s = gradcosine(net, (x, y))
-    values, errors = proxies.compute_many(["gradcosine", "gradnorm"], net, (x, y))
+    s = gradcosine(net, (x, y), bn="per_sample")
+    values, errors = proxies.compute_many(["gradcosine", "gradnorm", "gradsign"], net, (x, y))
     assert not errors
-    assert values == {"gradcosine": pytest.approx(s.gc), "gradnorm": pytest.approx(s.gn)}
+    assert values["gradcosine"] == pytest.approx(s.gc, rel=1e-9)
+    assert values["gradnorm"] == pytest.approx(s.gn, rel=1e-9)
+
+
+def test_naswot_on_nb201_matches_float64_reference_with_shared_relu_inputs() -> None:
+    # in an NB201 cell several ReLUs read the same node tensor; each ReLU still counts once in K
+    torch.manual_seed(4)
+    net = models.create("nb201", cell=CONV3, C=2, N=1)
+    x, y = torch.randn(6, 3, 32, 32), torch.randint(0, 10, (6,))
+    ref = copy.deepcopy(net).train()
+    codes = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: codes.append((inp[0] > 0).flatten(1).double()))
+             for m in ref.modules() if isinstance(m, nn.ReLU)]
+    with torch.no_grad():
+        ref(x)
+    for h in hooks:
+        h.remove()
+    assert len(codes) == sum(isinstance(m, nn.ReLU) for m in ref.modules())
+    K = sum(c @ c.T + (1 - c) @ (1 - c).T for c in codes)
+    expected = float(np.linalg.slogdet(K.numpy())[1])
+    assert proxies.compute("naswot", net, (x, y)) == pytest.approx(expected, rel=1e-12)
+    together, _ = proxies.compute_many(["naswot", "grasp", "fisher"], net, (x, y))
+    assert together["naswot"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_synflow_zero_cost_nas_variant_keeps_reduction_bn_in_training_mode() -> None:
+    # zero-cost-nas get_prunable_copy(bn=False) drops stem/cell/top BNs but its reduction blocks keep theirs
+    # (train mode, statistics of the single all-ones input); conv biases of the cells are |.|'d like weights
+    torch.manual_seed(5)
+    net = models.create("nb201", cell=CONV3, C=2, N=1, variant="zero_cost_nas")
+    ref = copy.deepcopy(net).double()
+    for parent in list(ref.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.BatchNorm2d) and not getattr(child, "keep_in_synflow", False):
+                setattr(parent, name, nn.Identity())
+    ref.train()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.abs_()
+    ref(torch.ones(1, 3, 32, 32, dtype=torch.float64)).sum().backward()
+    expected = sum(float((m.weight * m.weight.grad).abs().sum().detach()) for m in ref.modules()
+                   if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.grad is not None)
+    got = proxies.compute("synflow", net, (torch.randn(2, 3, 32, 32), torch.zeros(2, dtype=torch.long)))
+    assert got == pytest.approx(expected, rel=1e-10)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in ref.modules()) == 4
 
 
 def test_sign_convention_degenerate_cell_scores_below_conv_cell() -> None:
