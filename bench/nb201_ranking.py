@@ -50,6 +50,50 @@ def load_batch(root: Path, batch_size: int, seed: int):
     return td.batch(batch_size, seed)
 
 
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD_OURS = (0.2470, 0.2435, 0.2616)  # initscore.data's CIFAR-10 statistics
+CIFAR_STD_ZC = (0.2023, 0.1994, 0.2010)  # zero-cost-nas foresight/dataset.py
+
+
+def reference_batches(x, y, batch_size: int, n: int, seed: int):
+    """n batches as zero-cost-nas draws them: a fresh shuffled batch per architecture (a new iterator over a
+    shuffled train loader, foresight/pruners/p_utils.py get_some_data), RandomCrop(32, padding=4) with black
+    padding + RandomHorizontalFlip, normalized with their std (0.2023, 0.1994, 0.2010)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
+    raw = x * torch.tensor(CIFAR_STD_OURS).view(1, 3, 1, 1) + mean  # back to [0, 1]
+    std_zc = torch.tensor(CIFAR_STD_ZC).view(1, 3, 1, 1)
+    H, W = x.shape[2], x.shape[3]
+    for _ in range(n):
+        idx = torch.randperm(x.shape[0], generator=g)[:batch_size]
+        padded = torch.nn.functional.pad(raw[idx], (4, 4, 4, 4))
+        out = torch.empty((batch_size, 3, H, W))
+        offs = torch.randint(0, 9, (batch_size, 2), generator=g)
+        flips = torch.rand(batch_size, generator=g) < 0.5
+        for k in range(batch_size):
+            i, j = int(offs[k, 0]), int(offs[k, 1])
+            img = padded[k, :, i:i + H, j:j + W]
+            out[k] = img.flip(-1) if flips[k] else img
+        yield (out - mean) / std_zc, y[idx]
+
+
+def bootstrap_ci(a: np.ndarray, b: np.ndarray, reps: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Percentile 95% CI of Spearman rho over architectures resampled with replacement."""
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(seed)
+    n = len(a)
+    out = []
+    for _ in range(reps):
+        k = rng.integers(0, n, n)
+        ra, rb = rankdata(a[k]), rankdata(b[k])
+        out.append(np.corrcoef(ra, rb)[0, 1])
+    lo, hi = np.nanpercentile(out, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def vote_agreement(scores: dict[str, np.ndarray], acc: np.ndarray, names=VOTE) -> float:
     """Fraction of pairs (i, j) with different accuracies where the majority sign of the proxies' differences is right."""
     agree = total = 0
@@ -77,6 +121,11 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--proxies", default="all", help="comma-separated names or 'all'")
     ap.add_argument("--timing-archs", type=int, default=3, help="cells on which each proxy is also timed alone")
+    ap.add_argument("--variant", default="official", choices=("official", "zero_cost_nas"),
+                    help="nb201 variant: official TinyNetwork, or the zero-cost-nas model of the published anchors")
+    ap.add_argument("--reference-data", action="store_true",
+                    help="zero-cost-nas data protocol: a fresh augmented batch per architecture, their normalization")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CI of rho (0: none)")
     ap.add_argument("--json", default="bench/results/nb201_ranking.json")
     args = ap.parse_args()
 
@@ -93,7 +142,8 @@ def main() -> None:
         sys.exit(f"error: --n must be in 1..{len(cells)}")
     idx = np.random.default_rng(args.seed).choice(len(cells), size=args.n, replace=False)
     x, y = load_batch(root, args.batch_size, args.seed)
-    specs = [{"arch": "nb201", "args": {"cell": cells[i]}} for i in idx]
+    vargs = {} if args.variant == "official" else {"variant": args.variant}
+    specs = [{"arch": "nb201", "args": {"cell": cells[i], **vargs}} for i in idx]
 
     t_start = time.perf_counter()
 
@@ -101,7 +151,18 @@ def main() -> None:
         if (i + 1) % 10 == 0 or i + 1 == total:
             print(f"  [{i + 1}/{total}] {time.perf_counter() - t_start:.0f}s", file=sys.stderr, flush=True)
 
-    rows = proxies.score_architectures(specs, (x, y), names, progress=progress, seed=args.seed)
+    if args.reference_data:
+        from initscore import data
+
+        td = data.load({"kind": "cifar10", "root": str(root / "cifar10_jpeg"), "split": "train", "limit": 10000,
+                        "seed": args.seed})
+        rows = []
+        for i, (spec, b) in enumerate(zip(specs, reference_batches(td.x, td.y, args.batch_size, len(specs), args.seed))):
+            (row,) = proxies.score_architectures([spec], b, names, seed=args.seed + i)  # model seed = seed + i
+            rows.append(row)
+            progress(i, len(specs), row)
+    else:
+        rows = proxies.score_architectures(specs, (x, y), names, progress=progress, seed=args.seed)
     wall = time.perf_counter() - t_start
     acc = acc_all[idx]
 
@@ -125,8 +186,9 @@ def main() -> None:
             rho_last = float(spearmanr(filled, acc).statistic)
         else:
             rho_last = rho
+        ci = bootstrap_ci(vals, acc[ok], args.bootstrap, args.seed) if args.bootstrap and len(ok) >= 3 else None
         table.append({"proxy": p, "n_ok": len(ok), "errors": len(rows) - len(ok), "spearman": rho, "kendall": tau,
-                      "spearman_errors_last": rho_last, "anchor": ANCHORS.get(p)})
+                      "spearman_errors_last": rho_last, "anchor": ANCHORS.get(p), "spearman_ci95": ci})
     all_ok = [k for k in range(len(rows)) if all(not np.isnan(scores.get(p, np.array([np.nan] * len(rows)))[k]) for p in VOTE)]
     vote = (vote_agreement({p: scores[p][all_ok] for p in VOTE}, acc[all_ok])
             if all(p in scores for p in VOTE) and len(all_ok) > 2 else None)
@@ -176,15 +238,17 @@ def main() -> None:
 
     # ---- print
     print(f"\nNAS-Bench-201 CIFAR-10: n={args.n} cells, seed={args.seed}, batch={args.batch_size} CIFAR-10 train images, "
-          f"torch threads={torch.get_num_threads()}, wall {wall:.0f}s")
-    print(f"{'proxy':<11} {'rho':>7} {'tau':>7} {'anchor':>7} {'|d|':>6} {'errors':>6} {'rho_el':>7} {'s/arch':>8}")
+          f"torch threads={torch.get_num_threads()}, wall {wall:.0f}s, nb201 variant {args.variant}, "
+          f"{'zero-cost-nas data protocol (fresh augmented batch per cell)' if args.reference_data else 'one shared batch'}")
+    print(f"{'proxy':<11} {'rho':>7} {'95% CI':>15} {'tau':>7} {'anchor':>7} {'|d|':>6} {'errors':>6} {'rho_el':>7} {'s/arch':>8}")
     for t in table:
         g = next((g for g in group_times if t["proxy"] in g.split("+")), None)
         sec = statistics.median(group_times[g]) if g else float("nan")
         d = f"{abs(t['spearman'] - t['anchor']):.3f}" if t["anchor"] is not None else ""
         anc = f"{t['anchor']:.2f}" if t["anchor"] is not None else ""
         t["seconds_per_arch_group"] = sec
-        print(f"{t['proxy']:<11} {t['spearman']:>7.3f} {t['kendall']:>7.3f} {anc:>7} {d:>6} {t['errors']:>6} {t['spearman_errors_last']:>7.3f} {sec:>8.3f}")
+        ci = f"[{t['spearman_ci95'][0]:.3f},{t['spearman_ci95'][1]:.3f}]" if t["spearman_ci95"] else ""
+        print(f"{t['proxy']:<11} {t['spearman']:>7.3f} {ci:>15} {t['kendall']:>7.3f} {anc:>7} {d:>6} {t['errors']:>6} {t['spearman_errors_last']:>7.3f} {sec:>8.3f}")
     if vote is not None:
         print(f"vote synflow+jacob_cov+snip pairwise agreement: {vote:.3f} (published {VOTE_ANCHOR:.2f})")
     if rankavg is not None:
@@ -202,6 +266,7 @@ def main() -> None:
             print(f"  without the engine's gradcosine/gradnorm: {statistics.median(t['ratio_own'] for t in timing):.2f}")
 
     out = {"command": " ".join(sys.argv), "n": args.n, "seed": args.seed, "batch_size": args.batch_size,
+           "variant": args.variant, "reference_data": args.reference_data,
            "indices": [int(i) for i in idx], "table": table, "vote_agreement": vote, "rank_average": rankavg,
            "wall_s": wall, "median_s_per_arch": per_arch, "timing": timing,
            "rows": [{**r.to_dict(), "nb201_index": int(i), "test_acc": float(a)} for r, i, a in zip(rows, idx, acc)]}
