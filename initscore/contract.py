@@ -88,6 +88,11 @@ class RectifyOptions(_Model):
     sub_batches: int = Field(default=2, ge=2, le=1024)
     overlap: float = Field(default=0.6, ge=0.0, lt=1.0)
     mode: Literal["sample", "batch"] = "batch"
+    bn: Literal["batch", "calibrated", "per_sample"] | None = Field(
+        default=None, description="BatchNorm statistics; default: 'batch' in batch mode, 'calibrated' in sample mode")
+    gn_weight: float = Field(default=1.0, ge=0.0, le=1e6,
+                             description="weight of GN in the unconstrained step, which raises GC + gn_weight*GN "
+                                         "(1 = Algorithm 3; 0 = GradCosine-only ascent)")
     min_scale: float = Field(default=0.01, gt=0.0, le=1.0)
     optimizer: Literal["adam", "sgd"] = "adam"
     seed: int = Field(default=0, ge=0, le=2**31 - 1)

@@ -172,7 +172,8 @@ def _run_rectify(req: RectifyRequest, allowed_roots: list[str] | None, progress:
     rect = nio.rectify(
         model, train.batches(bs, req.data.seed), method=opts.method, iters=opts.iters, lr=opts.lr, gamma=opts.gamma,
         sub_batches=opts.sub_batches, overlap=opts.overlap, mode=opts.mode, min_scale=opts.min_scale,
-        optimizer=opts.optimizer, seed=opts.seed, heldout=heldout, progress=_prog,
+        optimizer=opts.optimizer, seed=opts.seed, heldout=heldout, progress=_prog, bn=opts.bn,
+        gn_weight=opts.gn_weight,
     )
     result = RectifyResult(
         arch=req.model.arch,
