@@ -93,6 +93,10 @@ class RectifyOptions(_Model):
     gn_weight: float = Field(default=1.0, ge=0.0, le=1e6,
                              description="weight of GN in the unconstrained step, which raises GC + gn_weight*GN "
                                          "(1 = Algorithm 3; 0 = GradCosine-only ascent)")
+    gamma_margin: float = Field(default=0.0, ge=0.0, lt=1.0,
+                                description="take the constraint step when g_max > (1 - gamma_margin) * gamma")
+    select: Literal["last", "feasible"] = Field(
+        default="last", description="'last' (Algorithm 3) or 'feasible': the last iterate with g_max <= gamma")
     min_scale: float = Field(default=0.01, gt=0.0, le=1.0)
     optimizer: Literal["adam", "sgd"] = "adam"
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
@@ -200,6 +204,10 @@ class RectifyResult(_Model):
     heldout_after: dict[str, float] = Field(default_factory=dict)
     gamma: float | None = None
     seconds: float = 0.0
+    gamma_margin: float = 0.0
+    select: str = "last"
+    returned_iterate: int | None = Field(default=None, description="steps taken by the returned scales")
+    final: IterationRecord | None = Field(default=None, description="select='feasible': the last iterate, measured on one more batch")
     weights_sha256: str | None = None
 
 

@@ -173,7 +173,7 @@ def _run_rectify(req: RectifyRequest, allowed_roots: list[str] | None, progress:
         model, train.batches(bs, req.data.seed), method=opts.method, iters=opts.iters, lr=opts.lr, gamma=opts.gamma,
         sub_batches=opts.sub_batches, overlap=opts.overlap, mode=opts.mode, min_scale=opts.min_scale,
         optimizer=opts.optimizer, seed=opts.seed, heldout=heldout, progress=_prog, bn=opts.bn,
-        gn_weight=opts.gn_weight,
+        gn_weight=opts.gn_weight, gamma_margin=opts.gamma_margin, select=opts.select,
     )
     result = RectifyResult(
         arch=req.model.arch,
@@ -186,6 +186,10 @@ def _run_rectify(req: RectifyRequest, allowed_roots: list[str] | None, progress:
         heldout_after={k: float(v) for k, v in (rect.heldout_after or {}).items()},
         gamma=None if rect.gamma is None else float(rect.gamma),
         seconds=float(rect.seconds),
+        gamma_margin=float(rect.gamma_margin),
+        select=rect.select,
+        returned_iterate=rect.returned_iterate,
+        final=None if rect.final is None else IterationRecord(**{k: rect.final[k] for k in ("it", "gc", "gn", "g_max", "constrained")}),
     )
     return result, dict(rect.state_dict)
 

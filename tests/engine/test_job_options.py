@@ -41,3 +41,12 @@ def test_contract_defaults_and_bounds():
     with pytest.raises(ValidationError):
         RectifyOptions(bn="running")
     assert parse_request(_with(bn="calibrated", mode="sample")).options.bn == "calibrated"
+
+
+def test_feasible_selection_and_margin_reach_rectify():
+    res, _, _ = run_job(_with(select="feasible", gamma_margin=0.2, gamma=None))
+    assert res.select == "feasible" and res.gamma_margin == 0.2
+    assert res.final is not None and res.final.it == len(res.history) + 1
+    assert res.returned_iterate is not None and 0 <= res.returned_iterate <= len(res.history) + 1
+    with pytest.raises(ValidationError):
+        RectifyOptions(gamma_margin=1.0)
