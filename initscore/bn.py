@@ -48,6 +48,121 @@ from initscore.errors import OptionsError
 BN_MODES = ("batch", "calibrated", "per_sample")
 
 
+def _bn_view(x: torch.Tensor) -> list[int]:
+    return [1, x.shape[1]] + [1] * (x.dim() - 2)
+
+
+def _double_backward_differentiable(gy, x, w, Gx, Gw, Gb, eps):  # type: ignore[no-untyped-def]
+    """The double backward of :class:`_BatchStatNormBackward` as a differentiable function of (gy, x, w)."""
+    dims = [0] + list(range(2, x.dim()))
+    shape = _bn_view(x)
+    M = x.numel() // x.shape[1]
+    var, mu = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
+    r = torch.rsqrt(var + eps)
+    xh = (x - mu) * r
+    zero = torch.zeros_like(r)
+    wr = w.view(shape) * r if w is not None else r
+    a, b = gy.mean(dims, keepdim=True), (gy * xh).mean(dims, keepdim=True)
+    Gx = torch.zeros_like(x) if Gx is None else Gx
+    m0, m1, m2 = Gx.mean(dims, keepdim=True), (Gx * xh).mean(dims, keepdim=True), (Gx * gy).mean(dims, keepdim=True)
+    Gw_ = Gw.view(shape) if Gw is not None else zero
+    Gb_ = Gb.view(shape) if Gb is not None else zero
+    q = m2 - a * m0 - b * m1
+    c1, c2 = Gw_ - wr * m1, -wr * b
+    dgy = wr * Gx + xh * c1 + (Gb_ - wr * m0)
+    dw = (r * M * q).view(-1) if w is not None else None
+    dx = r * (c1 * gy + c2 * Gx - (c1 * a + c2 * m0) - xh * (c1 * b + c2 * m1 + wr * q))
+    return dgy, dx, dw, None, None, None
+
+
+class _BatchStatNormBackward(torch.autograd.Function):
+    """(gy, x, w, mean, invstd) -> (gx, gw, gb) of train-mode BN, with a hand-written double backward.
+
+    Per channel, over the M elements of the batch and spatial positions, with
+    x^ = (x - mu) r, r = (var + eps)^(-1/2), a = mean(gy), b = mean(gy x^):
+    forward (BN's backward)  gx = w r (gy - a - x^ b),  gw = M b,  gb = M a.
+    Its vector-Jacobian product for cotangents (Gx, Gw, Gb), with
+    m0 = mean(Gx), m1 = mean(Gx x^), m2 = mean(Gx gy):
+      d/dgy = w r (Gx - m0 - x^ m1) + Gw x^ + Gb
+      d/dw  = r M (m2 - a m0 - b m1)
+      d/dx  = r [c1 gy + c2 Gx - (c1 a + c2 m0) - x^ (c1 b + c2 m1 + w r (m2 - a m0 - b m1))],
+              c1 = Gw - w r m1, c2 = -w r b
+    (derived by hand; x enters through x^ and through mu and r; tests/engine/test_bn.py
+    checks it against torch's own double backward and gradgradcheck in float64).
+    About 10 elementwise/reduction passes, where torch's generic batchnorm double
+    backward costs ~15x more on CPU; it dominated a batch-mode NIO step on BN networks.
+    When a third order is asked for (``create_graph`` in the double backward), the same formula
+    runs with the statistics recomputed by differentiable ops, so it is exact, only slower.
+    """
+
+    @staticmethod
+    def forward(ctx, gy, x, w, mean, invstd, eps):  # type: ignore[override]
+        has_w = w is not None
+        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
+            gy, x, w, None, None, mean, invstd, True, eps, [True, has_w, has_w])
+        ctx.save_for_backward(gy, x, w, mean, invstd, gw, gb)
+        ctx.eps = eps
+        return gx, gw, gb
+
+    @staticmethod
+    def backward(ctx, Gx, Gw, Gb):  # type: ignore[override]
+        gy, x, w, mean, invstd, gw, gb = ctx.saved_tensors
+        if torch.is_grad_enabled():  # third order asked for: the same formula, differentiable in (gy, x, w)
+            return _double_backward_differentiable(gy, x, w, Gx, Gw, Gb, ctx.eps)
+        dims = [0] + list(range(2, x.dim()))
+        shape = _bn_view(x)
+        M = x.numel() // x.shape[1]
+        # few full-size temporaries, updated in place: large short-lived CPU allocations
+        # are returned to the OS and page-faulted back on every call
+        r = invstd.view(shape)
+        xh = (x - mean.view(shape)).mul_(r)
+        zero = torch.zeros_like(r)
+        tmp = torch.empty_like(x)
+        if w is None:
+            gb = gy.sum(dims)
+            gw = torch.mul(gy, xh, out=tmp).sum(dims)
+        wr = w.view(shape) * r if w is not None else r
+        a, b = (gb / M).view(shape), (gw / M).view(shape)
+        if Gx is None:
+            Gx = torch.zeros_like(x)
+        m0 = Gx.mean(dims, keepdim=True)
+        m1 = torch.mul(Gx, xh, out=tmp).mean(dims, keepdim=True)
+        m2 = torch.mul(Gx, gy, out=tmp).mean(dims, keepdim=True)
+        del tmp
+        Gw_ = Gw.view(shape) if Gw is not None else zero
+        Gb_ = Gb.view(shape) if Gb is not None else zero
+        q = m2 - a * m0 - b * m1
+        c1, c2 = Gw_ - wr * m1, -wr * b
+        dgy = torch.addcmul(Gb_ - wr * m0, xh, c1).addcmul_(Gx, wr.expand_as(r))
+        dw = (r * M * q).view(-1) if w is not None else None
+        dx = torch.addcmul(-r * (c1 * a + c2 * m0), gy, r * c1).addcmul_(Gx, r * c2)
+        dx.addcmul_(xh, -r * (c1 * b + c2 * m1 + wr * q))
+        return dgy, dx, dw, None, None, None
+
+
+class BatchStatNorm(torch.autograd.Function):
+    """Train-mode BatchNorm (batch statistics, no running statistics) with a fast double backward.
+
+    Forward and first backward are torch's own BN kernels (identical values); the
+    backward is itself a :class:`_BatchStatNormBackward`, so second-order gradients
+    (NIO and GradInit through BN, ``create_graph=True``) use the hand-written formula.
+    Not used under torch.func transforms (vmap), where StatBN falls back to ``batch_norm``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, b, eps):  # type: ignore[override]
+        y, mean, invstd = torch.ops.aten.native_batch_norm(x, w, b, None, None, True, 0.0, eps)
+        ctx.save_for_backward(x, w, mean, invstd)
+        ctx.eps = eps
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):  # type: ignore[override]
+        x, w, mean, invstd = ctx.saved_tensors
+        gx, gw, gb = _BatchStatNormBackward.apply(gy, x, w, mean, invstd, ctx.eps)
+        return gx, gw, gb, None
+
+
 class StatBN(nn.Module):
     """BatchNorm replacement with an explicit statistics mode (see module docstring).
 
@@ -98,7 +213,9 @@ class StatBN(nn.Module):
             return x * a.view(shape) + c.view(shape)
         elif mode == "batch":
             if not self.primitive:
-                return nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+                if torch._C._are_functorch_transforms_active():
+                    return nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+                return BatchStatNorm.apply(x, self.weight, self.bias, self.eps)
             var, mean = torch.var_mean(x, dim=[0] + list(range(2, x.dim())), correction=0, keepdim=True)
         elif mode == "per_sample":
             if x.dim() < 3:
