@@ -72,7 +72,8 @@ def per_sample_proxies(
                     errors["gradsign"] = NonFiniteError(f"proxy 'gradsign': per-sample gradient of {k} is NaN/inf", tensor=k)
                     sign_sum = None
                     break
-                sign_sum[k].add_(torch.sign(v).sum(0))
+                # sum_n sign(v_n) as (#positive - #negative): two boolean passes instead of a float sign tensor
+                sign_sum[k].add_((v > 0).sum(0).to(sign_sum[k].dtype)).sub_((v < 0).sum(0).to(sign_sum[k].dtype))
         if acc is not None:
             try:
                 acc.add(g)
