@@ -263,21 +263,24 @@ def environment(device: torch.device, threads: int | None) -> dict[str, Any]:
     return env
 
 
-def _rect_kwargs(cfg: ExperimentConfig) -> dict[str, Any]:
+def _rect_kwargs(cfg: ExperimentConfig, method: str = "nio") -> dict[str, Any]:
     i = cfg.init
+    baseline = method in ("gradinit", "metainit")
+    mode = (i.baseline_mode or i.mode) if baseline else i.mode
+    batch_size = (i.baseline_batch_size or i.batch_size) if baseline else i.batch_size
     return dict(iters=i.iters, lr=i.lr, gamma=i.gamma, sub_batches=i.sub_batches, overlap=i.overlap,
-                mode=i.mode, min_scale=i.min_scale, optimizer=i.optimizer, batch_size=i.batch_size,
+                mode=mode, min_scale=i.min_scale, optimizer=i.optimizer, batch_size=batch_size,
                 gn_weight=i.gn_weight, gamma_margin=i.gamma_margin, select=i.select)
 
 
-def first_gmax(base: nn.Module, splits: Splits, cfg: ExperimentConfig, seed: int) -> float:
+def first_gmax(base: nn.Module, splits: Splits, cfg: ExperimentConfig, seed: int, method: str = "nio") -> float:
     """g_max of the first batch rectify(seed=seed) draws, in the rectification's mode (NIO's gamma reference)."""
     from initscore.scores import gradcosine
 
-    i = cfg.init
-    batch = next(splits.train.batches(i.batch_size, seed))
-    return gradcosine(base, batch, mode=i.mode, sub_batches=i.sub_batches,
-                      overlap=i.overlap if i.mode == "batch" else 0.0).g_max
+    kw = _rect_kwargs(cfg, method)
+    batch = next(splits.train.batches(kw["batch_size"], seed))
+    return gradcosine(base, batch, mode=kw["mode"], sub_batches=kw["sub_batches"],
+                      overlap=kw["overlap"] if kw["mode"] == "batch" else 0.0).g_max
 
 
 def run_one(base: nn.Module, mcfg: ModelConfig, method: str, seed: int, splits: Splits,
@@ -285,9 +288,9 @@ def run_one(base: nn.Module, mcfg: ModelConfig, method: str, seed: int, splits: 
     """Rectify a copy of ``base`` with ``method``, measure held-out scores, train; one run record."""
     from initscore import nio
 
-    kw = _rect_kwargs(cfg)
+    kw = _rect_kwargs(cfg, method)
     if cfg.init.gamma_factor is not None and method in ("nio", "gradinit"):
-        kw["gamma"] = cfg.init.gamma_factor * first_gmax(base, splits, cfg, seed)
+        kw["gamma"] = cfg.init.gamma_factor * first_gmax(base, splits, cfg, seed, method)
     try:
         rect = nio.rectify(base, splits.train, method=method, seed=seed, heldout=splits.heldout, **kw)
     except (InitscoreError, RuntimeError) as exc:  # recorded, never dropped silently
@@ -337,6 +340,8 @@ def run_one(base: nn.Module, mcfg: ModelConfig, method: str, seed: int, splits: 
             "select": rect.select,
             "gamma_margin": rect.gamma_margin,
             "returned_iterate": rect.returned_iterate,
+            "mode": kw["mode"],
+            "batch_size": kw["batch_size"],
             "final_iterate": rect.final,
             "constrained_iters": sum(1 for h in rect.history if h.get("constrained")),
             "scales_min": min(scales) if scales else None,

@@ -214,6 +214,17 @@ def test_init_margin_and_select_reach_rectify_and_the_record(tmp_path):
         parse_config({**MICRO, "init": {"gamma_margin": 1.0}})
 
 
+def test_baselines_keep_their_own_mode_and_batch_size(tmp_path):
+    from initscore.experiments import run_experiment
+
+    cfg = {**MICRO, "methods": ["nio", "gradinit"],
+           "init": {**MICRO["init"], "mode": "sample", "batch_size": 16, "baseline_mode": "batch",
+                    "baseline_batch_size": 32}}
+    runs = {r["method"]: r["init"] for r in run_experiment(cfg, tmp_path, log=lambda s: None, plots=False).runs}
+    assert (runs["nio"]["mode"], runs["nio"]["batch_size"]) == ("sample", 16)
+    assert (runs["gradinit"]["mode"], runs["gradinit"]["batch_size"]) == ("batch", 32)
+
+
 def test_report_merges_folders_and_renames_repeated_methods(micro_run):
     from initscore.cli.experiment_cmds import merge_reports
 
