@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     backend = backend or make_backend(settings)
     ctx = AppContext(settings=settings, backend=backend)
     ctx.metrics = ServiceMetrics(backend)
-    ctx.result_json = make_result_cache(backend.store)
+    ctx.result_json = make_result_cache(backend.store, max_bytes=settings.result_cache_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

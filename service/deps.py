@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Callable
 
 from fastapi import Request
@@ -51,14 +53,49 @@ class AppContext:
         return self.backend.store
 
 
-def make_result_cache(store: Any, size: int = 2048) -> Callable[[str], Any]:
-    """Results are content-addressed (immutable), so they can be cached by sha256."""
+class ResultCache:
+    """Parsed result JSON by sha256 (content-addressed, so immutable), LRU-bounded by entries AND by bytes.
 
-    @lru_cache(maxsize=size)
-    def _get(sha: str) -> Any:
-        return store.get_json(sha)
+    The byte budget counts the stored JSON text (parsed objects take roughly 3x that in
+    memory). Bounding by entries alone let one API process hold 2,048 results of any
+    size (the memory soak in bench/soak.py saw the API grow by ~3 MiB per 100 small
+    jobs). A result larger than the whole budget is served but not kept.
+    """
 
-    return _get
+    def __init__(self, store: Any, size: int = 2048, max_bytes: int = 2 << 20) -> None:
+        self.store, self.size, self.max_bytes = store, size, max_bytes
+        self._items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, sha: str) -> Any:
+        with self._lock:
+            hit = self._items.get(sha)
+            if hit is not None:
+                self._items.move_to_end(sha)
+                return hit[0]
+        raw = self.store.get(sha)
+        value = json.loads(raw)
+        n = len(raw)
+        if n <= self.max_bytes and self.size > 0:
+            with self._lock:
+                if sha not in self._items:
+                    self._items[sha] = (value, n)
+                    self._bytes += n
+                while self._items and (len(self._items) > self.size or self._bytes > self.max_bytes):
+                    _, (_, m) = self._items.popitem(last=False)
+                    self._bytes -= m
+        return value
+
+    def stats(self) -> tuple[int, int]:
+        """(entries, bytes of JSON text) held now."""
+        with self._lock:
+            return len(self._items), self._bytes
+
+
+def make_result_cache(store: Any, size: int = 2048, max_bytes: int = 2 << 20) -> ResultCache:
+    """Results are content-addressed (immutable), so they can be cached by sha256 (bounded: see ResultCache)."""
+    return ResultCache(store, size, max_bytes)
 
 
 def get_ctx(request: Request) -> AppContext:

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     reaper_interval: float = Field(default=5.0, gt=0, description="seconds between abandoned-job sweeps in the API")
     max_attempts: int = Field(default=2, ge=1, description="runs of a job whose worker died (1 = never re-queue)")
     record_ttl: int = Field(default=30 * 24 * 3600, ge=60, description="seconds a job record stays in Redis")
+    result_cache_bytes: int = Field(
+        default=2 << 20, ge=0, description="bytes of result JSON the API keeps parsed in memory (LRU; 0 = no cache)"
+    )
     log_level: str = Field(default="info")
 
     @field_validator("api_keys", "admin_keys", "allowed_roots", mode="before")
