@@ -27,7 +27,8 @@ demo: setup
 test: setup
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q -m "not slow" tests
 
-# long tests (marked slow; none at the moment: pytest's "no tests collected" exit 5 is not a failure) + the 500-job soak
+# long tests (marked slow; none at the moment: pytest's "no tests collected" exit 5 is not a failure) + the 500-job fault soak
+# and the 1000-job kill-free memory soak (bench/soak.py runs both phases)
 soak: setup
 	$(PY) -m pytest -q -m slow tests || [ $$? -eq 5 ]
 	OMP_NUM_THREADS=1 $(PY) bench/soak.py

@@ -1,8 +1,9 @@
 """Soak: mixed jobs from concurrent clients against the queued service, with random worker SIGKILLs.
 
 Real processes: a private ``redis-server --appendonly yes``, the API under uvicorn and
-2 ``worker.main`` subprocesses (heartbeat 3 s, reaper every 1 s, 2 attempts). `--clients`
-threads submit `--jobs` requests: score, batch, rectify (few iterations), invalid
+2 ``worker.main`` subprocesses (heartbeat 3 s, reaper every 1 s, 2 attempts).
+
+Fault phase: `--clients` threads submit `--jobs` requests: score, batch, rectify (few iterations), invalid
 bodies (must be 4xx), cancelled rectify jobs, and Idempotency-Key submissions that are
 re-sent (must map to ONE job). A killer thread SIGKILLs a random worker `--kills`
 times and starts a replacement. At the end it prints, from the API's own records:
@@ -11,7 +12,17 @@ state before `--timeout`: must be 0), invalid answered 4xx, duplicated execution
 idempotent requests (must be 0), an in-process recomputation of a sample of results
 (``initscore.jobs.run_job``, equal within 1e-6) and the RSS of API and workers.
 
-    flock /tmp/initscore-bench.lock .venv/bin/python bench/soak.py --jobs 500
+Memory phase (no kills, fresh service): `--memory-clients` closed-loop clients run `--memory-jobs`
+small real jobs (resnet20 / NAS-Bench-201 cells / MLP on CIFAR-10 test subsets: score in sample and
+batch mode, score with proxies, batch of 4 architectures, rectify with 3-6 iterations) through the API
+and the 2 long-lived workers (RQ ``SimpleWorker``: each job runs in the worker process itself, so the
+worker process is the one that persists). VmRSS of the API and of each worker is sampled every
+`--memory-every` finished jobs; per process the least-squares slope over the second half of the jobs
+(after warm-up) must be < 2 MiB per 100 jobs and the growth first -> last checkpoint after warm-up < 5%.
+
+    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=1 .venv/bin/python bench/soak.py            # both phases
+    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=1 .venv/bin/python bench/soak.py --memory-only \
+        --memory-jobs 1000 --memory-plot docs/figures/soak_memory.png
 """
 from __future__ import annotations
 
@@ -93,13 +104,13 @@ def make_plan(n: int, seed: int) -> list[dict[str, Any]]:
 
 
 class Service:
-    def __init__(self, tmp: Path, threads: str) -> None:
+    def __init__(self, tmp: Path, threads: str, extra_roots: tuple[str, ...] = ()) -> None:
         self.tmp = tmp
         self.rport, self.aport = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.aport}"
         (tmp / "data").mkdir(parents=True, exist_ok=True)
         self.env = dict(os.environ, PYTHONPATH=str(REPO), INITSCORE_REDIS_URL=f"redis://127.0.0.1:{self.rport}/0",
-                        INITSCORE_ARTIFACT_DIR=str(tmp / "artifacts"), INITSCORE_ALLOWED_ROOTS=str(tmp / "data"),
+                        INITSCORE_ARTIFACT_DIR=str(tmp / "artifacts"), INITSCORE_ALLOWED_ROOTS=",".join([str(tmp / "data"), *extra_roots]),
                         INITSCORE_HEARTBEAT_TTL="3", INITSCORE_REAPER_INTERVAL="1", INITSCORE_MAX_ATTEMPTS="2",
                         OMP_NUM_THREADS=threads)
         self.redis = subprocess.Popen(["redis-server", "--port", str(self.rport), "--bind", "127.0.0.1", "--save", "",
@@ -153,35 +164,35 @@ def close(a: Any, b: Any, tol: float, path: str = "") -> list[str]:
     return [] if a == b else [f"{path}: {a!r} vs {b!r}"]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--jobs", type=int, default=500)
-    ap.add_argument("--clients", type=int, default=20)
-    ap.add_argument("--kills", type=int, default=3, help="worker SIGKILLs (each followed by a restart)")
-    ap.add_argument("--timeout", type=float, default=900.0, help="seconds for all accepted jobs to reach a final state")
-    ap.add_argument("--sample", type=int, default=12, help="finished results recomputed in-process")
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args()
-    threads = os.environ.setdefault("OMP_NUM_THREADS", "1")
+def wait_ready(svc: Service, tmp: Path) -> None:
+    import httpx
 
+    deadline = time.time() + 180
+    while True:
+        try:
+            r = httpx.get(f"{svc.url}/readyz", timeout=2)
+            if r.status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline:
+            raise SystemExit("service did not become ready (see %s)" % tmp)
+        time.sleep(0.3)
+    time.sleep(2.0)  # both workers preloaded
+
+
+def fault_phase(a: argparse.Namespace, threads: str) -> bool:
+    """The fault soak (mixed, invalid, cancelled and idempotent requests; random worker kills).
+
+    Prints its figures; True when every check holds.
+    """
     import httpx
 
     tmp = Path(tempfile.mkdtemp(prefix="initscore-soak-"))
     svc = Service(tmp, threads)
     t_start = time.time()
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                if httpx.get(f"{svc.url}/readyz", timeout=2).status_code == 200 and \
-                        httpx.get(f"{svc.url}/readyz", timeout=2).json().get("workers", {}) is not None:
-                    break
-            except (httpx.HTTPError, ValueError):
-                pass
-            if time.time() > deadline:
-                raise SystemExit("service did not become ready (see %s)" % tmp)
-            time.sleep(0.3)
-        time.sleep(2.0)  # both workers preloaded
+        wait_ready(svc, tmp)
         rss_start = {"api": rss_mib(svc.api.pid), **{f"worker{k}": rss_mib(w.pid) for k, w in enumerate(svc.workers)}}
 
         plan = make_plan(a.jobs, a.seed)
@@ -297,9 +308,240 @@ def main() -> None:
         print("  RESULT:", "OK" if ok else "FAILED", f"(logs in {tmp})")
         if not ok:
             print("  lost ids:", lost[:10])
-            sys.exit(1)
+        return ok
     finally:
         svc.stop()
+
+
+# ---------------------------------------------------------------- memory phase (no kills)
+NB201_CELLS = [
+    "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|",
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+]
+# the flatness criterion, stated before the run: per process, over the post-warm-up half of the jobs
+MAX_SLOPE_MIB_PER_100 = 2.0
+MAX_GROWTH_AFTER_WARMUP = 0.05
+
+
+def memory_plan(n: int, seed: int, cifar_root: str | None) -> list[dict[str, Any]]:
+    """A steady mix of small real jobs: score (sample and batch mode), batch of architectures, rectify.
+
+    CIFAR-10 test images (64-image seeded subsets, batch 8) when a local copy exists, else synthetic 3x32x32.
+    """
+    rng = random.Random(seed)
+    plan = []
+    for i in range(n):
+        if cifar_root:
+            data = {"kind": "cifar10", "root": cifar_root, "split": "test", "batch_size": 8, "limit": 64, "seed": i}
+        else:
+            data = {"kind": "synthetic", "shape": [3, 32, 32], "num_classes": 10, "batch_size": 8, "seed": i}
+        syn = {"kind": "synthetic", "shape": [3, 32, 32], "num_classes": 10, "batch_size": 8, "seed": i}
+        r20 = {"arch": "resnet20", "args": {"bn": rng.random() < 0.5}}
+        nb = {"arch": "nb201", "args": {"cell": rng.choice(NB201_CELLS), "C": 8, "N": 1}}
+        u = rng.random()
+        if u < 0.30:
+            plan.append({"what": "score-sample", "body": {"kind": "score", "model": r20, "data": data}})
+        elif u < 0.45:
+            plan.append({"what": "score-batch", "body": {"kind": "score", "model": rng.choice([r20, nb]), "data": syn,
+                                                          "options": {"mode": "batch"}}})
+        elif u < 0.55:
+            plan.append({"what": "score-proxies", "body": {"kind": "score", "model": r20, "data": data,
+                                                            "options": {"proxies": ["synflow", "snip", "naswot"]}}})
+        elif u < 0.75:
+            models = [{"arch": "resnet20"}, {"arch": "resnet20", "args": {"bn": False}}, nb,
+                      {"arch": "mlp", "args": {"hidden": rng.choice([32, 64]), "depth": 2}}]
+            plan.append({"what": "batch", "body": {"kind": "batch", "models": models, "data": data}})
+        else:
+            plan.append({"what": "rectify", "body": {"kind": "rectify", "model": r20, "data": data, "init_seed": i,
+                                                      "options": {"iters": rng.randint(3, 6), "heldout_batches": 1}}})
+    return plan
+
+
+def lsq_slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope dy/dx (0 for fewer than 2 points)."""
+    n = len(xs)
+    if n < 2:
+        return 0.0
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 0.0
+
+
+def flatness(jobs: list[int], rss: list[float], warmup: int) -> dict[str, Any]:
+    """Slope (MiB per 100 jobs) and growth over the checkpoints at or after `warmup` finished jobs, and the verdict."""
+    pts = [(j, r) for j, r in zip(jobs, rss) if j >= warmup and r is not None]
+    if len(pts) < 2:
+        return {"ok": False, "why": "fewer than 2 checkpoints after warm-up", "slope": math.nan, "first": math.nan,
+                "last": math.nan, "growth": math.nan}
+    slope = lsq_slope([j for j, _ in pts], [r for _, r in pts]) * 100
+    first, last = pts[0][1], pts[-1][1]
+    growth = (last - first) / first
+    ok = slope < MAX_SLOPE_MIB_PER_100 and growth < MAX_GROWTH_AFTER_WARMUP
+    return {"ok": ok, "slope": slope, "first": first, "last": last, "growth": growth, "why": ""}
+
+
+def memory_phase(a: argparse.Namespace, threads: str) -> bool:
+    """Kill-free stream of real jobs against the API + 2 long-lived workers; RSS every `--memory-every` finished jobs."""
+    import httpx
+
+    from initscore.dataref import default_cifar10_root
+
+    cifar = default_cifar10_root() if a.memory_data == "cifar10" else None
+    tmp = Path(tempfile.mkdtemp(prefix="initscore-soakmem-"))
+    svc = Service(tmp, threads, extra_roots=(cifar,) if cifar else ())
+    plan = memory_plan(a.memory_jobs, a.seed, cifar)
+    warmup = a.memory_jobs // 2
+    print(f"memory soak: {a.memory_jobs} jobs, {a.memory_clients} closed-loop clients (submit, wait for the final state, "
+          f"submit the next), API + 2 long-lived RQ SimpleWorker processes (each job runs in the worker process, no fork), "
+          f"no kills, OMP_NUM_THREADS={threads}, data {'CIFAR-10 test ' + cifar if cifar else 'synthetic'}")
+    print(f"  mix: {dict(Counter(p['what'] for p in plan))}")
+    print(f"  criterion per process, over the checkpoints after warm-up ({warmup} jobs): least-squares slope "
+          f"< {MAX_SLOPE_MIB_PER_100} MiB per 100 jobs and growth first -> last checkpoint < {MAX_GROWTH_AFTER_WARMUP:.0%}")
+    try:
+        wait_ready(svc, tmp)
+        pids = {"api": svc.api.pid, **{f"worker{k}": w.pid for k, w in enumerate(svc.workers)}}
+        names = list(pids)
+        checkpoints: list[dict[str, Any]] = []
+        lock = threading.Lock()
+        done = Counter()
+        t0 = time.time()
+
+        def sample(n: int) -> None:
+            row = {"jobs": n, "t": time.time() - t0, **{k: rss_mib(pid) for k, pid in pids.items()},
+                   "redis": rss_mib(svc.redis.pid)}
+            checkpoints.append(row)
+
+        sample(0)
+        http = httpx.Client(base_url=svc.url, timeout=120, limits=httpx.Limits(max_connections=a.memory_clients + 2))
+        nxt = iter(range(len(plan)))
+        failures: list[tuple[int, Any]] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            while True:
+                with lock:
+                    i = next(nxt, None)
+                if i is None or stop.is_set():
+                    return
+                r = http.post("/v1/jobs?reuse=false", json=plan[i]["body"])
+                if r.status_code != 202:
+                    with lock:
+                        failures.append((i, f"submit {r.status_code}: {r.text[:200]}"))
+                        done["rejected"] += 1
+                    continue
+                jid = r.json()["id"]
+                while True:
+                    v = http.get(f"/v1/jobs/{jid}", params={"wait": 30}).json()
+                    if v.get("status") in FINAL:
+                        break
+                with lock:
+                    done[v["status"]] += 1
+                    if v["status"] != "finished":
+                        failures.append((i, v.get("error")))
+                    n = sum(done.values())
+                    if n % a.memory_every == 0 or n == len(plan):
+                        sample(n)
+                        if a.memory_progress:
+                            print(f"    {n} jobs, {time.time() - t0:.0f} s, " + ", ".join(
+                                f"{k} {checkpoints[-1][k] or 0:.1f}" for k in names), flush=True)
+
+        with ThreadPoolExecutor(a.memory_clients) as pool:
+            try:
+                for f in [pool.submit(client) for _ in range(a.memory_clients)]:
+                    f.result()
+            except KeyboardInterrupt:
+                stop.set()  # clients finish the job they wait on, then the service is stopped
+                raise
+        wall = time.time() - t0
+        alive = {k: (p.poll() is None) for k, p in zip(names[1:], svc.workers)}
+
+        print(f"  {len(plan)} jobs in {wall:.0f} s: {dict(done)}; workers still the original processes: {alive}")
+        print("  RSS (MiB) at checkpoints:")
+        print("    " + f"{'jobs':>5} {'t [s]':>6} " + " ".join(f"{k:>8}" for k in [*names, "redis"]))
+        for row in checkpoints:
+            print("    " + f"{row['jobs']:>5} {row['t']:>6.0f} " + " ".join(f"{(row[k] or 0):>8.1f}" for k in [*names, "redis"]))
+        verdicts = {}
+        for k in names:
+            f = flatness([c["jobs"] for c in checkpoints], [c[k] for c in checkpoints], warmup)
+            verdicts[k] = f
+            print(f"  {k:>8}: start {checkpoints[0][k] or 0:.1f} MiB; after warm-up {f['first']:.1f} -> {f['last']:.1f} MiB "
+                  f"({f['growth']:+.2%}), slope {f['slope']:+.3f} MiB/100 jobs -> {'PASS' if f['ok'] else 'FAIL'} {f['why']}")
+        rf = flatness([c["jobs"] for c in checkpoints], [c["redis"] for c in checkpoints], warmup)
+        print(f"     redis: (not judged: it stores every record) {rf['first']:.1f} -> {rf['last']:.1f} MiB, "
+              f"slope {rf['slope']:+.3f} MiB/100 jobs")
+        ok = all(v["ok"] for v in verdicts.values()) and not failures and all(alive.values())
+        if failures:
+            print(f"  jobs not finished: {len(failures)}, e.g. {failures[:3]}")
+        if a.memory_json:
+            Path(a.memory_json).write_text(json.dumps({"jobs": len(plan), "clients": a.memory_clients, "threads": threads,
+                                                        "warmup": warmup, "checkpoints": checkpoints, "wall_s": wall,
+                                                        "outcomes": dict(done), "workers_alive": alive,
+                                                        "verdicts": verdicts, "ok": ok}, indent=1))
+        if a.memory_plot:
+            plot_memory(checkpoints, [*names, "redis"], warmup, a.memory_plot, threads)
+            print(f"  figure: {a.memory_plot}")
+        print("  RESULT:", "OK" if ok else "FAILED", f"(logs in {tmp})")
+        return ok
+    finally:
+        svc.stop()
+
+
+def plot_memory(checkpoints: list[dict[str, Any]], names: list[str], warmup: int, path: str, threads: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.2, 1]})
+    xs = [c["jobs"] for c in checkpoints]
+    for k in names:
+        ys = [c[k] or math.nan for c in checkpoints]
+        style = ":" if k == "redis" else "-"
+        ax = ax1 if k.startswith("worker") else ax2
+        ax.plot(xs, ys, style, marker=".", label=k)
+    for ax, title in ((ax1, "workers (RQ SimpleWorker, long-lived)"), (ax2, "API (uvicorn) and redis-server")):
+        ax.axvline(warmup, color="grey", lw=0.8, ls="--")
+        ax.text(warmup, ax.get_ylim()[0], " end of warm-up", color="grey", fontsize=8, va="bottom")
+        ax.set_xlabel("jobs finished")
+        ax.set_ylabel("VmRSS [MiB]")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"bench/soak.py memory phase: {xs[-1]} jobs, no kills, OMP_NUM_THREADS={threads}", fontsize=11)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--jobs", type=int, default=500)
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--kills", type=int, default=3, help="worker SIGKILLs (each followed by a restart)")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds for all accepted jobs to reach a final state")
+    ap.add_argument("--sample", type=int, default=12, help="finished results recomputed in-process")
+    ap.add_argument("--seed", type=int, default=0)
+    g = ap.add_mutually_exclusive_group()
+    g.add_argument("--memory-only", action="store_true", help="run only the kill-free memory phase")
+    g.add_argument("--no-memory", action="store_true", help="run only the fault phase")
+    ap.add_argument("--memory-jobs", type=int, default=1000, help="jobs in the memory phase")
+    ap.add_argument("--memory-clients", type=int, default=4, help="closed-loop clients in the memory phase")
+    ap.add_argument("--memory-data", choices=["cifar10", "synthetic"], default="cifar10",
+                    help="CIFAR-10 test subsets (synthetic when no local copy is found) or synthetic images")
+    ap.add_argument("--memory-every", type=int, default=25, help="RSS checkpoint every N finished jobs")
+    ap.add_argument("--memory-plot", default=None, help="write RSS vs jobs finished to this PNG")
+    ap.add_argument("--memory-json", default=None, help="write the checkpoints to this JSON file")
+    ap.add_argument("--memory-progress", action="store_true", help="print each checkpoint as it is taken")
+    a = ap.parse_args()
+    threads = os.environ.setdefault("OMP_NUM_THREADS", "1")
+    ok = True
+    if not a.memory_only:
+        ok = fault_phase(a, threads) and ok
+    if not a.no_memory:
+        ok = memory_phase(a, threads) and ok
+    if not ok:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
