@@ -246,9 +246,14 @@ def has_batchnorm(model: nn.Module) -> bool:
 def scoring_copy(model: nn.Module, mode: str, *, primitive: bool) -> nn.Module:
     """A deep copy of ``model`` in eval mode with every BatchNorm replaced by :class:`StatBN`.
 
-    Parameter names are preserved; the caller's model is not modified.
+    Parameter names are preserved; the caller's model is not modified. The copy SHARES the
+    caller's parameter and buffer tensors (deep-copying them cost ~5% of a forward+backward
+    on ResNet-20): scoring code passes its own tensors through ``functional_call`` and never
+    writes into the copy's (tests/engine check the caller's tensors are unchanged).
     """
-    net = copy.deepcopy(model)
+    memo: dict[int, object] = {id(t): t for t in model.parameters()}
+    memo.update({id(t): t for t in model.buffers()})
+    net = copy.deepcopy(model, memo)
     for parent in list(net.modules()):
         for child_name, child in list(parent.named_children()):
             if isinstance(child, _BatchNorm):
