@@ -118,10 +118,9 @@ def merge_reports(paths: list[str]) -> dict[str, Any]:
                 r = {**r, "method": f"{r['method']}@{p.parent.name}"}
             runs.append(r)
     assert merged is not None
-    if len(paths) > 1:
-        summary, comps = summarize(runs)
-        merged = {**merged, "runs": runs, "summary": summary, "comparisons": comps}
-    return merged
+    # tables always recomputed from the raw runs (a results.json written by older code keeps its runs)
+    summary, comps = summarize(runs)
+    return {**merged, "runs": runs, "summary": summary, "comparisons": comps}
 
 
 def register(app: typer.Typer) -> None:

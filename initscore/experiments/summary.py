@@ -97,8 +97,9 @@ def summarize(runs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
                 continue
             pairs = [(by[("kaiming", s)], by[(method, s)]) for s in seeds if ("kaiming", s) in by and (method, s) in by]
             d_exact = [_get(b, "init", "exact_after", "gc") - _get(k, "init", "exact_after", "gc") for k, b in pairs]
+            # own-mode scores are comparable only when both runs rectified in the same mode
             d_batch = [(_get(b, "init", "heldout_after", "gc") or math.nan) - (_get(k, "init", "heldout_after", "gc") or math.nan)
-                       for k, b in pairs]
+                       for k, b in pairs if _get(b, "init", "mode") == _get(k, "init", "mode")]
             d_acc = [(_get(b, "train", "final_test_acc") or math.nan) - (_get(k, "train", "final_test_acc") or math.nan)
                      for k, b in pairs]
             kspread = stats(_get(k, "init", "exact_after", "gc") for k in base)["std"]
