@@ -194,10 +194,12 @@ class StatBN(nn.Module):
         if x.dim() < 2:
             raise OptionsError(f"BatchNorm input must have a channel dimension, got shape {tuple(x.shape)}")
         shape = self._shape(x)
-        if self.calibrating:
+        if self.calibrating:  # one BN kernel pass gives the output AND the statistics (var_mean is slow on CPU)
             with torch.no_grad():
-                var, mean = torch.var_mean(x, dim=[0] + list(range(2, x.dim())), correction=0)
-            self.calib_mean, self.calib_var = mean.detach(), var.detach()
+                y, mean, invstd = torch.ops.aten.native_batch_norm(x, self.weight, self.bias, None, None, True,
+                                                                   0.0, self.eps)
+            self.calib_mean, self.calib_var = mean, invstd.pow(-2) - self.eps  # biased variance
+            return y
         mode = self.mode
         if mode == "calibrated":
             if self.calib_mean is None:

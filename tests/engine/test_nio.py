@@ -341,3 +341,30 @@ def test_metainit_runs_through_batchnorm() -> None:
     assert len(rect.history) == 2
     assert all(torch.isfinite(torch.tensor(h["gn"])) for h in rect.history)
     assert any(abs(v - 1.0) > 0 for v in rect.scales.values())
+
+
+def test_grad_terms_float32_matches_float64_reference():
+    """Per-tensor squared norms summed in float32 (cascaded), totals in float64: values and gradients ~1e-6."""
+    g = torch.Generator().manual_seed(3)
+    stacked64 = {"a": torch.randn(16, 40000, generator=g, dtype=torch.float64) * 3,
+                 "b": torch.randn(16, 7, 5, generator=g, dtype=torch.float64) * 1e-3 + 0.01,
+                 "c": torch.randn(16, 300, generator=g, dtype=torch.float64) + 2.0}
+    s32 = {k: v.float().requires_grad_() for k, v in stacked64.items()}
+    s64 = {k: v.float().double().requires_grad_() for k, v in stacked64.items()}  # same rounded inputs
+    gc32, n32 = grad_terms(s32)
+    flat = {k: v.reshape(16, -1) for k, v in s64.items()}
+    n64 = sum((f * f).sum(1) for f in flat.values()).sqrt()
+    gc64 = sum(((f / n64[:, None]).sum(0)).square().sum() for f in flat.values()) / 16**2
+    assert gc32.dtype == n32.dtype == torch.float64
+    torch.testing.assert_close(n32, n64, rtol=1e-6, atol=0)
+    assert float(gc32) == pytest.approx(float(gc64), rel=1e-6)
+    d32 = torch.autograd.grad(gc32 + n32.mean(), list(s32.values()))
+    d64 = torch.autograd.grad(gc64 + n64.mean(), list(s64.values()))
+    for a, b in zip(d32, d64):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-6 * float(b.abs().max()))
+
+
+def test_grad_terms_names_the_non_finite_tensor():
+    stacked = {"ok": torch.ones(3, 4), "bad": torch.tensor([[1.0, float("nan")], [1.0, 2.0], [0.0, 1.0]])}
+    with pytest.raises(NonFiniteError, match="'bad'"):
+        grad_terms(stacked)
