@@ -52,26 +52,48 @@ def _bn_view(x: torch.Tensor) -> list[int]:
     return [1, x.shape[1]] + [1] * (x.dim() - 2)
 
 
-def _double_backward_differentiable(gy, x, w, Gx, Gw, Gb, eps):  # type: ignore[no-untyped-def]
-    """The double backward of :class:`_BatchStatNormBackward` as a differentiable function of (gy, x, w)."""
+def _bn_double_backward(gy, x, w, mean, invstd, gw, gb, Gx, Gw, Gb, eps, differentiable):  # type: ignore[no-untyped-def]
+    """The vector-Jacobian product of :class:`_BatchStatNormBackward` (formulas in its docstring).
+
+    ``differentiable=False`` (second order): the saved statistics and BN-backward outputs are
+    reused and full-size temporaries are few and updated in place (large short-lived CPU
+    allocations are returned to the OS and page-faulted back on every call).
+    ``differentiable=True`` (third order asked for): statistics, a and b are recomputed from
+    (gy, x) by differentiable ops, so autograd through this function is exact.
+    """
     dims = [0] + list(range(2, x.dim()))
     shape = _bn_view(x)
     M = x.numel() // x.shape[1]
-    var, mu = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
-    r = torch.rsqrt(var + eps)
-    xh = (x - mu) * r
+    if differentiable:
+        var, mu = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
+        r = torch.rsqrt(var + eps)
+        xh = (x - mu) * r
+        a, b = gy.mean(dims, keepdim=True), (gy * xh).mean(dims, keepdim=True)
+    else:
+        r = invstd.view(shape)
+        xh = (x - mean.view(shape)).mul_(r)
+        if w is None:
+            gb, gw = gy.sum(dims), (gy * xh).sum(dims)
+        a, b = (gb / M).view(shape), (gw / M).view(shape)
+    tmp = None if differentiable else torch.empty_like(x)
+
+    def mean_of_product(u, v):  # type: ignore[no-untyped-def]
+        prod = u * v if tmp is None else torch.mul(u, v, out=tmp)
+        return prod.mean(dims, keepdim=True)
+
     zero = torch.zeros_like(r)
     wr = w.view(shape) * r if w is not None else r
-    a, b = gy.mean(dims, keepdim=True), (gy * xh).mean(dims, keepdim=True)
     Gx = torch.zeros_like(x) if Gx is None else Gx
-    m0, m1, m2 = Gx.mean(dims, keepdim=True), (Gx * xh).mean(dims, keepdim=True), (Gx * gy).mean(dims, keepdim=True)
+    m0, m1, m2 = Gx.mean(dims, keepdim=True), mean_of_product(Gx, xh), mean_of_product(Gx, gy)
+    del tmp
     Gw_ = Gw.view(shape) if Gw is not None else zero
     Gb_ = Gb.view(shape) if Gb is not None else zero
     q = m2 - a * m0 - b * m1
     c1, c2 = Gw_ - wr * m1, -wr * b
-    dgy = wr * Gx + xh * c1 + (Gb_ - wr * m0)
+    dgy = torch.addcmul(Gb_ - wr * m0, xh, c1).addcmul_(Gx, wr.expand_as(r))
     dw = (r * M * q).view(-1) if w is not None else None
-    dx = r * (c1 * gy + c2 * Gx - (c1 * a + c2 * m0) - xh * (c1 * b + c2 * m1 + wr * q))
+    dx = torch.addcmul(-r * (c1 * a + c2 * m0), gy, r * c1).addcmul_(Gx, r * c2)
+    dx = dx.addcmul_(xh, -r * (c1 * b + c2 * m1 + wr * q))
     return dgy, dx, dw, None, None, None
 
 
@@ -107,37 +129,8 @@ class _BatchStatNormBackward(torch.autograd.Function):
     @staticmethod
     def backward(ctx, Gx, Gw, Gb):  # type: ignore[override]
         gy, x, w, mean, invstd, gw, gb = ctx.saved_tensors
-        if torch.is_grad_enabled():  # third order asked for: the same formula, differentiable in (gy, x, w)
-            return _double_backward_differentiable(gy, x, w, Gx, Gw, Gb, ctx.eps)
-        dims = [0] + list(range(2, x.dim()))
-        shape = _bn_view(x)
-        M = x.numel() // x.shape[1]
-        # few full-size temporaries, updated in place: large short-lived CPU allocations
-        # are returned to the OS and page-faulted back on every call
-        r = invstd.view(shape)
-        xh = (x - mean.view(shape)).mul_(r)
-        zero = torch.zeros_like(r)
-        tmp = torch.empty_like(x)
-        if w is None:
-            gb = gy.sum(dims)
-            gw = torch.mul(gy, xh, out=tmp).sum(dims)
-        wr = w.view(shape) * r if w is not None else r
-        a, b = (gb / M).view(shape), (gw / M).view(shape)
-        if Gx is None:
-            Gx = torch.zeros_like(x)
-        m0 = Gx.mean(dims, keepdim=True)
-        m1 = torch.mul(Gx, xh, out=tmp).mean(dims, keepdim=True)
-        m2 = torch.mul(Gx, gy, out=tmp).mean(dims, keepdim=True)
-        del tmp
-        Gw_ = Gw.view(shape) if Gw is not None else zero
-        Gb_ = Gb.view(shape) if Gb is not None else zero
-        q = m2 - a * m0 - b * m1
-        c1, c2 = Gw_ - wr * m1, -wr * b
-        dgy = torch.addcmul(Gb_ - wr * m0, xh, c1).addcmul_(Gx, wr.expand_as(r))
-        dw = (r * M * q).view(-1) if w is not None else None
-        dx = torch.addcmul(-r * (c1 * a + c2 * m0), gy, r * c1).addcmul_(Gx, r * c2)
-        dx.addcmul_(xh, -r * (c1 * b + c2 * m1 + wr * q))
-        return dgy, dx, dw, None, None, None
+        return _bn_double_backward(gy, x, w, mean, invstd, gw, gb, Gx, Gw, Gb, ctx.eps,
+                                   differentiable=torch.is_grad_enabled())
 
 
 class BatchStatNorm(torch.autograd.Function):
