@@ -17,7 +17,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from svc_helpers import MLP_SCORE, RedisServer, free_port
+from svc_helpers import MLP_SCORE, RedisServer, free_port, with_field
 
 PROBLEM = "application/problem+json"
 PER_OPERATION = 100  # 11 operations x 100 examples -> >= 1,000 requests
@@ -94,13 +94,10 @@ def _post_raw(tc, content: bytes, ctype: str = "application/json"):
 
 
 def _req(**over: Any) -> dict:
-    r = json.loads(json.dumps(MLP_SCORE))
+    """MLP_SCORE with fields replaced: _req(model__args={...}) sets model.args."""
+    r = MLP_SCORE
     for path, value in over.items():
-        cur = r
-        keys = path.split("__")
-        for k in keys[:-1]:
-            cur = cur.setdefault(k, {})
-        cur[keys[-1]] = value
+        r = with_field(path.replace("__", "."), value, r)
     return r
 
 

@@ -1,6 +1,8 @@
 """Helpers shared by the service, worker and client tests (a real redis-server, a burst RQ worker, tiny requests)."""
 from __future__ import annotations
 
+import copy
+
 import os
 import shutil
 import socket
@@ -158,3 +160,15 @@ def expect_problem(resp: Any, status: int) -> dict:
     body = resp.json()
     assert body["status"] == status and body["type"].startswith("urn:initscore:problem:") and body["title"] and body["detail"]
     return body
+
+
+def with_field(path: str, value: Any, base: dict | None = None) -> dict:
+    """A deep copy of ``base`` (default MLP_SCORE) with the dotted ``path`` (e.g. "data.batch_size") set."""
+    req = copy.deepcopy(MLP_SCORE if base is None else base)
+    cur = req
+    keys = path.split(".")
+    for k in keys[:-1]:
+        cur = cur.setdefault(k, {})
+    cur[keys[-1]] = value
+    return req
+

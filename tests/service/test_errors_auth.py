@@ -1,24 +1,16 @@
 """Every 4xx path answers problem+json saying what to fix; API keys and per-key visibility."""
 from __future__ import annotations
 
-import copy
 import os
 
 import pytest
 
-from svc_helpers import MLP_SCORE, PROBLEM
+from svc_helpers import MLP_SCORE, PROBLEM, with_field
 from svc_helpers import expect_problem as _problem
 
 
 
-def _with(path: str, value, base=MLP_SCORE) -> dict:
-    req = copy.deepcopy(base)
-    cur = req
-    keys = path.split(".")
-    for k in keys[:-1]:
-        cur = cur.setdefault(k, {})
-    cur[keys[-1]] = value
-    return req
+_with = with_field
 
 
 @pytest.mark.parametrize(
