@@ -25,14 +25,6 @@ from initscore.errors import NonFiniteError, OptionsError
 from initscore.proxies.common import finite, weight_layers
 
 PER_SAMPLE = ("gradsign", "gradcosine", "gradnorm")
-CHUNK_BUDGET_BYTES = 1 << 30  # per-sample gradient stack budget for one chunk
-
-
-def _chunk_size(params: dict[str, torch.Tensor], B: int, chunks: int) -> int:
-    """Samples per vmap call: the engine's 1 GiB budget (3 copies of a per-sample gradient), divided by `chunks`."""
-    per_sample = sum(p.numel() * p.element_size() for p in params.values())
-    auto = max(1, min(B, CHUNK_BUDGET_BYTES // max(1, 3 * per_sample)))
-    return max(1, auto // max(1, chunks))
 
 
 def per_sample_proxies(
@@ -44,7 +36,7 @@ def per_sample_proxies(
     Per-proxy errors are returned, not raised (a failing pass raises for the whole group).
     """
     from initscore import bn as bnmod
-    from initscore.scores import ScoreAccumulator, default_loss, sample_grad_fn, trainable
+    from initscore.scores import ScoreAccumulator, _auto_chunk, default_loss, sample_grad_fn, trainable
 
     want = [n for n in names if n in PER_SAMPLE]
     if not want:
@@ -59,7 +51,7 @@ def per_sample_proxies(
     acc = ScoreAccumulator(params) if ("gradcosine" in want or "gradnorm" in want) else None
     sign_sum = {k: torch.zeros_like(params[k]) for k in wnames} if "gradsign" in want else None
     B = x.shape[0]
-    step = _chunk_size(params, B, chunks)
+    step = max(1, _auto_chunk(params, B) // max(1, chunks))  # the engine's budget, shrunk on OOM retries
     values: dict[str, float] = {}
     errors: dict[str, Exception] = {}
     acc_error: Exception | None = None
