@@ -57,6 +57,7 @@ from torch import Tensor, nn
 
 from initscore import bn as bnmod
 from initscore.errors import NonFiniteError, OptionsError
+from initscore.segments import SegmentedNet, for_batch_mode
 from initscore.scores import (
     LossFn,
     batch_splits,
@@ -137,9 +138,21 @@ class Context:
     def loss_fn(self) -> LossFn:
         return self.loss or nn.functional.cross_entropy
 
+    def segnet(self) -> SegmentedNet | None:
+        """The one-pass segment network of batch mode (built once), or None where it does not apply."""
+        if "segnet" not in self.extra:
+            self.extra["segnet"] = for_batch_mode(self.net, has_bn=self.has_bn, bn_mode=self.bn_mode,
+                                                  default_loss=self.loss is None) if self.mode == "batch" else None
+        return self.extra["segnet"]
+
     def calibrate(self, params: dict[str, Tensor], x: Tensor) -> None:
         if self.has_bn and self.bn_mode == "calibrated":
             bnmod.calibrate(self.net, {n: p.detach() for n, p in params.items()}, x)
+
+    def calibrate_for_scores(self, params: dict[str, Tensor], x: Tensor) -> None:
+        """Calibrate before :func:`stacked_grads`, unless its one-pass segment network measures the statistics."""
+        if self.segnet() is None:
+            self.calibrate(params, x)
 
 
 class ScaledParams:
@@ -173,8 +186,10 @@ def stacked_grads(ctx: Context, params: dict[str, Tensor], x: Tensor, y: Tensor,
     Differentiable w.r.t. ``params`` when ``create_graph``.
     """
     if ctx.mode == "batch":
+        segnet = ctx.segnet()
         splits = batch_splits(x.shape[0], ctx.sub_batches, ctx.overlap)
-        grads = subbatch_grads(ctx.net, params, x, y, ctx.loss, splits, ctx.coupled, create_graph=create_graph)
+        grads = subbatch_grads(ctx.net, params, x, y, ctx.loss, splits, ctx.coupled, create_graph=create_graph,
+                               segnet=segnet)
         return {n: torch.stack([g[n] for g in grads]) for n in params}
     if ctx.coupled:
         return coupled_sample_grads(ctx.net, params, x, y, ctx.loss_fn, range(x.shape[0]))
@@ -209,7 +224,7 @@ def grad_terms(stacked: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
 
 def measure(ctx: Context, params: dict[str, Tensor], x: Tensor, y: Tensor) -> dict[str, float]:
     """First-order GC/GN/g_max of the current parameters (the quantities NIO optimizes)."""
-    ctx.calibrate(params, x)
+    ctx.calibrate_for_scores(params, x)
     with torch.enable_grad():
         p = {n: t.detach().requires_grad_(True) for n, t in params.items()}
         stacked = stacked_grads(ctx, p, x, y, create_graph=False)
@@ -220,7 +235,7 @@ def measure(ctx: Context, params: dict[str, Tensor], x: Tensor, y: Tensor) -> di
 def nio_objective(ctx: Context, params: dict[str, Tensor], x: Tensor, y: Tensor
                   ) -> tuple[Tensor, dict[str, float], bool]:
     """Algorithm 3: objective to MINIMIZE (GN under the constraint, else -(GC + GN)), the record, the branch."""
-    ctx.calibrate(params, x)
+    ctx.calibrate_for_scores(params, x)
     stacked = stacked_grads(ctx, params, x, y, create_graph=True)
     gc, norms = grad_terms(stacked)
     gn, g_max = norms.mean(), norms.max()

@@ -41,6 +41,7 @@ from torch.func import functional_call, grad, vjp, vmap
 
 from initscore import bn as bnmod
 from initscore.errors import NonFiniteError, OptionsError, ResourceError
+from initscore.segments import SegmentedNet, for_batch_mode
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 MODES = ("sample", "batch")
@@ -246,14 +247,18 @@ def _auto_chunk(params: dict[str, Tensor], B: int) -> int:
 
 # ------------------------------------------------------- sub-batch grads
 def subbatch_grads(net: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tensor, loss_fn: LossFn | None,
-                   splits: list[tuple[int, int]], coupled: bool, create_graph: bool = False) -> list[dict[str, Tensor]]:
+                   splits: list[tuple[int, int]], coupled: bool, create_graph: bool = False,
+                   segnet: SegmentedNet | None = None) -> list[dict[str, Tensor]]:
     """Gradients of the mean loss of each sub-batch [s, e).
 
     If the samples are independent (``coupled=False``) and the loss is the default
     cross-entropy, the batch is cut at every sub-batch boundary into disjoint
-    segments; each segment gets ONE backward of its summed loss and a sub-batch
+    segments, the gradient of each segment's summed loss is taken, and a sub-batch
     gradient is the sum of its segments' divided by its size. That is exact and
-    costs one pass over B samples instead of sum_d N_d.
+    costs one pass over B samples instead of sum_d N_d. With ``segnet`` (see
+    :mod:`initscore.segments`; calibrated BN statistics are then measured in its
+    forward) all segments come from one forward and one backward; without it, from
+    one forward/backward per segment.
     """
     names = list(params)
     tensors = [params[n] for n in names]
@@ -265,10 +270,16 @@ def subbatch_grads(net: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tens
     if not coupled and loss_fn is None:
         cuts = sorted({s for s, _ in splits} | {e for _, e in splits})
         segs = list(zip(cuts[:-1], cuts[1:]))
-        seg_grads = {}
-        for s, e in segs:
-            out = functional_call(net, params, (x[s:e],))
-            seg_grads[(s, e)] = _grad(nn.functional.cross_entropy(out, y[s:e], reduction="sum"))
+        if segnet is not None:  # all B rows go through (calibrated statistics are those of the whole batch)
+            cuts = sorted(set(cuts) | {0, x.shape[0]})
+            segs = list(zip(cuts[:-1], cuts[1:]))
+            fused = segnet.segment_grads(params, x, y, [e - s for s, e in segs], create_graph)
+            seg_grads = dict(zip(segs, fused))
+        else:
+            seg_grads = {}
+            for s, e in segs:
+                out = functional_call(net, params, (x[s:e],))
+                seg_grads[(s, e)] = _grad(nn.functional.cross_entropy(out, y[s:e], reduction="sum"))
         result = []
         for s, e in splits:
             parts = [seg_grads[k] for k in segs if k[0] >= s and k[1] <= e]
@@ -314,7 +325,10 @@ def gradcosine(model: nn.Module, batch: tuple[Tensor, Tensor], *, mode: str = "s
     net = bnmod.scoring_copy(model, bn_mode, primitive=(mode == "sample"))
     params = trainable(net)
     report_bn = bn_mode if has_bn else None
-    if has_bn and bn_mode == "calibrated":
+    coupled = has_bn and bn_mode == "batch"
+    segnet = for_batch_mode(net, has_bn=has_bn, bn_mode=bn_mode, default_loss=loss is None) \
+        if mode == "batch" else None
+    if has_bn and bn_mode == "calibrated" and segnet is None:
         bnmod.calibrate(net, params, x)
     B = x.shape[0]
     acc = ScoreAccumulator(params)
@@ -322,12 +336,11 @@ def gradcosine(model: nn.Module, batch: tuple[Tensor, Tensor], *, mode: str = "s
         splits = batch_splits(B, sub_batches, float(overlap))
         with torch.enable_grad():
             p = {n: t.requires_grad_(True) for n, t in ((n, t.detach()) for n, t in params.items())}
-            grads = subbatch_grads(net, p, x, y, loss, splits, coupled=has_bn and bn_mode == "batch")
+            grads = subbatch_grads(net, p, x, y, loss, splits, coupled, segnet=segnet)
         acc.add({n: torch.stack([g[n] for g in grads]) for n in params})
         return acc.result("batch", report_bn)
 
     loss_fn = loss or default_loss
-    coupled = has_bn and bn_mode == "batch"
     chunk = min(chunk_size or _auto_chunk(params, B), B)
     fn = None if coupled else sample_grad_fn(net, loss_fn)
     start = 0

@@ -1,0 +1,198 @@
+"""Exact per-segment gradients of a sample-independent network in ONE forward/backward.
+
+Used by batch mode (Eq. 7 of Zhu et al., NeurIPS 2022): its overlapping sub-batches are
+cut at every boundary into disjoint segments S_1..S_k, and each sub-batch gradient is the
+sum of its segments' gradients g_S = sum_{i in S} dL_i/dtheta (L_i the per-sample loss)
+divided by its size. That decomposition needs samples that do not interact: no BatchNorm
+batch statistics (no BN, or BN with ``"calibrated"`` or ``"per_sample"`` statistics).
+
+The trick: give every parameter tensor theta_l one alias theta_l^(s) per segment (a view:
+the same values) and let the layer that owns theta_l apply theta_l^(s) to the rows of
+segment s only. Row i's loss then depends on the aliases of its own segment and on nothing
+of the others, so one backward of sum_i L_i gives, for every segment at once,
+
+    d(sum_i L_i) / d theta_l^(s) = sum_{i in S_s} dL_i / d theta_l = g_{S_s}.
+
+Cost: one forward and one backward over the B samples (each parametrized layer runs its
+segments as separate calls of the same total size), where running the segments one after
+another costs the same arithmetic plus one pass per segment of everything in between. With
+``"calibrated"`` BatchNorm the statistics are measured in the same forward (per layer, on the
+whole batch, detached: exactly what :func:`initscore.bn.calibrate` computes on that batch
+and then freezes), so no separate calibration forward is needed.
+
+Requirements (otherwise :func:`segmented_copy` returns None and callers use the one-pass-
+per-segment route): every module that owns parameters directly is a leaf module (it has no
+children: true for Conv, Linear, LayerNorm, the registry's ChannelBias and StatBN; false for
+torchvision's ViT class token or MultiheadAttention), and no BatchNorm uses batch statistics.
+Leaf modules are assumed to treat samples independently (all of PyTorch's parametrized
+layers except BatchNorm do; StatBN is handled explicitly).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from initscore.bn import StatBN
+
+__all__ = ["SegmentedNet", "for_batch_mode", "segmented_copy"]
+
+
+def _direct_params(m: nn.Module) -> list[str]:
+    return [n for n, _ in m.named_parameters(recurse=False)]
+
+
+class _SegmentedLeaf(nn.Module):
+    """Wraps a parametrized leaf: rows of segment s use ``seg_params[s]`` (aliases of its tensors)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.local = _direct_params(inner)
+        self.sizes: Sequence[int] = ()
+        self.seg_params: list[dict[str, Tensor]] = []
+        forward = type(inner).forward
+        if forward in (nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward):
+            self._call = self._conv
+        elif forward is nn.Linear.forward:
+            self._call = self._linear
+        else:
+            self._call = self._generic
+
+    # one call per segment: p = {local name: alias}
+    def _conv(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:
+        return self.inner._conv_forward(x, p["weight"], p.get("bias"))  # type: ignore[operator]
+
+    def _linear(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:
+        return nn.functional.linear(x, p["weight"], p.get("bias"))
+
+    def _generic(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:
+        """Any other leaf: swap its parameter entries for the aliases around one call (what
+        ``functional_call`` does, without its per-call set-up: it cost ~0.1x a forward+backward
+        on the no-BN ResNet-20's 19 ChannelBias layers x 3 segments)."""
+        own = self.inner._parameters
+        saved = {k: own[k] for k in p}
+        try:
+            own.update(p)  # type: ignore[arg-type]
+            return self.inner(x)
+        finally:
+            own.update(saved)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if isinstance(self.inner, StatBN):
+            return self._statbn_forward(x)
+        parts = x.split(list(self.sizes))
+        return torch.cat([self._call(xs, p) for xs, p in zip(parts, self.seg_params)])
+
+    def _statbn_forward(self, x: Tensor) -> Tensor:
+        """Normalize the whole batch (statistics as the mode says), then each segment's affine."""
+        bn: StatBN = self.inner  # type: ignore[assignment]
+        if bn.mode == "calibrated":
+            with torch.no_grad():  # detached: the frozen statistics calibrate() would measure here
+                _, mean, invstd = torch.ops.aten.native_batch_norm(x, None, None, None, None, True, 0.0, bn.eps)
+            var = invstd.pow(-2) - bn.eps  # biased variance, as calibrate() stores it
+            if not self.local:
+                return nn.functional.batch_norm(x, mean, var, None, None, False, 0.0, bn.eps)
+            parts = x.split(list(self.sizes))
+            return torch.cat([nn.functional.batch_norm(xs, mean, var, p["weight"], p["bias"], False, 0.0, bn.eps)
+                              for xs, p in zip(parts, self.seg_params)])
+        if bn.mode != "per_sample":  # pragma: no cover - segmented_copy refuses batch statistics
+            raise AssertionError(f"StatBN mode {bn.mode!r} couples samples")
+        shape = bn._shape(x)
+        var, mean = torch.var_mean(x, dim=list(range(2, x.dim())), correction=0, keepdim=True)
+        xh = (x - mean) * torch.rsqrt(var + bn.eps)
+        if not self.local:
+            return xh
+        parts = xh.split(list(self.sizes))
+        return torch.cat([xs * p["weight"].view(shape) + p["bias"].view(shape)
+                          for xs, p in zip(parts, self.seg_params)])
+
+
+class SegmentedNet:
+    """A private copy of a scoring network whose parametrized leaves run per segment."""
+
+    def __init__(self, net: nn.Module, owners: dict[str, tuple[_SegmentedLeaf, str]]) -> None:
+        self.net = net
+        self.owners = owners  # full parameter name -> (wrapper, local name)
+
+    def segment_grads(self, params: dict[str, Tensor], x: Tensor, y: Tensor, sizes: Sequence[int],
+                      create_graph: bool = False) -> list[dict[str, Tensor]]:
+        """g_S = d/dtheta of sum_{i in S} cross_entropy(f(x_i), y_i) for consecutive segments of ``sizes``.
+
+        Differentiable w.r.t. ``params`` when ``create_graph``. Parameters of the network
+        that are not in ``params`` are used as they are and get no gradient.
+        """
+        k = len(sizes)
+        aliases = {n: [params[n].view(params[n].shape) for _ in range(k)] for n in params}
+        wrappers = {id(w): w for w, _ in self.owners.values()}
+        for w in wrappers.values():
+            w.sizes = sizes
+            w.seg_params = [{} for _ in range(k)]
+        for full, (w, local) in self.owners.items():
+            src = aliases.get(full)
+            for s in range(k):
+                w.seg_params[s][local] = src[s] if src is not None else getattr(w.inner, local)
+        try:
+            out = self.net(x)
+            loss = nn.functional.cross_entropy(out, y, reduction="sum")
+            names = list(aliases)
+            flat = [a for n in names for a in aliases[n]]
+            gs = torch.autograd.grad(loss, flat, create_graph=create_graph, allow_unused=True)
+        finally:
+            for w in wrappers.values():
+                w.seg_params = []
+        result: list[dict[str, Tensor]] = [{} for _ in range(k)]
+        for j, n in enumerate(names):
+            for s in range(k):
+                g = gs[j * k + s]
+                result[s][n] = g if g is not None else torch.zeros_like(params[n])
+        return result
+
+
+def for_batch_mode(net: nn.Module, *, has_bn: bool, bn_mode: str, default_loss: bool) -> SegmentedNet | None:
+    """The one-pass network batch mode uses, or None for the one-pass-per-segment route.
+
+    Used where it saves a pass: BatchNorm with calibrated statistics, whose separate
+    calibration forward (~0.35x a forward+backward on ResNet-20) it absorbs: batch mode
+    1.43x vs 1.54x there (ResNet-20, B=64, D=2, r=0.6, CPU, 2 threads, 7 interleaved
+    repeats; the NIO batch step measured the same either way, 3.90x vs 3.80x). Without it
+    the per-segment route is faster (no BN: 1.35x vs 1.50x, NIO step 3.59x vs 4.09x: the
+    per-layer concatenation of segment outputs costs more than the extra passes), so it is
+    kept there.
+    Needs the default cross-entropy loss (a sum over samples).
+    """
+    if not (has_bn and bn_mode == "calibrated" and default_loss):
+        return None
+    return segmented_copy(net)
+
+
+def segmented_copy(net: nn.Module) -> SegmentedNet | None:
+    """A :class:`SegmentedNet` of scoring copy ``net`` (tensors shared), or None if unsupported."""
+    seen: set[int] = set()
+    for m in net.modules():
+        if isinstance(m, _BatchNorm) or (isinstance(m, StatBN) and m.mode == "batch"):
+            return None
+        own = [p for p in m.parameters(recurse=False)]
+        if own and any(True for _ in m.children()):
+            return None
+        if any(id(p) in seen for p in own):  # a tensor shared by two layers (tied weights)
+            return None
+        seen.update(id(p) for p in own)
+    memo: dict[int, object] = {id(t): t for t in net.parameters()}
+    memo.update({id(t): t for t in net.buffers()})
+    seg = copy.deepcopy(net, memo)
+    owners: dict[str, tuple[_SegmentedLeaf, str]] = {}
+    for parent_name, parent in list(seg.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            if _direct_params(child):
+                w = _SegmentedLeaf(child)
+                setattr(parent, child_name, w)
+                prefix = f"{parent_name}.{child_name}" if parent_name else child_name
+                for local in w.local:
+                    owners[f"{prefix}.{local}"] = (w, local)
+    if not owners:  # the root itself owns the parameters: nothing to wrap
+        return None
+    return SegmentedNet(seg, owners)
