@@ -238,17 +238,42 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, _BatchNorm) for m in model.modules())
 
 
+def tree_copy(model: nn.Module) -> nn.Module:
+    """A copy of the module tree that SHARES every parameter and buffer tensor.
+
+    Each module object is copied shallowly (its own attribute dict, parameter, buffer
+    and child dicts; everything else shared), children recursively; a module reached
+    twice is copied once. Setting attributes, the train/eval flag or replacing
+    children on the copy leaves ``model`` untouched. ``copy.deepcopy`` with the
+    tensors in its memo did the same by walking every attribute: ~0.07x a
+    forward+backward per call on ResNet-20 (CPU), about 10x this.
+    """
+    memo: dict[int, nn.Module] = {}
+
+    def clone(m: nn.Module) -> nn.Module:
+        done = memo.get(id(m))
+        if done is not None:
+            return done
+        c = copy.copy(m)
+        memo[id(m)] = c
+        c._parameters = dict(m._parameters)
+        c._buffers = dict(m._buffers)
+        c._non_persistent_buffers_set = set(m._non_persistent_buffers_set)
+        c._modules = {k: (clone(v) if v is not None else None) for k, v in m._modules.items()}
+        return c
+
+    return clone(model)
+
+
 def scoring_copy(model: nn.Module, mode: str, *, primitive: bool) -> nn.Module:
-    """A deep copy of ``model`` in eval mode with every BatchNorm replaced by :class:`StatBN`.
+    """A copy of ``model`` in eval mode with every BatchNorm replaced by :class:`StatBN`.
 
     Parameter names are preserved; the caller's model is not modified. The copy SHARES the
-    caller's parameter and buffer tensors (deep-copying them cost ~5% of a forward+backward
-    on ResNet-20): scoring code passes its own tensors through ``functional_call`` and never
-    writes into the copy's (tests/engine check the caller's tensors are unchanged).
+    caller's parameter and buffer tensors (:func:`tree_copy`): scoring code passes its own
+    tensors through ``functional_call`` and never writes into the copy's (tests/engine check
+    the caller's tensors, buffers and train/eval flags are unchanged).
     """
-    memo: dict[int, object] = {id(t): t for t in model.parameters()}
-    memo.update({id(t): t for t in model.buffers()})
-    net = copy.deepcopy(model, memo)
+    net = tree_copy(model)
     for parent in list(net.modules()):
         for child_name, child in list(parent.named_children()):
             if isinstance(child, _BatchNorm):

@@ -29,14 +29,13 @@ layers except BatchNorm do; StatBN is handled explicitly).
 """
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from initscore.bn import StatBN
+from initscore.bn import StatBN, tree_copy
 
 __all__ = ["SegmentedNet", "for_batch_mode", "segmented_copy"]
 
@@ -181,9 +180,7 @@ def segmented_copy(net: nn.Module) -> SegmentedNet | None:
         if any(id(p) in seen for p in own):  # a tensor shared by two layers (tied weights)
             return None
         seen.update(id(p) for p in own)
-    memo: dict[int, object] = {id(t): t for t in net.parameters()}
-    memo.update({id(t): t for t in net.buffers()})
-    seg = copy.deepcopy(net, memo)
+    seg = tree_copy(net)
     owners: dict[str, tuple[_SegmentedLeaf, str]] = {}
     for parent_name, parent in list(seg.named_modules()):
         for child_name, child in list(parent.named_children()):
