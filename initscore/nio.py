@@ -218,7 +218,10 @@ def grad_terms(stacked: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     sq = sum(sqs.values())
     norms = sq.clamp_min(1e-300).sqrt()
     n = norms.shape[0]
-    gc = sum(((1.0 / norms).to(f.dtype) @ f).double().square().sum() for f in flat.values()) / n**2
+    # a sample with an exactly zero gradient has no direction: u_i = 0, as in scores.ScoreAccumulator
+    # (1/norm of the clamped norm overflows float32 to inf, and inf * 0 = NaN)
+    inv = torch.where(sq > 0, 1.0 / norms, torch.zeros_like(norms))
+    gc = sum((inv.to(f.dtype) @ f).double().square().sum() for f in flat.values()) / n**2
     return gc, norms
 
 
@@ -329,7 +332,9 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     drawn with ``seed``). heldout: list of (x, y) batches scored before and after.
     progress(iteration, total, metrics) is called after every iteration.
     gn_weight: weight w of GN in the unconstrained NIO step, which raises GC + w GN
-    (w = 1 is Algorithm 3; w = 0 raises GC alone under the same g_max <= gamma constraint).
+    (w = 1 is Algorithm 3; w = 0 ascends GC alone under the same g_max <= gamma constraint; on
+    ResNet-20 without BN that collapses every scale: one constraint step, whose gradient is
+    ~2,600x the GC gradient, dominates the shared Adam moments; docs/results.md).
     gamma_margin: m in [0, 1); the constraint branch is taken when g_max > (1 - m) gamma, so
     the iterates stay a margin below gamma (g_max varies from batch to batch, and held-out
     batches are not the ones NIO sees). With gamma=None, gamma is set from the first batch

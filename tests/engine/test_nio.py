@@ -373,3 +373,27 @@ def test_grad_terms_names_the_non_finite_tensor():
     stacked = {"ok": torch.ones(3, 4), "bad": torch.tensor([[1.0, float("nan")], [1.0, 2.0], [0.0, 1.0]])}
     with pytest.raises(NonFiniteError, match="'bad'"):
         grad_terms(stacked)
+
+
+def test_grad_terms_zero_gradient_sample_counts_as_no_direction():
+    """A sample whose float32 gradient is exactly 0 (saturated softmax) gives u_i = 0, not NaN (as gradcosine)."""
+    torch.manual_seed(0)
+    model = tiny_mlp(act=nn.Tanh)
+    with torch.no_grad():
+        model[-1].weight.mul_(1e4)  # logits ~1e4: the true class's softmax is exactly 1 for some samples
+    x, y = torch.randn(8, 6), torch.randint(0, 4, (8,))
+    y = model(x).argmax(1).detach()  # every sample already predicted with probability 1 -> zero gradients
+    y[:3] = (y[:3] + 1) % 4  # ... except three
+    ctx, sp = _ctx(model, "sample", "calibrated")
+    with torch.no_grad():
+        for s in sp.scales.values():
+            s.fill_(1.0)
+    stacked = stacked_grads(ctx, sp.params(), x, y, create_graph=True)
+    zero = [i for i in range(8) if all(float(g[i].abs().max()) == 0.0 for g in stacked.values())]
+    assert zero, "the test needs at least one exactly-zero per-sample gradient"
+    gc, norms = grad_terms(stacked)
+    assert math.isfinite(float(gc))
+    ref = gradcosine(model, (x, y), mode="sample")
+    assert float(gc) == pytest.approx(ref.gc, rel=1e-5)
+    grads = torch.autograd.grad(gc, list(sp.scales.values()))
+    assert all(bool(torch.isfinite(g).all()) for g in grads)
