@@ -43,7 +43,9 @@ def per_sample_proxies(
         return {}, {}
     net = bnmod.scoring_copy(model, "per_sample", primitive=True)
     params = trainable(net)
-    wnames = [f"{name}.weight" if name else "weight" for name, _ in weight_layers(net)]
+    # Conv/Linear weights named from the caller's model: the scoring copy keeps the names and tensors
+    # but may swap the modules' classes
+    wnames = [f"{name}.weight" if name else "weight" for name, _ in weight_layers(model)]
     missing = [k for k in wnames if k not in params]
     if "gradsign" in want and missing:
         raise OptionsError(f"proxy 'gradsign': Conv/Linear weight {missing[0]!r} is not trainable")
@@ -57,20 +59,22 @@ def per_sample_proxies(
     acc_error: Exception | None = None
     for st in range(0, B, step):
         g = fn(params, x[st:st + step], y[st:st + step])
+        checked = False  # every per-sample gradient known to be finite
+        if acc is not None:
+            try:
+                acc.add(g)  # raises on the first parameter tensor with a NaN/inf per-sample gradient
+                checked = True
+            except NonFiniteError as exc:
+                acc_error, acc = exc, None
         if sign_sum is not None:
             for k in wnames:
                 v = g[k]
-                if not torch.isfinite(v).all():
+                if not checked and not torch.isfinite(v).all():
                     errors["gradsign"] = NonFiniteError(f"proxy 'gradsign': per-sample gradient of {k} is NaN/inf", tensor=k)
                     sign_sum = None
                     break
-                # sum_n sign(v_n) as (#positive - #negative): two boolean passes instead of a float sign tensor
-                sign_sum[k].add_((v > 0).sum(0).to(sign_sum[k].dtype)).sub_((v < 0).sum(0).to(sign_sum[k].dtype))
-        if acc is not None:
-            try:
-                acc.add(g)
-            except NonFiniteError as exc:
-                acc_error, acc = exc, None
+                # float sum of signs: exact integers (|sum| <= B < 2**24); ~8x faster than counting (v > 0) and (v < 0)
+                sign_sum[k].add_(torch.sign(v).sum(0))
         del g
         if sign_sum is None and acc is None:
             break
