@@ -126,7 +126,9 @@ def flops(model: nn.Module, x: torch.Tensor) -> float:
     Conv: out_elements * (in_channels / groups) * prod(kernel); Linear: out_elements * in_features
     (bias additions, BatchNorm, pooling and element-wise ops are not counted).
     """
-    net = copy.deepcopy(model).eval()
+    from initscore.bn import tree_copy
+
+    net = tree_copy(model).eval()  # shares the tensors: an eval-mode no-grad forward writes none of them
     total = [0]
 
     def hook(mod, inp, out):
