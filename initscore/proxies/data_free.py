@@ -1,14 +1,13 @@
 """Proxies that do not need the labels: synflow, zen, params, flops (torch)."""
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 from torch import nn
 
 from initscore.errors import NonFiniteError
-from initscore.proxies.common import WEIGHT_LAYERS, finite, weight_layers
+from initscore.proxies.common import WEIGHT_LAYERS, finite, independent_copy, weight_layers
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -35,7 +34,7 @@ def synflow(model: nn.Module, x: torch.Tensor) -> float:
     BatchNorms marked ``keep_in_synflow`` stay, in training mode (batch statistics of the
     single all-ones input), as in the reference's train-mode copy.
     """
-    net = copy.deepcopy(model)
+    net = independent_copy(model)
     _remove_batchnorm(net)
     net = net.double().eval()  # eval only silences dropout; kept BNs run in training mode below
     for m in net.modules():
@@ -84,7 +83,7 @@ def zen(model: nn.Module, x: torch.Tensor, *, seed: int = 0, mixup_gamma: float 
     with a, b ~ N(0, 1) of the batch's shape (seeded), f the feature map before the
     global pool, gamma = 0.01; the running variances are those left by the two forwards.
     """
-    net = copy.deepcopy(model).train()
+    net = independent_copy(model).train()
     gen = torch.Generator(device=x.device).manual_seed(seed)
     with torch.no_grad():
         for m in net.modules():
