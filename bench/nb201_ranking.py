@@ -10,7 +10,8 @@ ground truth (`nas_bench_201/nats_tss_15625_test_acc.csv`, row i = index i) next
 published anchors (Abdelfattah et al. ICLR 2021, all 15,625 cells), the pairwise agreement
 of the synflow+jacob_cov+snip majority vote, the rank average of the ensemble inputs, and
 timings: median seconds per architecture per proxy group, and on --timing-archs cells the
-time of all proxies together against each proxy alone. Writes --json.
+time of all proxies together against each proxy alone (medians of --timing-repeats interleaved
+repeats per cell). Writes --json.
 """
 from __future__ import annotations
 
@@ -121,6 +122,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--proxies", default="all", help="comma-separated names or 'all'")
     ap.add_argument("--timing-archs", type=int, default=3, help="cells on which each proxy is also timed alone")
+    ap.add_argument("--timing-repeats", type=int, default=3,
+                    help="interleaved repeats of the alone/together timings per cell; medians are used")
     ap.add_argument("--variant", default="official", choices=("official", "zero_cost_nas"),
                     help="nb201 variant: official TinyNetwork, or the zero-cost-nas model of the published anchors")
     ap.add_argument("--reference-data", action="store_true",
@@ -215,22 +218,28 @@ def main() -> None:
 
         torch.manual_seed(10_000 + k)
         model = models.build(specs[k])
-        alone = {}
-        for p in names:
+        own = [p for p in names if p not in ("gradcosine", "gradnorm")]
+        runs: dict[str, list[float]] = {}
+
+        def timed(key: str, which: list[str]) -> None:
             t0 = time.perf_counter()
-            proxies.compute_many([p], model, (x, y))
-            alone[p] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        proxies.compute_many(names, model, (x, y))
-        together = time.perf_counter() - t0
+            proxies.compute_many(which, model, (x, y))
+            runs.setdefault(key, []).append(time.perf_counter() - t0)
+
+        for _ in range(max(1, args.timing_repeats)):  # interleaved, so slow phases of the machine hit all alike
+            for p in names:
+                timed(p, [p])
+            timed("together", names)
+            if own != names and own:
+                timed("together_own", own)
+        med = {key: statistics.median(v) for key, v in runs.items()}
+        alone = {p: med[p] for p in names}
+        together = med["together"]
         slow = max(alone, key=alone.get)
         entry = {"cell": specs[k]["args"]["cell"], "together_s": together, "alone_s": alone,
-                 "slowest": slow, "ratio": together / alone[slow]}
-        own = [p for p in names if p not in ("gradcosine", "gradnorm")]
-        if own != names and own:
-            t0 = time.perf_counter()
-            proxies.compute_many(own, model, (x, y))
-            entry["together_own_s"] = time.perf_counter() - t0
+                 "slowest": slow, "ratio": together / alone[slow], "repeats": max(1, args.timing_repeats)}
+        if "together_own" in med:
+            entry["together_own_s"] = med["together_own"]
             entry["slowest_own"] = max(own, key=alone.get)
             entry["ratio_own"] = entry["together_own_s"] / alone[entry["slowest_own"]]
         timing.append(entry)
