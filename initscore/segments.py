@@ -81,32 +81,22 @@ class _SegmentedLeaf(nn.Module):
             own.update(saved)
 
     def forward(self, x: Tensor) -> Tensor:
-        if isinstance(self.inner, StatBN):
-            return self._statbn_forward(x)
-        parts = x.split(list(self.sizes))
+        if isinstance(self.inner, StatBN) and self.inner.mode == "calibrated":
+            return self._calibrated_bn(x)
+        parts = x.split(list(self.sizes))  # per-sample StatBN is per-sample too: the generic path
         return torch.cat([self._call(xs, p) for xs, p in zip(parts, self.seg_params)])
 
-    def _statbn_forward(self, x: Tensor) -> Tensor:
-        """Normalize the whole batch (statistics as the mode says), then each segment's affine."""
+    def _calibrated_bn(self, x: Tensor) -> Tensor:
+        """Statistics of the WHOLE batch (detached: the frozen ones calibrate() would measure here),
+        then each segment normalized with its own affine aliases."""
         bn: StatBN = self.inner  # type: ignore[assignment]
-        if bn.mode == "calibrated":
-            with torch.no_grad():  # detached: the frozen statistics calibrate() would measure here
-                _, mean, invstd = torch.ops.aten.native_batch_norm(x, None, None, None, None, True, 0.0, bn.eps)
-            var = invstd.pow(-2) - bn.eps  # biased variance, as calibrate() stores it
-            if not self.local:
-                return nn.functional.batch_norm(x, mean, var, None, None, False, 0.0, bn.eps)
-            parts = x.split(list(self.sizes))
-            return torch.cat([nn.functional.batch_norm(xs, mean, var, p["weight"], p["bias"], False, 0.0, bn.eps)
-                              for xs, p in zip(parts, self.seg_params)])
-        if bn.mode != "per_sample":  # pragma: no cover - segmented_copy refuses batch statistics
-            raise AssertionError(f"StatBN mode {bn.mode!r} couples samples")
-        shape = bn._shape(x)
-        var, mean = torch.var_mean(x, dim=list(range(2, x.dim())), correction=0, keepdim=True)
-        xh = (x - mean) * torch.rsqrt(var + bn.eps)
+        with torch.no_grad():
+            _, mean, invstd = torch.ops.aten.native_batch_norm(x, None, None, None, None, True, 0.0, bn.eps)
+        var = invstd.pow(-2) - bn.eps  # biased variance, as calibrate() stores it
         if not self.local:
-            return xh
-        parts = xh.split(list(self.sizes))
-        return torch.cat([xs * p["weight"].view(shape) + p["bias"].view(shape)
+            return nn.functional.batch_norm(x, mean, var, None, None, False, 0.0, bn.eps)
+        parts = x.split(list(self.sizes))
+        return torch.cat([nn.functional.batch_norm(xs, mean, var, p["weight"], p["bias"], False, 0.0, bn.eps)
                           for xs, p in zip(parts, self.seg_params)])
 
 
@@ -116,6 +106,7 @@ class SegmentedNet:
     def __init__(self, net: nn.Module, owners: dict[str, tuple[_SegmentedLeaf, str]]) -> None:
         self.net = net
         self.owners = owners  # full parameter name -> (wrapper, local name)
+        self.wrappers = list({id(w): w for w, _ in owners.values()}.values())
 
     def segment_grads(self, params: dict[str, Tensor], x: Tensor, y: Tensor, sizes: Sequence[int],
                       create_graph: bool = False) -> list[dict[str, Tensor]]:
@@ -126,8 +117,7 @@ class SegmentedNet:
         """
         k = len(sizes)
         aliases = {n: [params[n].view(params[n].shape) for _ in range(k)] for n in params}
-        wrappers = {id(w): w for w, _ in self.owners.values()}
-        for w in wrappers.values():
+        for w in self.wrappers:
             w.sizes = sizes
             w.seg_params = [{} for _ in range(k)]
         for full, (w, local) in self.owners.items():
@@ -141,7 +131,7 @@ class SegmentedNet:
             flat = [a for n in names for a in aliases[n]]
             gs = torch.autograd.grad(loss, flat, create_graph=create_graph, allow_unused=True)
         finally:
-            for w in wrappers.values():
+            for w in self.wrappers:
                 w.seg_params = []
         result: list[dict[str, Tensor]] = [{} for _ in range(k)]
         for j, n in enumerate(names):
