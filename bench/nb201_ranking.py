@@ -37,7 +37,6 @@ ANCHORS_BY_DATASET = {
     "ImageNet16-120": {"synflow": 0.751, "jacob_cov": 0.701, "snip": 0.578, "grad_norm": 0.578, "grasp": 0.549,
                        "fisher": 0.327},
 }
-ANCHORS = ANCHORS_BY_DATASET["cifar10"]
 VOTE = ("synflow", "jacob_cov", "snip")
 VOTE_ANCHOR = {"cifar10": 0.817, "cifar100": 0.832, "ImageNet16-120": 0.813}
 # dataset -> (ground-truth column, classes, image side); the ground truth is the 200-epoch test accuracy
