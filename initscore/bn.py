@@ -176,6 +176,9 @@ class StatBN(nn.Module):
         self.mode = mode
         self.primitive = primitive
         self.calibrating = False
+        # per_sample mode: True -> the instance-norm kernel (first order only; set by initscore.hook_grads
+        # around its forward), False -> primitive var_mean (vmap and double backward are exact through it)
+        self.instance_kernel = False
         # plain attributes, not buffers: functional_call must not swap/restore them
         self.calib_mean: torch.Tensor | None = None
         self.calib_var: torch.Tensor | None = None
@@ -216,6 +219,8 @@ class StatBN(nn.Module):
             if x.dim() < 3:
                 raise OptionsError("bn='per_sample' needs spatial dimensions (BatchNorm1d on (N, C) input "
                                    "has a single value per sample and channel); use 'calibrated' or 'batch'")
+            if self.instance_kernel and not torch._C._are_functorch_transforms_active():
+                return nn.functional.instance_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
             var, mean = torch.var_mean(x, dim=list(range(2, x.dim())), correction=0, keepdim=True)
         else:  # pragma: no cover - guarded by check_bn_mode
             raise OptionsError(f"unknown bn mode {mode!r}")

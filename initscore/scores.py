@@ -11,8 +11,9 @@ sample i w.r.t. all trainable parameters and u_i = g_i / ||g_i||::
        = || sum_i u_i ||^2 / B^2                  (no B x B matrix needed)
     GN = 1/B sum_i ||g_i||,  g_max = max_i ||g_i||,  g_min = min_i ||g_i||
 
-Per-sample gradients come from ``torch.func`` (``vmap(grad(functional_call))``)
-over chunks of samples; only the running sum of unit vectors (float64) and the
+Per-sample gradients come, for the default loss on networks made of Conv2d/Linear/
+BatchNorm layers, from one batched backward with layer hooks (:mod:`initscore.hook_grads`),
+otherwise from ``torch.func`` (``vmap(grad(functional_call))``), over chunks of samples; only the running sum of unit vectors (float64) and the
 norms are kept, so memory is one chunk of per-sample gradients plus two
 parameter-sized float64 vectors. A sample whose gradient is exactly zero has no
 direction: its u_i is taken as 0 (it contributes cosine 0).
@@ -41,6 +42,7 @@ from torch.func import functional_call, grad, vjp, vmap
 
 from initscore import bn as bnmod
 from initscore.errors import NonFiniteError, OptionsError, ResourceError
+from initscore.hook_grads import hook_grad_fn
 from initscore.segments import SegmentedNet, for_batch_mode
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -342,7 +344,8 @@ def gradcosine(model: nn.Module, batch: tuple[Tensor, Tensor], *, mode: str = "s
 
     loss_fn = loss or default_loss
     chunk = min(chunk_size or _auto_chunk(params, B), B)
-    fn = None if coupled else sample_grad_fn(net, loss_fn)
+    # the default loss takes the layer-hook path when every tensor sits in a layer it knows (same numbers)
+    fn = None if coupled else ((hook_grad_fn(net, params) if loss is None else None) or sample_grad_fn(net, loss_fn))
     start = 0
     while start < B:
         end = min(start + chunk, B)

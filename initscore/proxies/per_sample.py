@@ -1,7 +1,9 @@
 """The per-sample-gradient proxies, from ONE torch.func pass: gradsign, gradcosine, gradnorm (torch).
 
-Per-sample gradients g_n = dL(x_n, y_n)/dtheta come from ``vmap(grad(...))``
-(:func:`initscore.scores.sample_grad_fn`) over chunks of samples, on the engine's scoring
+Per-sample gradients g_n = dL(x_n, y_n)/dtheta come from one batched backward with layer
+hooks (:func:`initscore.hook_grads.hook_grad_fn`; ~2x faster on an NB201 cell) or, for a
+model it does not cover, ``vmap(grad(...))`` (:func:`initscore.scores.sample_grad_fn`),
+over chunks of samples, on the engine's scoring
 copy (:func:`initscore.bn.scoring_copy`) with BatchNorm in ``"per_sample"`` mode: each
 sample is normalized with its own statistics, which is what training-mode BatchNorm does
 to a batch of one sample -- the GradSign reference's per-sample loop (Zhang & Jia, ICLR
@@ -36,6 +38,7 @@ def per_sample_proxies(
     Per-proxy errors are returned, not raised (a failing pass raises for the whole group).
     """
     from initscore import bn as bnmod
+    from initscore.hook_grads import hook_grad_fn
     from initscore.scores import ScoreAccumulator, _auto_chunk, default_loss, sample_grad_fn, trainable
 
     want = [n for n in names if n in PER_SAMPLE]
@@ -49,7 +52,7 @@ def per_sample_proxies(
     missing = [k for k in wnames if k not in params]
     if "gradsign" in want and missing:
         raise OptionsError(f"proxy 'gradsign': Conv/Linear weight {missing[0]!r} is not trainable")
-    fn = sample_grad_fn(net, default_loss)
+    fn = hook_grad_fn(net, params) or sample_grad_fn(net, default_loss)
     acc = ScoreAccumulator(params) if ("gradcosine" in want or "gradnorm" in want) else None
     sign_sum = {k: torch.zeros_like(params[k]) for k in wnames} if "gradsign" in want else None
     B = x.shape[0]
