@@ -11,9 +11,9 @@ sample i w.r.t. all trainable parameters and u_i = g_i / ||g_i||::
        = || sum_i u_i ||^2 / B^2                  (no B x B matrix needed)
     GN = 1/B sum_i ||g_i||,  g_max = max_i ||g_i||,  g_min = min_i ||g_i||
 
-Per-sample gradients come, for the default loss on networks made of Conv2d/Linear/
-BatchNorm layers, from one batched backward with layer hooks (:mod:`initscore.hook_grads`),
-otherwise from ``torch.func`` (``vmap(grad(functional_call))``), over chunks of samples; only the running sum of unit vectors (float64) and the
+Per-sample gradients come, for the default loss with ``bn="per_sample"`` on networks made of
+Conv2d/Linear/BatchNorm layers, from one batched backward with layer hooks
+(:mod:`initscore.hook_grads`), otherwise from ``torch.func`` (``vmap(grad(functional_call))``), over chunks of samples; only the running sum of unit vectors (float64) and the
 norms are kept, so memory is one chunk of per-sample gradients plus two
 parameter-sized float64 vectors. A sample whose gradient is exactly zero has no
 direction: its u_i is taken as 0 (it contributes cosine 0).
@@ -344,7 +344,7 @@ def gradcosine(model: nn.Module, batch: tuple[Tensor, Tensor], *, mode: str = "s
 
     loss_fn = loss or default_loss
     chunk = min(chunk_size or _auto_chunk(params, B), B)
-    # the default loss takes the layer-hook path when every tensor sits in a layer it knows (same numbers)
+    # the default loss takes the layer-hook path where it applies and is faster (per-sample BN; same numbers)
     fn = None if coupled else ((hook_grad_fn(net, params) if loss is None else None) or sample_grad_fn(net, loss_fn))
     start = 0
     while start < B:

@@ -68,7 +68,7 @@ def test_hooks_match_vmap_float64(name, kwargs, mode, zero):
     x, y = _batch()
     net, params = _scoring(model, mode, x)
     assert unsupported_reason(net, params) is None
-    hooked = hook_grad_fn(net, params)(params, x, y)
+    hooked = hook_grad_fn(net, params, when="always")(params, x, y)
     assert _close(sample_grad_fn(net, default_loss)(params, x, y), hooked) < 1e-12
     assert all(not m.instance_kernel for m in bnmod.stat_layers(net))  # the kernel switch is restored
 
@@ -79,7 +79,7 @@ def test_hooks_match_a_naive_per_sample_loop_on_nb201():
     model = _perturb_bn(models.create("nb201", cell=CELL, C=4, N=1).double())
     x, y = _batch(4, seed=3)
     net, params = _scoring(model, "per_sample", x)
-    hooked = hook_grad_fn(net, params)(params, x, y)
+    hooked = hook_grad_fn(net, params, when="always")(params, x, y)
     names = list(params)
     rows = []
     for i in range(x.shape[0]):
@@ -99,7 +99,8 @@ def test_inplace_activation_after_a_layer_falls_back_to_vmap():
                           nn.Linear(4 * 32 * 32, 10)).double()
     x, y = _batch(3)
     net, params = _scoring(model, "calibrated", x)
-    assert _close(sample_grad_fn(net, default_loss)(params, x, y), hook_grad_fn(net, params)(params, x, y)) < 1e-12
+    hooked = hook_grad_fn(net, params, when="always")(params, x, y)
+    assert _close(sample_grad_fn(net, default_loss)(params, x, y), hooked) < 1e-12
 
 
 def test_unsupported_models_are_named_and_left_to_vmap():
@@ -115,20 +116,31 @@ def test_unsupported_models_are_named_and_left_to_vmap():
         net, params = _scoring(model, mode, x.float())
         reason = unsupported_reason(net, params)
         assert reason, what
-        assert hook_grad_fn(net, params) is None, what
+        assert hook_grad_fn(net, params, when="always") is None, what
     frozen = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))
     frozen[1].bias.requires_grad_(False)
     net, params = _scoring(frozen, "calibrated", x.float())
     assert "frozen" in unsupported_reason(net, params)
 
 
-@pytest.mark.parametrize("bn", ["per_sample", "calibrated"])
-def test_engine_sample_mode_on_hooks_equals_the_vmap_path(bn):
-    """gradcosine's default loss takes the hooks; a custom loss that is the same cross-entropy takes vmap."""
+def test_hooks_are_chosen_only_where_they_are_faster():
+    """Default when='faster': per-sample BN -> hooks; calibrated BN or no BN -> None (vmap)."""
+    x, _ = _batch(2)
+    for mode, kwargs, chosen in (("per_sample", {}, True), ("calibrated", {}, False), ("per_sample", {"bn": False}, False)):
+        net, params = _scoring(models.create("resnet20", **kwargs).double(), mode, x)
+        assert (hook_grad_fn(net, params) is not None) is chosen, (mode, kwargs)
+        assert hook_grad_fn(net, params, when="always") is not None
+    with pytest.raises(ValueError):
+        hook_grad_fn(net, params, when="sometimes")
+
+
+def test_engine_sample_mode_on_hooks_equals_the_vmap_path():
+    """gradcosine's default loss takes the hooks (with per-sample BN); a custom loss that is the same
+    cross-entropy takes vmap."""
     torch.manual_seed(4)
     model = models.create("nb201", cell=CELL, C=4, N=1).double()
     x, y = _batch(6, seed=5)
-    hooked = gradcosine(model, (x, y), bn=bn)
-    vm = gradcosine(model, (x, y), bn=bn, loss=lambda z, t: nn.functional.cross_entropy(z, t))
+    hooked = gradcosine(model, (x, y), bn="per_sample")
+    vm = gradcosine(model, (x, y), bn="per_sample", loss=lambda z, t: nn.functional.cross_entropy(z, t))
     for attr in ("gc", "gn", "g_max", "g_min"):
         assert getattr(hooked, attr) == pytest.approx(getattr(vm, attr), rel=1e-10, abs=1e-14)
