@@ -179,6 +179,9 @@ class StatBN(nn.Module):
         # per_sample mode: True -> the instance-norm kernel (first order only; set by initscore.hook_grads
         # around its forward), False -> primitive var_mean (vmap and double backward are exact through it)
         self.instance_kernel = False
+        # batch mode: True -> torch's own BN autograd (first order only: no Python autograd.Function per call);
+        # False -> BatchStatNorm, whose hand-written double backward NIO/GradInit need
+        self.first_order = False
         # plain attributes, not buffers: functional_call must not swap/restore them
         self.calib_mean: torch.Tensor | None = None
         self.calib_var: torch.Tensor | None = None
@@ -211,7 +214,7 @@ class StatBN(nn.Module):
             return x * a.view(shape) + c.view(shape)
         elif mode == "batch":
             if not self.primitive:
-                if torch._C._are_functorch_transforms_active():
+                if self.first_order or torch._C._are_functorch_transforms_active():
                     return nn.functional.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
                 return BatchStatNorm.apply(x, self.weight, self.bias, self.eps)
             var, mean = torch.var_mean(x, dim=[0] + list(range(2, x.dim())), correction=0, keepdim=True)
@@ -291,6 +294,13 @@ def scoring_copy(model: nn.Module, mode: str, *, primitive: bool) -> nn.Module:
 
 def stat_layers(net: nn.Module) -> Iterator[StatBN]:
     return (m for m in net.modules() if isinstance(m, StatBN))
+
+
+def set_first_order(net: nn.Module, first_order: bool = True) -> None:
+    """Batch-statistics StatBN layers use torch's BN autograd (first-order callers: ~2-3 % of a batch-mode
+    score on ResNet-20) instead of BatchStatNorm's double-backward-capable Function."""
+    for m in stat_layers(net):
+        m.first_order = first_order
 
 
 def set_primitive(net: nn.Module, primitive: bool) -> None:

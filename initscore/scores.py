@@ -325,6 +325,7 @@ def gradcosine(model: nn.Module, batch: tuple[Tensor, Tensor], *, mode: str = "s
     x, y = check_batch(batch)
     has_bn = bnmod.has_batchnorm(model)
     net = bnmod.scoring_copy(model, bn_mode, primitive=(mode == "sample"))
+    bnmod.set_first_order(net)  # scores never differentiate through the gradients
     params = trainable(net)
     report_bn = bn_mode if has_bn else None
     coupled = has_bn and bn_mode == "batch"

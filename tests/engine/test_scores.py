@@ -137,6 +137,27 @@ def test_batch_mode_matches_hand_subbatches(bn, D, r):
     _assert_close(out, ref, rtol=1e-9)
 
 
+def test_batch_statistics_first_order_kernel_equals_double_backward_function():
+    """gradcosine's batch mode runs BN through torch's own autograd (set_first_order); NIO keeps BatchStatNorm.
+    First-order gradients must not depend on which one runs."""
+    from initscore import bn as bnmod
+    from initscore.scores import subbatch_grads, trainable
+
+    net = tiny_conv(bn=True).double()
+    x, y = _data(B=10)
+    splits = batch_splits(10, 2, 0.6)
+    out = {}
+    for first_order in (False, True):
+        copy_ = bnmod.scoring_copy(net, "batch", primitive=False)
+        bnmod.set_first_order(copy_, first_order)
+        assert all(m.first_order is first_order for m in bnmod.stat_layers(copy_))
+        p = {n: t.detach().requires_grad_(True) for n, t in trainable(copy_).items()}
+        out[first_order] = subbatch_grads(copy_, p, x, y, None, splits, True)
+    for a, b in zip(out[False], out[True]):
+        for n in a:
+            torch.testing.assert_close(a[n], b[n], rtol=1e-12, atol=1e-14)
+
+
 def test_batch_mode_custom_loss_path():
     net = tiny_mlp().double()
     x = torch.randn(9, 6, dtype=torch.float64)
