@@ -40,6 +40,31 @@ from initscore.bn import StatBN, tree_copy
 __all__ = ["SegmentedNet", "for_batch_mode", "segmented_copy"]
 
 
+class _SegmentCat(torch.autograd.Function):
+    """torch.cat of the segments' outputs whose backward SPLITS the gradient (split_with_sizes).
+
+    torch's own cat backward narrows the gradient into slices; under create_graph the backward of
+    each slice (NIO's double backward) builds a zero tensor of the whole batch's size and copies
+    the slice into it -- 3 full-size zero fills per layer for 3 segments. split's backward is a cat
+    (no zero fill). Same values (tests/engine/test_segments.py, to second order). Calibrated
+    batch-mode NIO step on ResNet-20 with BN, B=64, 2 threads, 12 alternating A/B repeats:
+    4.78x -> 4.58x a forward+backward. (Normalizing the whole batch once and applying each
+    segment's BN affine as per-row weights instead was slower: 4.98x.)"""
+
+    @staticmethod
+    def forward(ctx, sizes: list[int], *parts: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.sizes = sizes
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        return (None, *grad.split(ctx.sizes))
+
+
+def _cat(parts: list[Tensor], sizes: Sequence[int]) -> Tensor:
+    return _SegmentCat.apply(list(sizes), *parts)
+
+
 def _direct_params(m: nn.Module) -> list[str]:
     return [n for n, _ in m.named_parameters(recurse=False)]
 
@@ -84,7 +109,7 @@ class _SegmentedLeaf(nn.Module):
         if isinstance(self.inner, StatBN) and self.inner.mode == "calibrated":
             return self._calibrated_bn(x)
         parts = x.split(list(self.sizes))  # per-sample StatBN is per-sample too: the generic path
-        return torch.cat([self._call(xs, p) for xs, p in zip(parts, self.seg_params)])
+        return _cat([self._call(xs, p) for xs, p in zip(parts, self.seg_params)], self.sizes)
 
     def _calibrated_bn(self, x: Tensor) -> Tensor:
         """Statistics of the WHOLE batch (detached: the frozen ones calibrate() would measure here),
@@ -96,8 +121,8 @@ class _SegmentedLeaf(nn.Module):
         if not self.local:
             return nn.functional.batch_norm(x, mean, var, None, None, False, 0.0, bn.eps)
         parts = x.split(list(self.sizes))
-        return torch.cat([nn.functional.batch_norm(xs, mean, var, p["weight"], p["bias"], False, 0.0, bn.eps)
-                          for xs, p in zip(parts, self.seg_params)])
+        return _cat([nn.functional.batch_norm(xs, mean, var, p["weight"], p["bias"], False, 0.0, bn.eps)
+                     for xs, p in zip(parts, self.seg_params)], self.sizes)
 
 
 class SegmentedNet:
