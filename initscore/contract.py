@@ -95,12 +95,20 @@ class RectifyOptions(_Model):
                                          "(1 = Algorithm 3; 0 = GradCosine-only ascent)")
     gamma_margin: float = Field(default=0.0, ge=0.0, lt=1.0,
                                 description="take the constraint step when g_max > (1 - gamma_margin) * gamma")
-    select: Literal["last", "feasible"] = Field(
-        default="last", description="'last' (Algorithm 3) or 'feasible': the last iterate with g_max <= gamma")
+    select: Literal["last", "feasible", "best"] = Field(
+        default="last", description="'last' (Algorithm 3), 'feasible': the last iterate with g_max <= gamma, or "
+                                    "'best' (nio only): the within-bound iterate with the largest GC + gn_weight*GN")
     min_scale: float = Field(default=0.01, gt=0.0, le=1.0)
     optimizer: Literal["adam", "sgd"] = "adam"
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     heldout_batches: int = Field(default=2, ge=0, le=64)
+
+    @model_validator(mode="after")
+    def _best_is_nio_only(self) -> "RectifyOptions":
+        if self.select == "best" and self.method != "nio":
+            raise ValueError(f"select='best' ranks iterates by NIO's objective; method {self.method!r} takes "
+                             "'last' or 'feasible'")
+        return self
 
 
 class PropagationOptions(_Model):

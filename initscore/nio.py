@@ -72,7 +72,7 @@ from initscore.scores import (
 
 METHODS = ("nio", "gradinit", "metainit", "kaiming")
 OPTIMIZERS = ("adam", "sgd")
-SELECTS = ("last", "feasible")
+SELECTS = ("last", "feasible", "best")
 GAMMA_FACTOR = 2.0  # gamma=None -> GAMMA_FACTOR x initial g_max
 
 Progress = Callable[[int, int, dict[str, Any]], None]
@@ -345,6 +345,10 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     batch it was measured on; iterate k = the scales after k steps, measured at iteration
     k + 1 (``history[k]``), and the final iterate on one more batch, without a step
     (``Rectification.final``). If none did, the iterate with the smallest recorded g_max.
+    "best" (NIO only): of those feasible iterates, the one with the largest recorded value of the
+    ascent objective GC + gn_weight * GN on its own batch -- so a run whose last constraint
+    steps overshot downwards (scales shrunk, GN and GC with them) does not return that
+    collapsed iterate; no held-out data is looked at. If none was feasible, as for "feasible".
     ``Rectification.returned_iterate`` is the k returned (``iters`` for "last").
     A record's ``constrained`` is False exactly when its iterate was within the bound.
     Returns a :class:`Rectification`; the caller's model is not modified.
@@ -367,6 +371,9 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
         raise OptionsError(f"gamma_margin must be < 1, got {gamma_margin!r}")
     if select not in SELECTS:
         raise OptionsError(f"select must be one of {list(SELECTS)}, got {select!r}")
+    if select == "best" and method != "nio":
+        raise OptionsError(f"select='best' ranks iterates by NIO's objective; method {method!r} takes 'last' or "
+                           "'feasible'")
     if progress is not None and not callable(progress):
         raise OptionsError("progress must be a callable progress(iteration, total, metrics) or None")
     bn_mode = resolve_options(mode, bn, sub_batches, overlap)
@@ -416,7 +423,7 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
         torch.manual_seed(seed)
         for it in range(1, iters + 1):
             x, y = next(stream)
-            if select == "feasible":
+            if select != "last":
                 snapshots.append(scaled.values())
             with torch.enable_grad():
                 obj, rec, constrained = evaluate(x, y)
@@ -435,7 +442,7 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
             if progress is not None:
                 progress(it, iters, dict(record))
         returned, final = iters, None
-        if select == "feasible":
+        if select != "last":
             snapshots.append(scaled.values())
             x, y = next(stream)
             with torch.enable_grad():
@@ -445,8 +452,13 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
                      "constrained": bool(constrained)}
             measured = list(history) + [final]  # measured[k] = the record of iterate k
             ok = [k for k, h in enumerate(measured) if not h["constrained"]]
-            returned = ok[-1] if ok else min(range(len(measured)), key=lambda k: measured[k]["g_max"])
-    scales = snapshots[returned] if select == "feasible" else scaled.values()
+            if not ok:
+                returned = min(range(len(measured)), key=lambda k: measured[k]["g_max"])
+            elif select == "best":  # the latest of equals
+                returned = max(ok, key=lambda k: (measured[k]["gc"] + float(gn_weight) * measured[k]["gn"], k))
+            else:
+                returned = ok[-1]
+    scales = snapshots[returned] if select != "last" else scaled.values()
     state = _rectified_state(model, scales)
     after = heldout_scores(model, state, heldout, **score_kw)
     return Rectification(method=method, state_dict=state, scales=scales, unscalable=scaled.unscalable,

@@ -146,7 +146,7 @@ def register(app: typer.Typer) -> None:
         nio_batch_size: Optional[int] = typer.Option(None, help="samples per rectification iteration"),
         gn_weight: Optional[float] = typer.Option(None, help="weight of GN in NIO's ascent step (0 = GC only)"),
         gamma_margin: Optional[float] = typer.Option(None, help="step GN down when g_max > (1 - margin) gamma"),
-        select: Optional[str] = typer.Option(None, help="returned iterate: last | feasible"),
+        select: Optional[str] = typer.Option(None, help="returned iterate: last | feasible | best (NIO)"),
         device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
         root: Optional[str] = typer.Option(None, help="CIFAR root (default ../shared/data/cifar10_jpeg)"),
         show_config: bool = typer.Option(False, "--show-config", help="print the resolved config and exit"),

@@ -118,7 +118,8 @@ class InitConfig(_Model):
     rectification's own mode ("sample" = exact Algorithm 1). ``baseline_mode`` /
     ``baseline_batch_size`` let GradInit and MetaInit keep their batch-mode loop while NIO
     runs in sample mode (sample mode with BN uses calibrated statistics, which would change
-    the baselines' objectives); ``gamma_margin`` / ``select`` apply to every method.
+    the baselines' objectives); ``gamma_margin`` / ``select`` apply to every method
+    (``select="best"`` ranks by NIO's objective: GradInit/MetaInit then use "feasible").
     """
 
     iters: int = Field(default=20, ge=0, le=100_000)
@@ -138,8 +139,10 @@ class InitConfig(_Model):
     gn_weight: float = Field(default=1.0, ge=0.0, description="weight of GN in NIO's unconstrained step (0 = GC only)")
     gamma_margin: float = Field(default=0.0, ge=0.0, lt=1.0,
                                 description="NIO/GradInit step down when g_max > (1 - margin) gamma")
-    select: Literal["last", "feasible"] = Field(
-        default="last", description="returned iterate: the last one, or the last one with g_max within the bound")
+    select: Literal["last", "feasible", "best"] = Field(
+        default="last", description="returned iterate: the last one, the last one with g_max within the bound, or "
+                                    "(NIO; the baselines then take 'feasible') the within-bound one with the "
+                                    "largest GC + gn_weight GN on its batch")
     baseline_mode: Literal["batch", "sample"] | None = Field(
         default=None, description="mode of gradinit/metainit's loop (BN statistics, g_max); None = mode")
     baseline_batch_size: int | None = Field(

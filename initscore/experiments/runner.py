@@ -270,7 +270,8 @@ def _rect_kwargs(cfg: ExperimentConfig, method: str = "nio") -> dict[str, Any]:
     batch_size = (i.baseline_batch_size or i.batch_size) if baseline else i.batch_size
     return dict(iters=i.iters, lr=i.lr, gamma=i.gamma, sub_batches=i.sub_batches, overlap=i.overlap,
                 mode=mode, min_scale=i.min_scale, optimizer=i.optimizer, batch_size=batch_size,
-                gn_weight=i.gn_weight, gamma_margin=i.gamma_margin, select=i.select)
+                gn_weight=i.gn_weight, gamma_margin=i.gamma_margin,
+                select="feasible" if (i.select == "best" and method != "nio") else i.select)
 
 
 def first_gmax(base: nn.Module, splits: Splits, cfg: ExperimentConfig, seed: int, method: str = "nio") -> float:
@@ -309,7 +310,7 @@ def run_one(base: nn.Module, mcfg: ModelConfig, method: str, seed: int, splits: 
     # rect.final the last one); with "last" the final iterate is never measured, so this is the last
     # measured one (iterate iters-1)
     last = None
-    if rect.select == "feasible" and rect.history:
+    if rect.select in ("feasible", "best") and rect.history:
         k = rect.returned_iterate or 0
         last = rect.history[k] if k < len(rect.history) else rect.final
     elif rect.history:

@@ -243,6 +243,35 @@ def test_select_feasible_returns_an_iterate_within_the_bound():
     assert got == pytest.approx(feas.history[k]["g_max"], rel=1e-6) and got <= feas.gamma
 
 
+def test_select_best_returns_the_feasible_iterate_with_the_largest_objective():
+    """select="best": same trajectory as "feasible"; the returned iterate is, among the measured iterates within
+    the bound, the one with the largest GC + gn_weight * GN on its own batch, and its weights are that iterate's."""
+    torch.manual_seed(0)
+    net, train, held = _problem()
+    for w in (1.0, 0.0):
+        feas = rectify(net, train, iters=25, lr=0.1, select="feasible", gn_weight=w, gamma_margin=0.2)
+        best = rectify(net, train, iters=25, lr=0.1, select="best", gn_weight=w, gamma_margin=0.2, heldout=held)
+        assert [h["g_max"] for h in best.history] == pytest.approx([h["g_max"] for h in feas.history], rel=1e-9)
+        measured = list(best.history) + [best.final]
+        ok = [k for k, h in enumerate(measured) if not h["constrained"]]
+        assert ok and best.select == "best"
+        k = best.returned_iterate
+        assert k in ok and k != feas.returned_iterate  # on this problem the two rules pick different iterates
+        assert all(measured[k]["gc"] + w * measured[k]["gn"] >= measured[j]["gc"] + w * measured[j]["gn"] for j in ok)
+        part = rectify(net, train, iters=k, lr=0.1, gn_weight=w, gamma_margin=0.2)
+        assert best.scales == pytest.approx(part.scales, rel=1e-9)
+    # it ranks by NIO's objective: the baselines refuse it, the job contract too
+    with pytest.raises(OptionsError, match="best"):
+        rectify(net, train, iters=2, method="gradinit", select="best")
+    from pydantic import ValidationError
+
+    from initscore.contract import RectifyOptions
+
+    assert RectifyOptions(select="best").select == "best"
+    with pytest.raises(ValidationError, match="best"):
+        RectifyOptions(method="metainit", select="best")
+
+
 def test_scales_unscalable_min_scale_and_no_mutation():
     net = tiny_conv(bn=True, act=nn.Tanh)
     with torch.no_grad():
@@ -318,7 +347,7 @@ def test_non_finite_rectification_names_tensor():
     {"method": "lsuv"}, {"optimizer": "rmsprop"}, {"iters": -1}, {"iters": 2.5}, {"lr": 0.0}, {"lr": float("nan")},
     {"gamma": -1.0}, {"min_scale": 0.0}, {"mode": "exact"}, {"bn": "x"}, {"sub_batches": 1},
     {"overlap": 1.0}, {"progress": 5}, {"gn_weight": -1.0}, {"heldout": [torch.zeros(3)]},
-    {"gamma_margin": -0.1}, {"gamma_margin": 1.0}, {"gamma_margin": float("nan")}, {"select": "best"},
+    {"gamma_margin": -0.1}, {"gamma_margin": 1.0}, {"gamma_margin": float("nan")}, {"select": "bestest"}, {"select": "best", "method": "metainit"},
 ])
 def test_bad_options(kwargs):
     net, train, _ = _problem()
