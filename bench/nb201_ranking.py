@@ -11,7 +11,8 @@ published anchors (Abdelfattah et al. ICLR 2021, all 15,625 cells), the pairwise
 of the synflow+jacob_cov+snip majority vote, the rank average of the ensemble inputs, and
 timings: median seconds per architecture per proxy group, and on --timing-archs cells the
 time of all proxies together against each proxy alone (medians of --timing-repeats interleaved
-repeats per cell). Writes --json.
+repeats per cell). Writes --json (default runs/nb201_ranking.json, git-ignored, so a quick run never
+overwrites the committed results in bench/results/).
 """
 from __future__ import annotations
 
@@ -191,7 +192,9 @@ def main() -> None:
     ap.add_argument("--images", default=None,
                     help="cifar100 only: the foolbox wheel (or its unpacked folder) whose 20 real CIFAR-100 images "
                          "form the batch of the data-dependent proxies (batch size 20)")
-    ap.add_argument("--json", default="bench/results/nb201_ranking.json")
+    ap.add_argument("--json", default="runs/nb201_ranking.json",
+                    help="where to write the results (default under the git-ignored runs/; committed results in "
+                         "bench/results/ are written only when asked for by path)")
     args = ap.parse_args()
 
     import torch
