@@ -91,6 +91,23 @@ def test_hooks_match_a_naive_per_sample_loop_on_nb201():
     assert _close(naive, hooked) < 1e-12
 
 
+def test_hooks_cover_grouped_dilated_strided_convs_and_linear_on_extra_dims():
+    """Layer shapes no registry model has: a grouped, dilated, strided conv with bias, a 1x1 conv, per-sample BN
+    without affine, and a Linear applied to (B, T, F) rows (its per-sample gradient sums over T)."""
+    torch.manual_seed(5)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 3, stride=2, padding=2, dilation=2, groups=3), nn.BatchNorm2d(6, affine=False), nn.Tanh(),
+        nn.Conv2d(6, 4, 1), nn.BatchNorm2d(4), nn.GELU(), nn.Flatten(2),   # (B, 4, 256)
+        nn.Linear(256, 5), nn.Tanh(), nn.Flatten(), nn.Linear(20, 10)).double()
+    _perturb_bn(model)
+    x, y = _batch(4, seed=6)
+    for mode in ("per_sample", "calibrated"):
+        net, params = _scoring(model, mode, x)
+        assert unsupported_reason(net, params) is None
+        hooked = hook_grad_fn(net, params, when="always")(params, x, y)
+        assert _close(sample_grad_fn(net, default_loss)(params, x, y), hooked) < 1e-12
+
+
 def test_inplace_activation_after_a_layer_falls_back_to_vmap():
     """ReLU(inplace=True) rewrites the conv's output after the hook saw it: the hooks' tensors would be wrong,
     so that batch takes the vmap path and the numbers still equal vmap's."""
