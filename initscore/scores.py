@@ -132,6 +132,22 @@ def check_batch(batch: Any) -> tuple[Tensor, Tensor]:
     return x, y
 
 
+def fast_layout(x: Tensor) -> Tensor:
+    """Image batches (N, C, H, W) on the CPU in channels-last memory layout; anything else unchanged.
+
+    Same values, and every convolution after it then runs in oneDNN's channels-last kernels (the
+    layout follows the input through the network): one forward+backward of ResNet-20 on 46 CIFAR
+    images takes ~0.82x the time of the default layout (2 CPU threads; 86.5 -> 72.9 ms with BN,
+    65.1 -> 57.5 ms without). Used by batch-mode scores (bn="batch" 1.59x -> 1.38x a forward+backward,
+    calibrated 1.48x -> 1.32x) and by NIO's batch mode outside the segmented route (initscore.nio);
+    not by sample mode, whose vmapped per-sample convolutions it made slower (exact GC 1.84x -> 2.11x
+    with BN), and not on accelerators, where the better layout depends on the device and dtype.
+    """
+    if x.dim() == 4 and x.device.type == "cpu" and not x.is_contiguous(memory_format=torch.channels_last):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def trainable(model: nn.Module) -> dict[str, Tensor]:
     """Trainable parameters by name (detached views of the model's own tensors)."""
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
@@ -323,6 +339,8 @@ def gradcosine(model: nn.Module, batch: tuple[Tensor, Tensor], *, mode: str = "s
     if loss is not None and not callable(loss):
         raise OptionsError("loss must be a callable loss(logits, targets) -> scalar")
     x, y = check_batch(batch)
+    if mode == "batch":  # not under vmap (sample mode), where channels-last made the exact scores ~10 % slower
+        x = fast_layout(x)
     has_bn = bnmod.has_batchnorm(model)
     net = bnmod.scoring_copy(model, bn_mode, primitive=(mode == "sample"))
     bnmod.set_first_order(net)  # scores never differentiate through the gradients

@@ -158,6 +158,23 @@ def test_batch_statistics_first_order_kernel_equals_double_backward_function():
             torch.testing.assert_close(a[n], b[n], rtol=1e-12, atol=1e-14)
 
 
+def test_fast_layout_is_channels_last_for_cpu_image_batches_only():
+    from initscore.scores import fast_layout
+
+    x = torch.randn(3, 4, 5, 6)
+    cl = fast_layout(x)
+    assert cl.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(cl, x)
+    for other in (torch.randn(3, 4), torch.randn(3, 4, 5), cl):
+        assert fast_layout(other) is other
+    # batch mode runs on it and gives the NCHW route's numbers (float64: same to rounding)
+    net = tiny_conv(bn=True).double()
+    xb, yb = _data(B=10)
+    a = gradcosine(net, (xb, yb), mode="batch", sub_batches=2, overlap=0.6)
+    b = gradcosine(net, (fast_layout(xb), yb), mode="batch", sub_batches=2, overlap=0.6)
+    assert a.gc == pytest.approx(b.gc, rel=1e-12) and a.gn == pytest.approx(b.gn, rel=1e-12)
+
+
 def test_batch_mode_custom_loss_path():
     net = tiny_mlp().double()
     x = torch.randn(9, 6, dtype=torch.float64)
