@@ -56,6 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from initscore import bn as bnmod
+from initscore import fast_conv
 from initscore.errors import NonFiniteError, OptionsError
 from initscore.segments import SegmentedNet, for_batch_mode
 from initscore.scores import (
@@ -392,6 +393,7 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     # vmap'd sample mode (torch's BN kernel is wrong there) and MetaInit, whose Hessian-vector
     # product needs third-order derivatives that torch's batch_norm kernel does not support.
     net = bnmod.scoring_copy(model, bn_mode, primitive=(mode == "sample" or method == "metainit"))
+    fast_conv.install(net)  # second-order graphs: convolutions with the hand-written double backward
     scaled = ScaledParams(trainable(net))
     if method == "kaiming" or iters == 0 or not scaled.scales:
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
