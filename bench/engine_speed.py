@@ -51,7 +51,7 @@ def speed(bn: bool, B: int, repeats: int) -> dict:
 
     from initscore import bn as bnmod
     from initscore.models import create
-    from initscore.nio import Context, ScaledParams, nio_objective
+    from initscore.nio import Context, ScaledParams, nio_objective, rectify_net
     from initscore.scores import gradcosine, trainable
 
     torch.manual_seed(0)
@@ -64,7 +64,7 @@ def speed(bn: bool, B: int, repeats: int) -> dict:
 
     def nio_stepper(mode, bn_choice=None):
         bn_mode = bnmod.check_bn_mode(bn_choice, "calibrated" if mode == "sample" else "batch")
-        net = bnmod.scoring_copy(model, bn_mode, primitive=(mode == "sample"))
+        net = rectify_net(model, bn_mode, mode=mode)  # the network rectify() optimizes
         ctx = Context(net=net, loss=None, mode=mode, bn_mode=bn_mode, has_bn=bnmod.has_batchnorm(model),
                       sub_batches=2, overlap=0.6, gamma=1e30)
         sp = ScaledParams(trainable(net))
