@@ -173,6 +173,22 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 # ---------------------------------------------------------- accumulation
+_NORM_CHUNK = 1 << 18  # elements converted to float64 at a time
+
+
+def _row_sq_norms64(f: Tensor) -> Tensor:
+    """Squared L2 norm of every row of a 2-D tensor, accumulated in float64.
+
+    Lower-precision rows are converted to float64 a few rows at a time (2**18 elements): converting a
+    whole (64, 37k) float32 stack at once allocates a fresh 19 MB buffer per tensor (in a profile of
+    ResNet-20's sample-mode accumulation, 10.5 of 27 ms were those copies); chunked, the accumulation took
+    18.3 ms against 22.9 ms (medians of 11, 2 threads; chunks of 2**16: 24.2 ms, 2**20: 21.2 ms)."""
+    if f.dtype == torch.float64 or f.numel() <= _NORM_CHUNK:
+        return torch.linalg.vector_norm(f, dim=1, dtype=torch.float64).square()
+    rows = max(1, _NORM_CHUNK // max(1, f.shape[1]))
+    return torch.cat([torch.linalg.vector_norm(c.double(), dim=1).square() for c in f.split(rows)])
+
+
 class ScoreAccumulator:
     """Streams stacks of per-sample (or per-sub-batch) gradients into GC/GN by the unit-vector identity.
 
@@ -192,7 +208,7 @@ class ScoreAccumulator:
     @torch.no_grad()
     def add(self, grads: dict[str, Tensor]) -> None:
         flat = {n: grads[n].reshape(grads[n].shape[0], -1) for n in self.names}
-        sq = {n: torch.linalg.vector_norm(f, dim=1, dtype=torch.float64).square() for n, f in flat.items()}
+        sq = {n: _row_sq_norms64(f) for n, f in flat.items()}
         check_finite(flat, sq)
         total = torch.stack(list(sq.values())).sum(0)
         norm = total.sqrt()

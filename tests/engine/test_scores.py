@@ -171,6 +171,19 @@ def test_fast_layout_is_channels_last_for_cpu_image_batches_only():
     # (default-layout) per-sub-batch loops in float64
 
 
+def test_row_squared_norms_accumulate_in_float64_in_chunks():
+    from initscore import scores
+
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(64, 50_000, generator=g) * torch.logspace(-3, 3, 64)[:, None]
+    ref = (f.double() ** 2).sum(1)
+    got = scores._row_sq_norms64(f)
+    assert got.dtype == torch.float64 and f.numel() > scores._NORM_CHUNK  # the chunked route
+    torch.testing.assert_close(got, ref, rtol=1e-13, atol=0)
+    small = f[:2, :100]
+    torch.testing.assert_close(scores._row_sq_norms64(small), (small.double() ** 2).sum(1), rtol=1e-13, atol=0)
+
+
 def test_batch_mode_custom_loss_path():
     net = tiny_mlp().double()
     x = torch.randn(9, 6, dtype=torch.float64)
