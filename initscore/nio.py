@@ -328,7 +328,8 @@ def _rectified_state(model: nn.Module, scales: dict[str, float]) -> dict[str, Te
 def rectify_net(model: nn.Module, bn_mode: str, *, mode: str, method: str = "nio") -> nn.Module:
     """The private network :func:`rectify` optimizes: a scoring copy of ``model`` (initscore.bn) whose
     BatchNorm is primitive where autograd must go past second order through it (vmap'd sample mode: torch's
-    BN kernel is wrong there; MetaInit: third order), and whose convolutions have the hand-written double
+    BN kernel's second order is wrong under vmap; MetaInit's Hessian-vector product: third order, which
+    torch's batch_norm kernel does not support), and whose convolutions have the hand-written double
     backward (initscore.fast_conv; a batch-mode NIO step on ResNet-20 ~0.85x the time with torch's)."""
     net = bnmod.scoring_copy(model, bn_mode, primitive=(mode == "sample" or method == "metainit"))
     return fast_conv.install(net)
@@ -398,9 +399,6 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     score_kw = dict(mode=mode, sub_batches=sub_batches, overlap=float(overlap), bn=bn_mode, loss=loss)
     before = heldout_scores(model, None, heldout, **score_kw)
 
-    # Primitive (var_mean) BatchNorm where autograd must go past second order through BN:
-    # vmap'd sample mode (torch's BN kernel is wrong there) and MetaInit, whose Hessian-vector
-    # product needs third-order derivatives that torch's batch_norm kernel does not support.
     net = rectify_net(model, bn_mode, mode=mode, method=method)
     scaled = ScaledParams(trainable(net))
     if method == "kaiming" or iters == 0 or not scaled.scales:
