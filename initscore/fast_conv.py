@@ -55,7 +55,11 @@ class _ConvBackward(torch.autograd.Function):
                 terms.append(F.conv2d(x, Gw, None, stride, padding, dilation, groups))
             if has_bias and Gb is not None:
                 terms.append(Gb.view(1, -1, 1, 1).expand_as(gy))
-            d_gy = sum(terms[1:], terms[0]) if terms else None
+            d_gy = None
+            # accumulated in place into the first term, a fresh convolution output (the broadcast bias term is
+            # always last), unless a third order is being recorded: NIO step 4.52x -> 4.46x (A/B)
+            for t in terms:
+                d_gy = t if d_gy is None else (d_gy.add_(t) if not torch.is_grad_enabled() else d_gy + t)
         if ctx.needs_input_grad[1] and Gw is not None:
             d_x = _conv_backward(gy, x, Gw, False, stride, padding, dilation, groups, (True, False, False))[0]
         if ctx.needs_input_grad[2] and Gx is not None:
