@@ -189,11 +189,6 @@ def stacked_grads(ctx: Context, params: dict[str, Tensor], x: Tensor, y: Tensor,
     """
     if ctx.mode == "batch":
         segnet = ctx.segnet()
-        if segnet is None:
-            # channels-last on the CPU: a step 5.41x -> 5.13x a forward+backward with bn="batch", 3.39x -> 3.19x
-            # without BN; the segmented route (calibrated BN) got slower with it (4.63x -> 4.75x), and vmap's
-            # sample mode too (ResNet-20, B=64, 2 threads, 12 alternating A/B repeats)
-            x = fast_layout(x)
         splits = batch_splits(x.shape[0], ctx.sub_batches, ctx.overlap)
         grads = subbatch_grads(ctx.net, params, x, y, ctx.loss, splits, ctx.coupled, create_graph=create_graph,
                                segnet=segnet)

@@ -138,9 +138,9 @@ def fast_layout(x: Tensor) -> Tensor:
     Same values, and every convolution after it then runs in oneDNN's channels-last kernels (the
     layout follows the input through the network): one forward+backward of ResNet-20 on 46 CIFAR
     images takes ~0.82x the time of the default layout (2 CPU threads; 86.5 -> 72.9 ms with BN,
-    65.1 -> 57.5 ms without). Used by batch-mode scores (bn="batch" 1.59x -> 1.38x a forward+backward,
-    calibrated 1.48x -> 1.32x), by the BN calibration forward (43 -> 35 ms for 64 images) and by NIO's
-    batch mode outside the segmented route (initscore.nio);
+    65.1 -> 57.5 ms without). Used by the sub-batch gradients of batch mode (:func:`subbatch_grads`:
+    scores bn="batch" 1.59x -> 1.38x a forward+backward, calibrated 1.48x -> 1.32x; NIO outside the
+    segmented route) and by the BN calibration forward (43 -> 35 ms for 64 images);
     not by sample mode, whose vmapped per-sample convolutions it made slower (exact GC 1.84x -> 2.11x
     with BN), and not on accelerators, where the better layout depends on the device and dtype.
     """
@@ -297,6 +297,11 @@ def subbatch_grads(net: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tens
     """
     names = list(params)
     tensors = [params[n] for n in names]
+    if segnet is None or not create_graph:
+        # channels-last on the CPU (fast_layout): score 1.59x -> 1.38x a forward+backward with bn="batch", NIO
+        # step 5.41x -> 5.13x (3.39x -> 3.19x without BN); only the segmented second-order route got slower
+        # with it (NIO calibrated 4.63x -> 4.75x); ResNet-20, B=64, 2 threads, alternating A/B repeats
+        x = fast_layout(x)
 
     def _grad(loss: Tensor) -> dict[str, Tensor]:
         gs = torch.autograd.grad(loss, tensors, create_graph=create_graph, allow_unused=True)
@@ -356,8 +361,6 @@ def gradcosine(model: nn.Module, batch: tuple[Tensor, Tensor], *, mode: str = "s
     if loss is not None and not callable(loss):
         raise OptionsError("loss must be a callable loss(logits, targets) -> scalar")
     x, y = check_batch(batch)
-    if mode == "batch":  # not under vmap (sample mode), where channels-last made the exact scores ~10 % slower
-        x = fast_layout(x)
     has_bn = bnmod.has_batchnorm(model)
     net = bnmod.scoring_copy(model, bn_mode, primitive=(mode == "sample"))
     bnmod.set_first_order(net)  # scores never differentiate through the gradients
