@@ -13,10 +13,11 @@ sample i w.r.t. all trainable parameters and u_i = g_i / ||g_i||::
 
 Per-sample gradients come, for the default loss with ``bn="per_sample"`` on networks made of
 Conv2d/Linear/BatchNorm layers, from one batched backward with layer hooks
-(:mod:`initscore.hook_grads`), otherwise from ``torch.func`` (``vmap(grad(functional_call))``), over chunks of samples; only the running sum of unit vectors (float64) and the
-norms are kept, so memory is one chunk of per-sample gradients plus two
-parameter-sized float64 vectors. A sample whose gradient is exactly zero has no
-direction: its u_i is taken as 0 (it contributes cosine 0).
+(:mod:`initscore.hook_grads`), otherwise from ``torch.func`` (``vmap(grad(functional_call))``),
+over chunks of samples; only the running sum of unit vectors (float64) and the norms are kept,
+so memory is one chunk of per-sample gradients plus two parameter-sized float64 vectors. A
+sample whose gradient is exactly zero has no direction: its u_i is taken as 0 (it contributes
+cosine 0).
 
 Per-layer breakdown (paper Fig. 3 (a)/(c)), per parameter tensor l: the same
 identity on that tensor's slices g_i^l, ``gc = ||sum_i g_i^l/||g_i^l|| ||^2 / B^2``,
