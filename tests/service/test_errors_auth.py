@@ -53,6 +53,12 @@ def test_iters_and_batch_limits(queued) -> None:
     batch["models"] = batch["models"][:2]
     batch["rank_by"] = "snip"
     assert _problem(tc.post("/v1/jobs", json=batch), 422)["errors"][0]["loc"] == "rank_by"
+    # select="best" ranks by NIO's objective: a baseline asking for it is told so, nothing is queued
+    rect = {"kind": "rectify", "model": MLP_SCORE["model"], "data": MLP_SCORE["data"],
+            "options": {"iters": 5, "method": "gradinit", "select": "best"}}
+    body = _problem(tc.post("/v1/jobs", json=rect), 422)
+    assert "select='best'" in str(body["errors"]), body
+    assert backend.queue_depths()["initscore-rectify"] == 0
 
 
 def test_contract_errors_malformed_json_type_size(queued) -> None:
