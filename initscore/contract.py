@@ -99,7 +99,11 @@ class RectifyOptions(_Model):
         default="last", description="'last' (Algorithm 3), 'feasible': the last iterate with g_max <= gamma, or "
                                     "'best' (nio only): the within-bound iterate with the largest GC + gn_weight*GN")
     min_scale: float = Field(default=0.01, gt=0.0, le=1.0)
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: Literal["adam", "sgd", "rescale_adam"] = Field(
+        default="adam", description="'adam' (one Adam for both branches), 'sgd', or 'rescale_adam' (the NIO/GradInit "
+                                    "reference optimizer: clipped scale gradients, one first moment per branch)")
+    grad_clip: float = Field(default=1.0, ge=0.0, le=1e6,
+                             description="rescale_adam: each scale's gradient is clipped to +-grad_clip (0 = off)")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     heldout_batches: int = Field(default=2, ge=0, le=64)
 

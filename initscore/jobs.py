@@ -173,7 +173,7 @@ def _run_rectify(req: RectifyRequest, allowed_roots: list[str] | None, progress:
         model, train.batches(bs, req.data.seed), method=opts.method, iters=opts.iters, lr=opts.lr, gamma=opts.gamma,
         sub_batches=opts.sub_batches, overlap=opts.overlap, mode=opts.mode, min_scale=opts.min_scale,
         optimizer=opts.optimizer, seed=opts.seed, heldout=heldout, progress=_prog, bn=opts.bn,
-        gn_weight=opts.gn_weight, gamma_margin=opts.gamma_margin, select=opts.select,
+        gn_weight=opts.gn_weight, gamma_margin=opts.gamma_margin, select=opts.select, grad_clip=opts.grad_clip,
     )
     result = RectifyResult(
         arch=req.model.arch,

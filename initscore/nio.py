@@ -14,7 +14,9 @@ and g_max (the largest sub-batch / sample gradient norm). Then::
     else:              step to RAISE GC + GN       (GC + gn_weight * GN; gn_weight=1 default)
     s_l <- max(s_l, min_scale)
 
-with Adam or SGD at learning rate ``lr``. ``gamma=None`` means gamma = 2 x the
+with Adam, SGD or ``"rescale_adam"`` (the reference code's optimizer: scale gradients
+clipped to +-``grad_clip``, one Adam first moment per branch, a shared second moment;
+:mod:`initscore.rescale_adam`) at learning rate ``lr``. ``gamma=None`` means gamma = 2 x the
 g_max measured at the first iteration (before any step); the value used is
 reported in ``Rectification.gamma``.
 
@@ -58,6 +60,7 @@ from torch import Tensor, nn
 from initscore import bn as bnmod
 from initscore import fast_conv
 from initscore.errors import NonFiniteError, OptionsError
+from initscore.rescale_adam import RescaleAdam
 from initscore.segments import SegmentedNet, for_batch_mode
 from initscore.scores import (
     LossFn,
@@ -73,7 +76,7 @@ from initscore.scores import (
 )
 
 METHODS = ("nio", "gradinit", "metainit", "kaiming")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "rescale_adam")
 SELECTS = ("last", "feasible", "best")
 GAMMA_FACTOR = 2.0  # gamma=None -> GAMMA_FACTOR x initial g_max
 
@@ -336,7 +339,7 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
             min_scale: float = 0.01, optimizer: str = "adam", seed: int = 0, heldout: list[Any] | None = None,
             progress: Progress | None = None, bn: str | None = None, batch_size: int = 64,
             loss: LossFn | None = None, gn_weight: float = 1.0, gamma_margin: float = 0.0,
-            select: str = "last") -> Rectification:
+            select: str = "last", grad_clip: float = 1.0) -> Rectification:
     """Rectify the initialization of ``model`` by per-tensor scales (NIO, Algorithm 3) or a baseline.
 
     data: an iterable (cycled) of (x, y) batches, one (x, y) batch, or an
@@ -363,6 +366,10 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     collapsed iterate; no held-out data is looked at. If none was feasible, as for "feasible".
     ``Rectification.returned_iterate`` is the k returned (``iters`` for "last").
     A record's ``constrained`` is False exactly when its iterate was within the bound.
+    optimizer: "adam" (one torch Adam for both branches), "sgd", or "rescale_adam" (NIO's and GradInit's
+    reference optimizer, :class:`initscore.rescale_adam.RescaleAdam`: each scale's gradient clipped to
+    +-``grad_clip`` (0 = no clipping; used by "rescale_adam" only), separate first moments for the
+    constraint and ascent branches, one shared second moment).
     Returns a :class:`Rectification`; the caller's model is not modified.
     """
     t0 = time.perf_counter()
@@ -379,6 +386,7 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     _check_number("min_scale", min_scale, lo=0.0)
     _check_number("gn_weight", gn_weight, lo=0.0, lo_open=False)
     _check_number("gamma_margin", gamma_margin, lo=0.0, lo_open=False)
+    _check_number("grad_clip", grad_clip, lo=0.0, lo_open=False)
     if gamma_margin >= 1.0:
         raise OptionsError(f"gamma_margin must be < 1, got {gamma_margin!r}")
     if select not in SELECTS:
@@ -415,7 +423,10 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
                   gn_weight=float(gn_weight))
     gamma_value = None if gamma is None else float(gamma)
     leaves = list(scaled.scales.values())
-    opt = torch.optim.Adam(leaves, lr=lr) if optimizer == "adam" else torch.optim.SGD(leaves, lr=lr)
+    if optimizer == "rescale_adam":
+        opt: Any = RescaleAdam(leaves, lr=lr, grad_clip=float(grad_clip))
+    else:
+        opt = torch.optim.Adam(leaves, lr=lr) if optimizer == "adam" else torch.optim.SGD(leaves, lr=lr)
     history: list[dict[str, Any]] = []
     snapshots: list[dict[str, float]] = []  # snapshots[k] = scales of iterate k (after k steps), select="feasible"
     stream = batch_stream(data, batch_size, seed)
@@ -443,7 +454,10 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
                 if not bool(torch.isfinite(g)):
                     raise NonFiniteError(f"non-finite gradient of the scale of parameter tensor {name!r}", tensor=name)
                 s.grad = g
-            opt.step()
+            if optimizer == "rescale_adam":
+                opt.step(constrained)
+            else:
+                opt.step()
             scaled.clamp(min_scale)
             record = {"it": it, "gc": rec["gc"], "gn": rec["gn"], "g_max": rec["g_max"],
                       "constrained": bool(constrained)}

@@ -255,7 +255,8 @@ def rectify_cmd(
     sub_batches: int = typer.Option(2, "--sub-batches"),
     overlap: float = typer.Option(0.6, "--overlap"),
     min_scale: float = typer.Option(0.01, "--min-scale"),
-    optimizer: str = typer.Option("adam", "--optimizer"),
+    optimizer: str = typer.Option("adam", "--optimizer", help="adam | sgd | rescale_adam (NIO's reference optimizer)"),
+    grad_clip: float = typer.Option(1.0, "--grad-clip", help="rescale_adam: clip each scale's gradient to +-this"),
     gn_weight: float = typer.Option(1.0, "--gn-weight", help="weight of GN in the unconstrained step (1 = paper)"),
     heldout_batches: int = typer.Option(2, "--heldout-batches", min=0),
     out: Optional[Path] = typer.Option(None, "--out", help="write the rectified weights (.safetensors)"),
@@ -276,7 +277,8 @@ def rectify_cmd(
     model = _build(spec, init_seed)
     _check_compatible(model, train.x[:2], td.num_classes)
     hyper = dict(method=method, iters=iters, lr=lr, gamma=gamma, sub_batches=sub_batches, overlap=overlap,
-                 mode=mode, min_scale=min_scale, optimizer=optimizer, seed=seed, bn=bn, gn_weight=gn_weight)
+                 mode=mode, min_scale=min_scale, optimizer=optimizer, seed=seed, bn=bn, gn_weight=gn_weight,
+                 grad_clip=grad_clip)
     r = _run_rectify(model, train, held, quiet=quiet or as_json, batch_size=batch_size, **hyper)
     sha = None
     if out is not None:

@@ -40,7 +40,8 @@ def resolve(preset_name: str | None, config_path: str | None, *, methods: str | 
             iters: int | None = None, nio_lr: float | None = None, gamma: float | None = None,
             overlap: float | None = None, gamma_factor: float | None = None, device: str | None = None, root: str | None = None,
             mode: str | None = None, sub_batches: int | None = None, nio_batch_size: int | None = None,
-            gn_weight: float | None = None, gamma_margin: float | None = None, select: str | None = None) -> Any:
+            gn_weight: float | None = None, gamma_margin: float | None = None, select: str | None = None,
+            optimizer: str | None = None, grad_clip: float | None = None) -> Any:
     """The ExperimentConfig from a preset or a JSON file plus command-line overrides (torch-free)."""
     from initscore.experiments.config import override, parse_config, preset
 
@@ -73,7 +74,8 @@ def resolve(preset_name: str | None, config_path: str | None, *, methods: str | 
                                            ("gamma_factor", gamma_factor), ("mode", mode),
                                            ("sub_batches", sub_batches), ("batch_size", nio_batch_size),
                                            ("gn_weight", gn_weight), ("gamma_margin", gamma_margin),
-                                           ("select", select)) if v is not None}
+                                           ("select", select), ("optimizer", optimizer),
+                                           ("grad_clip", grad_clip)) if v is not None}
     if init:
         changes["init"] = init
     if args is not None and arch is None:
@@ -147,6 +149,8 @@ def register(app: typer.Typer) -> None:
         gn_weight: Optional[float] = typer.Option(None, help="weight of GN in NIO's ascent step (0 = GC only)"),
         gamma_margin: Optional[float] = typer.Option(None, help="step GN down when g_max > (1 - margin) gamma"),
         select: Optional[str] = typer.Option(None, help="returned iterate: last | feasible | best (NIO)"),
+        optimizer: Optional[str] = typer.Option(None, help="scale optimizer: adam | sgd | rescale_adam (reference)"),
+        grad_clip: Optional[float] = typer.Option(None, help="rescale_adam: clip each scale's gradient (0 = off)"),
         device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
         root: Optional[str] = typer.Option(None, help="CIFAR root (default ../shared/data/cifar10_jpeg)"),
         show_config: bool = typer.Option(False, "--show-config", help="print the resolved config and exit"),
@@ -163,7 +167,7 @@ def register(app: typer.Typer) -> None:
                       train_size=train_size, test_size=test_size, iters=iters, nio_lr=nio_lr, gamma=gamma,
                       overlap=overlap, gamma_factor=gamma_factor, device=device, root=root, mode=mode,
                       sub_batches=sub_batches, nio_batch_size=nio_batch_size, gn_weight=gn_weight,
-                      gamma_margin=gamma_margin, select=select)
+                      gamma_margin=gamma_margin, select=select, optimizer=optimizer, grad_clip=grad_clip)
         if show_config:
             typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=1))
             return

@@ -133,7 +133,10 @@ class InitConfig(_Model):
     overlap: float = Field(default=0.6, ge=0.0, lt=1.0)
     mode: Literal["batch", "sample"] = "batch"
     batch_size: int = Field(default=64, ge=2)
-    optimizer: Literal["adam", "sgd"] = "adam"
+    optimizer: Literal["adam", "sgd", "rescale_adam"] = Field(
+        default="adam", description="scale optimizer; 'rescale_adam' = the NIO/GradInit reference optimizer "
+                                    "(initscore.rescale_adam)")
+    grad_clip: float = Field(default=1.0, ge=0.0, description="rescale_adam's per-scale gradient clip (0 = off)")
     min_scale: float = Field(default=0.01, gt=0.0, le=1.0)
     heldout_mode: Literal["sample", "batch"] = "sample"
     gn_weight: float = Field(default=1.0, ge=0.0, description="weight of GN in NIO's unconstrained step (0 = GC only)")

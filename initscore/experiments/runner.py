@@ -270,7 +270,7 @@ def _rect_kwargs(cfg: ExperimentConfig, method: str = "nio") -> dict[str, Any]:
     batch_size = (i.baseline_batch_size or i.batch_size) if baseline else i.batch_size
     return dict(iters=i.iters, lr=i.lr, gamma=i.gamma, sub_batches=i.sub_batches, overlap=i.overlap,
                 mode=mode, min_scale=i.min_scale, optimizer=i.optimizer, batch_size=batch_size,
-                gn_weight=i.gn_weight, gamma_margin=i.gamma_margin,
+                gn_weight=i.gn_weight, gamma_margin=i.gamma_margin, grad_clip=i.grad_clip,
                 select="feasible" if (i.select == "best" and method != "nio") else i.select)
 
 
