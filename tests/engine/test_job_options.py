@@ -50,3 +50,22 @@ def test_feasible_selection_and_margin_reach_rectify():
     assert res.returned_iterate is not None and 0 <= res.returned_iterate <= len(res.history) + 1
     with pytest.raises(ValidationError):
         RectifyOptions(gamma_margin=1.0)
+
+
+
+def test_rescale_adam_and_grad_clip_reach_rectify():
+    """optimizer='rescale_adam' and grad_clip go through the job contract to the engine. Every step here is an
+    ascent step (gamma 1e6): unclipped, RescaleAdam is torch's Adam; clipped hard, its steps change."""
+    adam, _, _ = run_job(RECTIFY)
+    ra_noclip, _, _ = run_job(_with(optimizer="rescale_adam", grad_clip=0.0))
+    ra_clip, _, _ = run_job(_with(optimizer="rescale_adam", grad_clip=1e-4))
+    assert not any(h.constrained for h in adam.history)
+    assert ra_noclip.scales == pytest.approx(adam.scales, rel=1e-6)
+    assert ra_clip.scales != pytest.approx(adam.scales, rel=1e-6)
+    req = parse_request(_with(optimizer="rescale_adam", grad_clip=0.5))
+    assert (req.options.optimizer, req.options.grad_clip) == ("rescale_adam", 0.5)
+    with pytest.raises(ValidationError):
+        RectifyOptions(optimizer="rmsprop")
+    with pytest.raises(ValidationError):
+        RectifyOptions(grad_clip=-1.0)
+    assert RectifyOptions().optimizer == "adam" and RectifyOptions().grad_clip == 1.0

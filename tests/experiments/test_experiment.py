@@ -214,6 +214,25 @@ def test_init_margin_and_select_reach_rectify_and_the_record(tmp_path):
         parse_config({**MICRO, "init": {"gamma_margin": 1.0}})
 
 
+def test_optimizer_and_grad_clip_reach_rectify(tmp_path):
+    from initscore.experiments import run_experiment
+
+    p = _cli("--preset", "cpu", "--optimizer", "rescale_adam", "--grad-clip", "0.5", "--show-config")
+    assert p.returncode == 0, p.stderr
+    i = json.loads(p.stdout)["init"]
+    assert (i["optimizer"], i["grad_clip"]) == ("rescale_adam", 0.5)
+    runs = {}
+    for opt in ("adam", "rescale_adam"):
+        cfg = {**MICRO, "methods": ["nio"], "init": {**MICRO["init"], "iters": 3, "optimizer": opt}}
+        (run,) = run_experiment(cfg, tmp_path / opt, log=lambda s: None, plots=False).runs
+        runs[opt] = run["init"]["scales"]
+    assert runs["adam"] != runs["rescale_adam"]
+    with pytest.raises(OptionsError):
+        parse_config({**MICRO, "init": {"optimizer": "rmsprop"}})
+    with pytest.raises(OptionsError):
+        parse_config({**MICRO, "init": {"grad_clip": -1}})
+
+
 def test_baselines_keep_their_own_mode_and_batch_size(tmp_path):
     from initscore.experiments import run_experiment
 
