@@ -10,7 +10,10 @@ Appendix B.2 (which follows GradInit's CIFAR setup): SGD with momentum 0.9, cosi
 learning-rate schedule (per iteration, to 0), weight decay 1e-4, standard CIFAR
 augmentation (random 32x32 crop of the 4-pixel zero-padded image + horizontal
 flip), gradient-norm clipping at 1.0 only for networks without BatchNorm
-(``clip_grad_norm="auto"``).
+(``clip_grad_norm="auto"``). Three further pieces of GradInit's CIFAR script (``train_cifar.py`` and
+``launch/run_gradinit*.sh`` in zhuchen03/gradinit), off by default and on in the ``gpu`` preset:
+Cutout with one 16-pixel hole, no weight decay on BatchNorm's affine parameters, and biases at a
+tenth of the learning rate in networks without BatchNorm.
 """
 from __future__ import annotations
 
@@ -93,6 +96,13 @@ class RecipeConfig(_Model):
     crop_padding: int = Field(default=4, ge=0, le=64)
     clip_grad_norm: float | Literal["auto"] | None = "auto"
     eval_batch_size: int = Field(default=500, ge=1)
+    cutout: int = Field(default=0, ge=0, le=64,
+                        description="side of one square hole zeroed per training image after crop/flip (Cutout, "
+                                    "DeVries & Taylor 2017; GradInit's CIFAR runs: 16); 0 = off")
+    bn_weight_decay: bool = Field(default=True, description="False: no weight decay on BatchNorm weight/bias (GradInit)")
+    nobn_bias_lr_scale: float = Field(default=1.0, gt=0.0, le=1.0,
+                                      description="learning-rate factor of bias tensors in networks without "
+                                                  "BatchNorm (GradInit: 0.1)")
 
     @field_validator("clip_grad_norm")
     @classmethod
@@ -257,7 +267,10 @@ PRESETS: dict[str, ExperimentConfig] = {
         ),
         data=DataConfig(train_size=None, test_size=None, heldout_size=256, heldout_batch_size=128),
         seeds=(0, 1, 2),
-        recipe=RecipeConfig(epochs=200, batch_size=128, lr=0.1, eval_batch_size=1000),
+        # GradInit's train_cifar.py + launch scripts (which NIO's Appendix B.2 follows): cutout 16, BN params
+        # without weight decay, no-BN biases at lr/10
+        recipe=RecipeConfig(epochs=200, batch_size=128, lr=0.1, eval_batch_size=1000, cutout=16,
+                            bn_weight_decay=False, nobn_bias_lr_scale=0.1),
         # same NIO settings as the cpu preset (sample mode, margin 0.3, feasible iterate), more iterations
         init=InitConfig(iters=100, lr=0.1, batch_size=64, mode="sample", gamma_margin=0.3, select="feasible",
                         baseline_mode="batch", baseline_batch_size=128, sub_batches=2, overlap=0.6,

@@ -41,7 +41,15 @@ from torch import Tensor, nn
 from initscore import models
 from initscore.errors import DataError, InitscoreError, OptionsError
 from initscore.experiments.config import DataConfig, ExperimentConfig, ModelConfig, parse_config
-from initscore.experiments.recipe import augment, cosine_lr, has_batchnorm, needs_clipping, pad_values
+from initscore.experiments.recipe import (
+    augment,
+    cosine_lr,
+    cutout,
+    has_batchnorm,
+    needs_clipping,
+    pad_values,
+    param_groups,
+)
 from initscore.experiments.summary import finite, summarize
 
 Log = Callable[[str], None]
@@ -165,11 +173,8 @@ def train(model: nn.Module, splits: Splits, cfg: ExperimentConfig, seed: int, lo
     total = steps_per_epoch * r.epochs
     warm = int(round(r.warmup_epochs * steps_per_epoch))
     clip = needs_clipping(model, r.clip_grad_norm)
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.requires_grad else no_decay).append(p)
-    opt = torch.optim.SGD(decay, lr=cosine_lr(0, total, r.lr, warm), momentum=r.momentum,
-                          weight_decay=r.weight_decay)
+    opt = torch.optim.SGD(param_groups(model, r.weight_decay, r.bn_weight_decay, r.nobn_bias_lr_scale),
+                          lr=cosine_lr(0, total, r.lr, warm), momentum=r.momentum, weight_decay=r.weight_decay)
     device = train_data.x.device
     gen = torch.Generator(device="cpu").manual_seed(10_007 * seed + 1)
     fill = pad_values(train_data.stats, train_data.x.shape[1]) if train_data.x.dim() == 4 else None
@@ -187,8 +192,10 @@ def train(model: nn.Module, splits: Splits, cfg: ExperimentConfig, seed: int, lo
             x, y = train_data.x[idx], train_data.y[idx]
             if r.augment and x.dim() == 4:
                 x = augment(x, gen, r.crop_padding, fill)
+                if r.cutout:
+                    x = cutout(x, gen, r.cutout)
             for g in opt.param_groups:
-                g["lr"] = cosine_lr(step, total, r.lr, warm)
+                g["lr"] = cosine_lr(step, total, r.lr, warm) * g["lr_scale"]
             out = model(x)
             loss = nn.functional.cross_entropy(out, y)
             if not bool(torch.isfinite(loss)):

@@ -233,6 +233,26 @@ def test_optimizer_and_grad_clip_reach_rectify(tmp_path):
         parse_config({**MICRO, "init": {"grad_clip": -1}})
 
 
+def test_recipe_cutout_and_param_groups_reach_training(tmp_path):
+    """The GradInit recipe options change training; the defaults leave it as it was (same losses twice)."""
+    from initscore.experiments import run_experiment
+
+    def loss(**recipe):
+        cfg = {**MICRO, "methods": ["kaiming"], "recipe": {**MICRO["recipe"], **recipe}}
+        (run,) = run_experiment(cfg, tmp_path, log=lambda s: None, plots=False).runs
+        return run["train"]["epochs"][-1]["train_loss"]
+
+    base = loss()
+    assert loss() == base
+    assert loss(cutout=4) != base
+    assert loss(nobn_bias_lr_scale=0.1) != base  # the MLP has no BatchNorm: its biases train 10x slower
+    assert loss(bn_weight_decay=False) == base  # ... and no BatchNorm parameters to exempt
+    with pytest.raises(OptionsError):
+        parse_config({**MICRO, "recipe": {"cutout": -1}})
+    gpu = preset("gpu").recipe
+    assert (gpu.cutout, gpu.bn_weight_decay, gpu.nobn_bias_lr_scale) == (16, False, 0.1)
+
+
 def test_baselines_keep_their_own_mode_and_batch_size(tmp_path):
     from initscore.experiments import run_experiment
 

@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from initscore import models
-from initscore.experiments.recipe import augment, cosine_lr, has_batchnorm, needs_clipping, pad_values
+from initscore.experiments.recipe import (
+    augment,
+    cosine_lr,
+    cutout,
+    has_batchnorm,
+    needs_clipping,
+    pad_values,
+    param_groups,
+)
 
 
 def _images(b=6, c=3, h=8, w=8):
@@ -86,3 +94,42 @@ def test_clipping_only_for_networks_without_batchnorm():
     assert needs_clipping(with_bn, "auto") is None
     assert needs_clipping(with_bn, 0.5) == 0.5
     assert needs_clipping(no_bn, None) is None
+
+
+def test_cutout_zeroes_one_clipped_square_per_image_like_gradinit():
+    """Against a per-image loop written as GradInit's utils.Cutout (numpy clip of centre +- length//2)."""
+    x = torch.randn(64, 3, 32, 32) + 5.0  # no zeros of its own
+    gen = torch.Generator().manual_seed(7)
+    out = cutout(x, gen, 16)
+    ref_gen = torch.Generator().manual_seed(7)
+    cy = torch.randint(0, 32, (64,), generator=ref_gen)
+    cx = torch.randint(0, 32, (64,), generator=ref_gen)
+    for i in range(64):
+        mask = torch.ones(32, 32)
+        y1, y2 = max(int(cy[i]) - 8, 0), min(int(cy[i]) + 8, 32)
+        x1, x2 = max(int(cx[i]) - 8, 0), min(int(cx[i]) + 8, 32)
+        mask[y1:y2, x1:x2] = 0
+        assert torch.equal(out[i], x[i] * mask), i
+    sizes = (out == 0).all(1).flatten(1).sum(1)  # zeroed pixels per image
+    assert int(sizes.max()) == 256 and int(sizes.min()) >= 64  # a full 16x16 hole; a corner one keeps >= 8x8
+    assert cutout(x, gen, 0) is x
+    with pytest.raises(ValueError):
+        cutout(torch.zeros(4, 10), gen, 16)
+
+
+def test_param_groups_default_is_one_group_and_gradinit_options_split_it():
+    nobn = models.build({"arch": "resnet20", "args": {"bn": False}})
+    bn = models.build({"arch": "resnet20", "args": {"bn": True}})
+    for m in (nobn, bn):
+        (g,) = param_groups(m, 1e-4)
+        assert g["weight_decay"] == 1e-4 and g["lr_scale"] == 1.0
+        assert [id(p) for p in g["params"]] == [id(p) for p in m.parameters()]
+    groups = param_groups(nobn, 1e-4, bn_weight_decay=False, nobn_bias_lr_scale=0.1)
+    slow = {id(p) for g in groups if g["lr_scale"] == 0.1 for p in g["params"]}
+    assert slow == {id(p) for n, p in nobn.named_parameters() if n.endswith(".bias")} and slow
+    assert all(g["weight_decay"] == 1e-4 for g in groups)  # no BN: nothing exempt from decay
+    groups = param_groups(bn, 1e-4, bn_weight_decay=False, nobn_bias_lr_scale=0.1)
+    free = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    bn_ids = {id(p) for mod in bn.modules() if isinstance(mod, torch.nn.BatchNorm2d) for p in mod.parameters()}
+    assert free == bn_ids and free
+    assert all(g["lr_scale"] == 1.0 for g in groups)  # BN network: no slow biases
