@@ -10,10 +10,15 @@ GradInit (Zhu et al., "GradInit: Learning to Initialize Neural Networks for
 Stable and Efficient Training", NeurIPS 2021), SGD variant. The batch is split
 into halves S1, S2; g = grad L(S1; theta)::
 
-    if ||g||_2 > gamma:  minimize ||g||_2                         (constraint branch)
-    else:                minimize L(S2; theta - eta g),  eta = GRADINIT_INNER_LR
+    if ||g||_2 > gamma:  minimize ||g||_2                                  (constraint branch)
+    else:                minimize L(S2; theta - eta g / ||g||_2),  eta = GRADINIT_INNER_LR
 
-differentiating through g (second order). gamma=None -> 2 x the initial ||g||.
+differentiating through g and ||g|| (second order). gamma=None -> 2 x the initial ||g||. The inner
+step uses the NORMALIZED gradient, as every CIFAR run of GradInit's launch scripts
+(``--gradinit-normalize-grad`` in zhuchen03/gradinit ``launch/run_gradinit*.sh``; the step
+``theta - eta g / ||g||`` is taken in ``gradinit_utils.gradinit``): a step of length eta whatever the
+gradient's size. (Before 2026-12-03 the step was ``theta - eta g``; with ||g|| ~ 50 on the no-BN
+ResNet-20 that step is 5 units long and GradInit answered by shrinking every scale.)
 
 MetaInit (Dauphin & Schoenholz, "MetaInit: Initializing learning by learning to
 initialize", NeurIPS 2019): minimize the gradient quotient::
@@ -66,7 +71,8 @@ def gradinit_objective(ctx: Context, params: dict[str, Tensor], x: Tensor, y: Te
     constrained = float(gnorm.detach()) > ctx.gamma
     if constrained:
         return gnorm, record, True
-    stepped = {n: t - GRADINIT_INNER_LR * gi for n, t, gi in zip(names, tensors, g)}
+    unit = GRADINIT_INNER_LR / gnorm.clamp_min(1e-30)
+    stepped = {n: t - (unit.to(gi.dtype) * gi) for n, t, gi in zip(names, tensors, g)}
     return ctx.loss_fn(functional_call(ctx.net, stepped, (x[h:],)), y[h:]), record, False
 
 

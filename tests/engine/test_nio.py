@@ -426,3 +426,27 @@ def test_grad_terms_zero_gradient_sample_counts_as_no_direction():
     assert float(gc) == pytest.approx(ref.gc, rel=1e-5)
     grads = torch.autograd.grad(gc, list(sp.scales.values()))
     assert all(bool(torch.isfinite(g).all()) for g in grads)
+
+
+def test_gradinit_objective_is_the_loss_after_a_normalized_step():
+    """GradInit (launch scripts' --gradinit-normalize-grad): L(S2; theta - eta g(S1) / ||g(S1)||), by hand."""
+    from initscore.baselines import GRADINIT_INNER_LR
+
+    torch.manual_seed(3)
+    model = tiny_mlp(act=nn.Tanh).double()
+    x, y = torch.randn(8, 6, dtype=torch.float64), torch.randint(0, 4, (8,))
+    ctx, sp = _ctx(model, "batch", "batch", gamma=1e12)
+    obj, _, constrained = gradinit_objective(ctx, sp.params(), x, y)
+    assert not constrained
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in sp.params().items()}
+    out = torch.func.functional_call(model, params, (x[:4],))
+    g = torch.autograd.grad(nn.functional.cross_entropy(out, y[:4]), list(params.values()))
+    norm = torch.sqrt(sum((gi * gi).sum() for gi in g))
+    stepped = {n: p.detach() - GRADINIT_INNER_LR * gi / norm for (n, p), gi in zip(params.items(), g)}
+    want = nn.functional.cross_entropy(torch.func.functional_call(model, stepped, (x[4:],)), y[4:])
+    assert float(obj) == pytest.approx(float(want), rel=1e-12)
+    # the step has length eta whatever the gradient's size: scaling the loss by 100 leaves the objective unchanged
+    ctx100, sp100 = _ctx(model, "batch", "batch", gamma=1e12)
+    ctx100.loss = lambda out, t: 100.0 * nn.functional.cross_entropy(out, t)
+    obj100, _, _ = gradinit_objective(ctx100, sp100.params(), x, y)
+    assert float(obj100) == pytest.approx(100.0 * float(want), rel=1e-10)
