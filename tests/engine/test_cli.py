@@ -42,7 +42,7 @@ def test_score_json_on_synthetic():
 def test_rectify_writes_safetensors_with_provenance(tmp_path):
     out = tmp_path / "r.safetensors"
     p = _run("rectify", "--arch", "mlp", "--args", MLP, "--batch-size", "8", "--iters", "3", "--mode", "sample",
-             "--heldout-batches", "1", "--out", str(out), "--json")
+             "--heldout-batches", "1", "--optimizer", "rescale_adam", "--grad-clip", "0.5", "--out", str(out), "--json")
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
     assert d["kind"] == "rectify" and len(d["history"]) == 3 and set(d["heldout_after"]) == {"gc", "gn", "g_max"}
@@ -59,6 +59,7 @@ def test_rectify_writes_safetensors_with_provenance(tmp_path):
     assert json.loads(meta["data"])["kind"] == "synthetic"
     hp = json.loads(meta["hyperparameters"])
     assert hp["iters"] == 3 and hp["mode"] == "sample" and hp["gamma_used"] == d["gamma"]
+    assert (hp["optimizer"], hp["grad_clip"]) == ("rescale_adam", 0.5)
     assert "torch" in json.loads(meta["versions"])
 
 
@@ -71,6 +72,8 @@ def test_rectify_writes_safetensors_with_provenance(tmp_path):
     (["score", "--arch", "mlp", "--data", "cifar10", "--root", "/nonexistent/x"], "nonexistent"),
     (["rectify", "--arch", "mlp", "--iters", "1", "--method", "lsuv"], "method"),
     (["rectify", "--arch", "mlp", "--iters", "1", "--out", "w.pt"], ".safetensors"),
+    (["rectify", "--arch", "mlp", "--iters", "1", "--optimizer", "rmsprop"], "optimizer"),
+    (["rectify", "--arch", "mlp", "--iters", "1", "--optimizer", "rescale_adam", "--grad-clip", "-1"], "grad_clip"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle):
     p = _run(*args)
