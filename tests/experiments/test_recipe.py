@@ -7,15 +7,8 @@ import pytest
 import torch
 
 from initscore import models
-from initscore.experiments.recipe import (
-    augment,
-    cosine_lr,
-    cutout,
-    has_batchnorm,
-    needs_clipping,
-    pad_values,
-    param_groups,
-)
+from initscore.experiments.recipe import augment, cosine_lr, cutout, has_batchnorm
+from initscore.experiments.recipe import needs_clipping, pad_values, param_groups
 
 
 def _images(b=6, c=3, h=8, w=8):
