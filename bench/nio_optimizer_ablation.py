@@ -1,0 +1,60 @@
+"""Follow-up 3 of docs/results.md: the cpu preset's NIO with the reference code's optimizer (rescale_adam).
+
+Rectification only (no training) on the tuning seeds 10/11 and data seed 1 (never the reported run's),
+held-out exact GradCosine before/after, via ``initscore.experiments.ablation.run_ablation``. Prints one line
+per (variant, seed) and writes the rows as JSON.
+
+    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python bench/nio_optimizer_ablation.py --pool 2000
+    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python bench/nio_optimizer_ablation.py --pool 10000
+    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python bench/nio_optimizer_ablation.py --pool 2000 --bn
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from initscore.experiments.ablation import run_ablation
+from initscore.experiments.config import DataConfig
+from initscore.experiments.nobn_study import PRESET_NIO
+
+RA = {**PRESET_NIO, "optimizer": "rescale_adam"}
+VARIANTS = {
+    "preset": PRESET_NIO,
+    "ra lr0.1 w1": {**RA, "lr": 0.1},
+    "ra lr0.05 w1": {**RA, "lr": 0.05},
+    "ra lr0.1 w0": {**RA, "lr": 0.1, "gn_weight": 0.0},
+    "ra lr0.05 w0": {**RA, "lr": 0.05, "gn_weight": 0.0},
+    "ra lr0.01 w1": {**RA, "lr": 0.01},
+    "ra lr0.01 w0": {**RA, "lr": 0.01, "gn_weight": 0.0},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pool", type=int, default=2000, help="training pool size (data seed 1)")
+    ap.add_argument("--bn", action="store_true", help="ResNet-20 with BatchNorm (default: without)")
+    ap.add_argument("--variants", default=None, help="comma-separated subset of: " + ", ".join(VARIANTS))
+    ap.add_argument("--json", default=None, help="output (default runs/nio_optimizer_ablation_POOL_[no]bn.json)")
+    a = ap.parse_args()
+    torch.set_num_threads(2)
+    variants = VARIANTS if a.variants is None else {k: VARIANTS[k] for k in a.variants.split(",")}
+    spec = {"arch": "resnet20", "args": {"bn": a.bn}}
+    data = DataConfig(train_size=a.pool, test_size=1, heldout_size=128, heldout_batch_size=64, seed=1)
+    rows = run_ablation(spec, [10, 11], data=data, variants=variants)
+    out = Path(a.json or f"runs/nio_optimizer_ablation_{a.pool}_{'bn' if a.bn else 'nobn'}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1, default=str))
+    for r in rows:
+        runs = r["runs"]
+        print(f"| {r['variant']} | " + ", ".join(f"{x['exact_gc_after'] - x['exact_gc_before']:+.3f}" for x in runs)
+              + " | " + ", ".join(f"{x['exact_gn_after'] / x['exact_gn_before']:.2f}" for x in runs)
+              + " | " + ", ".join(f"{(x['batch_gmax_after'] or 0) / x['gamma']:.2f}" for x in runs)
+              + " | " + ", ".join(str(x["returned_iterate"]) for x in runs)
+              + " | " + ", ".join(str(x["constrained_iters"]) for x in runs) + " |")
+
+
+if __name__ == "__main__":
+    main()
