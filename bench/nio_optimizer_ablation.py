@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from initscore.experiments.ablation import run_ablation
+from initscore.experiments.ablation import per_seed_lines, run_ablation
 from initscore.experiments.config import DataConfig
 from initscore.experiments.nobn_study import PRESET_NIO
 
@@ -47,13 +47,8 @@ def main() -> None:
     out = Path(a.json or f"runs/nio_optimizer_ablation_{a.pool}_{'bn' if a.bn else 'nobn'}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rows, indent=1, default=str))
-    for r in rows:
-        runs = r["runs"]
-        print(f"| {r['variant']} | " + ", ".join(f"{x['exact_gc_after'] - x['exact_gc_before']:+.3f}" for x in runs)
-              + " | " + ", ".join(f"{x['exact_gn_after'] / x['exact_gn_before']:.2f}" for x in runs)
-              + " | " + ", ".join(f"{(x['batch_gmax_after'] or 0) / x['gamma']:.2f}" for x in runs)
-              + " | " + ", ".join(str(x["returned_iterate"]) for x in runs)
-              + " | " + ", ".join(str(x["constrained_iters"]) for x in runs) + " |")
+    for line in per_seed_lines(rows):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -92,6 +92,21 @@ def run_ablation(spec: dict[str, Any], seeds: list[int], *, iters: int = 20, bat
     return rows
 
 
+def per_seed_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One markdown row per variant, per-seed values comma-separated: Δ exact GC (held-out), GN after / before,
+    held-out g_max / gamma, returned iterate, constraint steps (the tables of docs/results.md's follow-ups)."""
+    out = []
+    for r in rows:
+        runs = r["runs"]
+        cols = [", ".join(f"{x['exact_gc_after'] - x['exact_gc_before']:+.3f}" for x in runs),
+                ", ".join(f"{x['exact_gn_after'] / x['exact_gn_before']:.2f}" for x in runs),
+                ", ".join(f"{(x['batch_gmax_after'] or 0) / x['gamma']:.2f}" for x in runs),
+                ", ".join(str(x["returned_iterate"]) for x in runs),
+                ", ".join(str(x["constrained_iters"]) for x in runs)]
+        out.append(f"| {r['variant']} | " + " | ".join(cols) + " |")
+    return out
+
+
 def ablation_markdown(rows: list[dict[str, Any]]) -> str:
     def f(s: dict[str, Any], fmt: str) -> str:
         return "n/a" if s["mean"] is None else f"{fmt.format(s['mean'])} ± {fmt.format(s['std'])}"

@@ -229,18 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     splits = load_splits(cfg.data if cfg else TUNING_DATA, torch.device("cpu"))
     out: list[dict[str, Any]] = []
     if a.what == "ablation":
-        from initscore.experiments.ablation import run_ablation
+        from initscore.experiments.ablation import per_seed_lines, run_ablation
 
         seeds = [int(s) for s in a.seeds.split(",")]
         rows = run_ablation(NOBN_SPEC, seeds, data=TUNING_DATA,
                             variants={k: {**PRESET_NIO, **v} for k, v in NOBN_VARIANTS.items()})
-        for r in rows:
-            runs = r["runs"]
-            print(f"| {r['variant']} | " + ", ".join(f"{x['exact_gc_after'] - x['exact_gc_before']:+.3f}" for x in runs)
-                  + " | " + ", ".join(f"{x['exact_gn_after'] / x['exact_gn_before']:.2f}" for x in runs)
-                  + " | " + ", ".join(f"{(x['batch_gmax_after'] or 0) / x['gamma']:.2f}" for x in runs)
-                  + " | " + ", ".join(str(x["returned_iterate"]) for x in runs)
-                  + " | " + ", ".join(str(x["constrained_iters"]) for x in runs) + " |", flush=True)
+        for line in per_seed_lines(rows):
+            print(line, flush=True)
         out.extend(rows)
     elif a.what == "slopes":
         out.append(scale_slopes(splits, a.seed, dtype=torch.float64 if a.float64 else torch.float32,

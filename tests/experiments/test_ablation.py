@@ -1,7 +1,7 @@
 """Rectification-only ablation on a tiny MLP and synthetic data: fields, before == same init across variants."""
 from __future__ import annotations
 
-from initscore.experiments.ablation import ablation_markdown, run_ablation
+from initscore.experiments.ablation import ablation_markdown, per_seed_lines, run_ablation
 from initscore.experiments.config import DataConfig
 
 
@@ -18,3 +18,9 @@ def test_ablation_rows_and_markdown():
     assert rows[0]["runs"][1]["exact_gc_before"] == rows[1]["runs"][1]["exact_gc_before"]
     assert rows[1]["runs"][0]["gamma"] is not None
     assert "| mlp | default |" in ablation_markdown(rows)
+    lines = per_seed_lines(rows)
+    assert len(lines) == 2 and lines[1].startswith("| gamma 1x | ")
+    r0 = rows[0]["runs"]
+    cells = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert cells[1] == ", ".join(f"{x['exact_gc_after'] - x['exact_gc_before']:+.3f}" for x in r0)
+    assert cells[4] == ", ".join(str(x["returned_iterate"]) for x in r0) and len(cells) == 6
