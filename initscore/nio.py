@@ -333,6 +333,14 @@ def rectify_net(model: nn.Module, bn_mode: str, *, mode: str, method: str = "nio
     return fast_conv.install(net)
 
 
+def _optimizer_step(name: str, leaves: list[Tensor], lr: float, grad_clip: float) -> Callable[[bool], None]:
+    """step(constrained) of the scale optimizer ``name``; only "rescale_adam" uses the branch (and grad_clip)."""
+    if name == "rescale_adam":
+        return RescaleAdam(leaves, lr=lr, grad_clip=grad_clip).step
+    opt = torch.optim.Adam(leaves, lr=lr) if name == "adam" else torch.optim.SGD(leaves, lr=lr)
+    return lambda constrained: opt.step()
+
+
 # ------------------------------------------------------------ public API
 def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 100, lr: float = 0.1,
             gamma: float | None = None, sub_batches: int = 2, overlap: float = 0.6, mode: str = "batch",
@@ -423,10 +431,7 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
                   gn_weight=float(gn_weight))
     gamma_value = None if gamma is None else float(gamma)
     leaves = list(scaled.scales.values())
-    if optimizer == "rescale_adam":
-        opt: Any = RescaleAdam(leaves, lr=lr, grad_clip=float(grad_clip))
-    else:
-        opt = torch.optim.Adam(leaves, lr=lr) if optimizer == "adam" else torch.optim.SGD(leaves, lr=lr)
+    step = _optimizer_step(optimizer, leaves, lr, float(grad_clip))
     history: list[dict[str, Any]] = []
     snapshots: list[dict[str, float]] = []  # snapshots[k] = scales of iterate k (after k steps), select="feasible"
     stream = batch_stream(data, batch_size, seed)
@@ -454,10 +459,7 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
                 if not bool(torch.isfinite(g)):
                     raise NonFiniteError(f"non-finite gradient of the scale of parameter tensor {name!r}", tensor=name)
                 s.grad = g
-            if optimizer == "rescale_adam":
-                opt.step(constrained)
-            else:
-                opt.step()
+            step(constrained)
             scaled.clamp(min_scale)
             record = {"it": it, "gc": rec["gc"], "gn": rec["gn"], "g_max": rec["g_max"],
                       "constrained": bool(constrained)}
