@@ -154,7 +154,9 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
                  ["--preset", "cpu", "--seeds", "a,b", "--out", str(tmp_path)],
                  ["--preset", "cpu", "--epochs", "0", "--out", str(tmp_path)],
                  ["--preset", "cpu", "--arch", "resnet20", "--args", "{bad", "--out", str(tmp_path)],
-                 ["--config", str(tmp_path / "missing.json"), "--out", str(tmp_path)]):
+                 ["--config", str(tmp_path / "missing.json"), "--out", str(tmp_path)],
+                 ["--preset", "cpu", "--optimizer", "rmsprop", "--out", str(tmp_path)],
+                 ["--preset", "cpu", "--grad-clip", "-1", "--out", str(tmp_path)]):
         p = _cli(*args)
         assert p.returncode == 2, (args, p.stderr)
         lines = [ln for ln in p.stderr.splitlines() if ln.strip()]

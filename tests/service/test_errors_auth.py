@@ -59,6 +59,13 @@ def test_iters_and_batch_limits(queued) -> None:
     body = _problem(tc.post("/v1/jobs", json=rect), 422)
     assert "select='best'" in str(body["errors"]), body
     assert backend.queue_depths()["initscore-rectify"] == 0
+    # the scale optimizer and its gradient clip: unknown optimizer / negative clip -> 422 naming the field
+    for opts, loc in (({"optimizer": "rmsprop"}, "options.optimizer"), ({"optimizer": "rescale_adam",
+                                                                         "grad_clip": -1.0}, "options.grad_clip")):
+        rect = {"kind": "rectify", "model": MLP_SCORE["model"], "data": MLP_SCORE["data"], "options": {"iters": 5, **opts}}
+        body = _problem(tc.post("/v1/jobs", json=rect), 422)
+        assert any(e["loc"] == loc for e in body["errors"]), body
+    assert backend.queue_depths()["initscore-rectify"] == 0
 
 
 def test_contract_errors_malformed_json_type_size(queued) -> None:
