@@ -14,7 +14,7 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 ENGINE_VERSION = "0.1.0"
 
@@ -104,6 +104,11 @@ class RectifyOptions(_Model):
                                     "reference optimizer: clipped scale gradients, one first moment per branch)")
     grad_clip: float = Field(default=1.0, ge=0.0, le=1e6,
                              description="rescale_adam: each scale's gradient is clipped to +-grad_clip (0 = off)")
+    scale_tensors: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] | None = Field(
+        default=None, min_length=1, max_length=256,
+        description="which parameter tensors get a scale: shell patterns on parameter names, '!' excludes "
+                    "(e.g. ['fc.weight'] or ['!fc.*']); a pattern matching no tensor is an error; "
+                    "default: every non-zero tensor")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     heldout_batches: int = Field(default=2, ge=0, le=64)
 
@@ -211,6 +216,7 @@ class RectifyResult(_Model):
     params: int
     scales: dict[str, float]
     unscalable: list[str] = Field(default_factory=list, description="zero-initialized tensors a scale cannot change")
+    fixed: list[str] = Field(default_factory=list, description="non-zero tensors left unscaled by options.scale_tensors")
     history: list[IterationRecord] = Field(default_factory=list)
     heldout_before: dict[str, float] = Field(default_factory=dict)  # gc, gn, g_max on held-out batches
     heldout_after: dict[str, float] = Field(default_factory=dict)

@@ -174,6 +174,7 @@ def _run_rectify(req: RectifyRequest, allowed_roots: list[str] | None, progress:
         sub_batches=opts.sub_batches, overlap=opts.overlap, mode=opts.mode, min_scale=opts.min_scale,
         optimizer=opts.optimizer, seed=opts.seed, heldout=heldout, progress=_prog, bn=opts.bn,
         gn_weight=opts.gn_weight, gamma_margin=opts.gamma_margin, select=opts.select, grad_clip=opts.grad_clip,
+        scale_tensors=opts.scale_tensors,
     )
     result = RectifyResult(
         arch=req.model.arch,
@@ -181,6 +182,7 @@ def _run_rectify(req: RectifyRequest, allowed_roots: list[str] | None, progress:
         params=_num_params(model),
         scales={k: float(v) for k, v in rect.scales.items()},
         unscalable=list(rect.unscalable),
+        fixed=list(rect.fixed),
         history=[IterationRecord(**{k: h[k] for k in ("it", "gc", "gn", "g_max", "constrained")}) for h in rect.history],
         heldout_before={k: float(v) for k, v in (rect.heldout_before or {}).items()},
         heldout_after={k: float(v) for k, v in (rect.heldout_after or {}).items()},

@@ -49,10 +49,11 @@ unchanged (all scales 1).
 from __future__ import annotations
 
 import copy
+import fnmatch
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -100,6 +101,7 @@ class Rectification:
     select: str = "last"
     returned_iterate: int | None = None
     final: dict[str, Any] | None = None
+    fixed: tuple[str, ...] = ()  # non-zero tensors left unscaled by ``scale_tensors``
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (no tensors)."""
@@ -116,6 +118,7 @@ class Rectification:
             "select": self.select,
             "returned_iterate": self.returned_iterate,
             "final": None if self.final is None else dict(self.final),
+            "fixed": list(self.fixed),
         }
 
 
@@ -160,16 +163,47 @@ class Context:
             self.calibrate(params, x)
 
 
-class ScaledParams:
-    """theta_l = s_l * w_l with one scalar s_l (leaf tensor) per non-zero parameter tensor."""
+def select_tensors(names: Iterable[str], patterns: Sequence[str] | None) -> tuple[str, ...]:
+    """The names a ``scale_tensors`` selection keeps, in order.
 
-    def __init__(self, w0: dict[str, Tensor]) -> None:
+    patterns: shell-style patterns (``fnmatch``) on parameter names; a pattern starting with "!"
+    excludes. A name is kept when it matches some include pattern (every name, if only exclusions
+    are given) and no exclusion. None keeps every name. Every pattern must match some name (a typo
+    is an OptionsError, not a silently unscaled network), and the selection must not be empty."""
+    names = list(names)
+    if patterns is None:
+        return tuple(names)
+    if isinstance(patterns, str) or not all(isinstance(p, str) and p.strip("!") for p in patterns):
+        raise OptionsError(f"scale_tensors must be a list of non-empty name patterns, got {patterns!r}")
+    inc = [p for p in patterns if not p.startswith("!")]
+    exc = [p[1:] for p in patterns if p.startswith("!")]
+    for p in inc + exc:
+        if not any(fnmatch.fnmatchcase(n, p) for n in names):
+            shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+            raise OptionsError(f"scale_tensors pattern {p!r} matches no scalable parameter tensor (they are: {shown})")
+    kept = tuple(n for n in names if (not inc or any(fnmatch.fnmatchcase(n, p) for p in inc))
+                 and not any(fnmatch.fnmatchcase(n, p) for p in exc))
+    if not kept:
+        raise OptionsError(f"scale_tensors {list(patterns)!r} selects no parameter tensor")
+    return kept
+
+
+class ScaledParams:
+    """theta_l = s_l * w_l with one scalar s_l (leaf tensor) per non-zero parameter tensor.
+
+    ``scale_tensors`` (see :func:`select_tensors`) restricts which tensors get a scale; the others
+    are ``fixed`` at their initial values (still differentiated: their gradients count in GC/GN)."""
+
+    def __init__(self, w0: dict[str, Tensor], scale_tensors: Sequence[str] | None = None) -> None:
         self.w0 = {n: w.detach().clone() for n, w in w0.items()}
         self.unscalable = tuple(n for n, w in self.w0.items() if not bool((w != 0).any()))
+        kept = set(select_tensors([n for n in self.w0 if n not in self.unscalable], scale_tensors))
+        self.fixed = tuple(n for n in self.w0 if n not in self.unscalable and n not in kept)
         self.scales = {n: torch.ones((), dtype=w.dtype, device=w.device, requires_grad=True)
-                       for n, w in self.w0.items() if n not in self.unscalable}
-        for n in self.unscalable:  # still differentiated (its gradient counts in GC/GN), never rescaled
-            self.w0[n].requires_grad_(True)
+                       for n, w in self.w0.items() if n in kept}
+        for n in self.w0:  # still differentiated (its gradient counts in GC/GN), never rescaled
+            if n not in kept:
+                self.w0[n].requires_grad_(True)
 
     def params(self) -> dict[str, Tensor]:
         return {n: (self.scales[n] * w if n in self.scales else w) for n, w in self.w0.items()}
@@ -347,7 +381,8 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
             min_scale: float = 0.01, optimizer: str = "adam", seed: int = 0, heldout: list[Any] | None = None,
             progress: Progress | None = None, bn: str | None = None, batch_size: int = 64,
             loss: LossFn | None = None, gn_weight: float = 1.0, gamma_margin: float = 0.0,
-            select: str = "last", grad_clip: float = 1.0) -> Rectification:
+            select: str = "last", grad_clip: float = 1.0,
+            scale_tensors: Sequence[str] | None = None) -> Rectification:
     """Rectify the initialization of ``model`` by per-tensor scales (NIO, Algorithm 3) or a baseline.
 
     data: an iterable (cycled) of (x, y) batches, one (x, y) batch, or an
@@ -378,6 +413,9 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     reference optimizer, :class:`initscore.rescale_adam.RescaleAdam`: each scale's gradient clipped to
     +-``grad_clip`` (0 = no clipping; used by "rescale_adam" only), separate first moments for the
     constraint and ascent branches, one shared second moment).
+    scale_tensors: which parameter tensors get a scale (shell patterns on parameter names, "!" to
+    exclude, e.g. ``["fc.weight"]`` or ``["!fc.*"]``; :func:`select_tensors`); the others stay at
+    their initial values and are listed in ``Rectification.fixed``. None (default): every non-zero tensor.
     Returns a :class:`Rectification`; the caller's model is not modified.
     """
     t0 = time.perf_counter()
@@ -411,11 +449,11 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     before = heldout_scores(model, None, heldout, **score_kw)
 
     net = rectify_net(model, bn_mode, mode=mode, method=method)
-    scaled = ScaledParams(trainable(net))
+    scaled = ScaledParams(trainable(net), scale_tensors)
     if method == "kaiming" or iters == 0 or not scaled.scales:
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return Rectification(method=method, state_dict=state, scales=scaled.values(), unscalable=scaled.unscalable,
-                             history=(), heldout_before=before, heldout_after=dict(before),
+                             fixed=scaled.fixed, history=(), heldout_before=before, heldout_after=dict(before),
                              gamma=None if gamma is None else float(gamma), seconds=time.perf_counter() - t0,
                              gamma_margin=float(gamma_margin), select=select, returned_iterate=0)
 
@@ -487,7 +525,7 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     state = _rectified_state(model, scales)
     after = heldout_scores(model, state, heldout, **score_kw)
     return Rectification(method=method, state_dict=state, scales=scales, unscalable=scaled.unscalable,
-                         history=tuple(history), heldout_before=before, heldout_after=after, gamma=gamma_value,
+                         fixed=scaled.fixed, history=tuple(history), heldout_before=before, heldout_after=after, gamma=gamma_value,
                          seconds=time.perf_counter() - t0, gamma_margin=float(gamma_margin), select=select,
                          returned_iterate=returned, final=final)
 

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import typer
 
+from initscore.cli.options import csv_list
 from initscore.errors import DataError, InitscoreError, OptionsError, SpecError
 
 DEMO_OUT = Path("runs/demo/resnet20_nio.safetensors")
@@ -257,6 +258,9 @@ def rectify_cmd(
     min_scale: float = typer.Option(0.01, "--min-scale"),
     optimizer: str = typer.Option("adam", "--optimizer", help="adam | sgd | rescale_adam (NIO's reference optimizer)"),
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="rescale_adam: clip each scale's gradient to +-this"),
+    scale_tensors: Optional[str] = typer.Option(
+        None, "--scale-tensors", help="comma-separated name patterns of the tensors that get a scale ('!' excludes), "
+                                      "e.g. 'fc.weight' or '!fc.*' (default: all)"),
     gn_weight: float = typer.Option(1.0, "--gn-weight", help="weight of GN in the unconstrained step (1 = paper)"),
     heldout_batches: int = typer.Option(2, "--heldout-batches", min=0),
     out: Optional[Path] = typer.Option(None, "--out", help="write the rectified weights (.safetensors)"),
@@ -278,7 +282,7 @@ def rectify_cmd(
     _check_compatible(model, train.x[:2], td.num_classes)
     hyper = dict(method=method, iters=iters, lr=lr, gamma=gamma, sub_batches=sub_batches, overlap=overlap,
                  mode=mode, min_scale=min_scale, optimizer=optimizer, seed=seed, bn=bn, gn_weight=gn_weight,
-                 grad_clip=grad_clip)
+                 grad_clip=grad_clip, scale_tensors=csv_list(scale_tensors, "scale-tensors"))
     r = _run_rectify(model, train, held, quiet=quiet or as_json, batch_size=batch_size, **hyper)
     sha = None
     if out is not None:
@@ -286,7 +290,7 @@ def rectify_cmd(
             "spec": spec, "data": ref, "init_seed": init_seed, "seed": seed,
             "hyperparameters": {**hyper, "batch_size": batch_size, "heldout_batches": heldout_batches,
                                 "gamma_used": r.gamma},
-            "versions": _versions(), "scales": r.scales, "unscalable": list(r.unscalable),
+            "versions": _versions(), "scales": r.scales, "unscalable": list(r.unscalable), "fixed": list(r.fixed),
             "heldout_before": r.heldout_before, "heldout_after": r.heldout_after})
     d = r.to_dict()
     result = RectifyResult(arch=arch, params=sum(p.numel() for p in model.parameters()), weights_sha256=sha, **d)

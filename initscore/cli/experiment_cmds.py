@@ -20,18 +20,7 @@ from typing import Any, Optional
 import typer
 
 from initscore.errors import OptionsError, SpecError
-
-
-def _csv(text: str | None, what: str, cast: Any = str) -> list[Any] | None:
-    if text is None:
-        return None
-    items = [s.strip() for s in text.split(",") if s.strip()]
-    if not items:
-        raise OptionsError(f"--{what} must be a comma-separated list, got {text!r}")
-    try:
-        return [cast(s) for s in items]
-    except ValueError:
-        raise OptionsError(f"--{what} must be a comma-separated list of integers, got {text!r}") from None
+from initscore.cli.options import csv_list
 
 
 def resolve(preset_name: str | None, config_path: str | None, *, methods: str | None = None,
@@ -41,7 +30,8 @@ def resolve(preset_name: str | None, config_path: str | None, *, methods: str | 
             overlap: float | None = None, gamma_factor: float | None = None, device: str | None = None, root: str | None = None,
             mode: str | None = None, sub_batches: int | None = None, nio_batch_size: int | None = None,
             gn_weight: float | None = None, gamma_margin: float | None = None, select: str | None = None,
-            optimizer: str | None = None, grad_clip: float | None = None) -> Any:
+            optimizer: str | None = None, grad_clip: float | None = None,
+            scale_tensors: str | None = None) -> Any:
     """The ExperimentConfig from a preset or a JSON file plus command-line overrides (torch-free)."""
     from initscore.experiments.config import override, parse_config, preset
 
@@ -57,7 +47,7 @@ def resolve(preset_name: str | None, config_path: str | None, *, methods: str | 
             raise OptionsError(f"--config {config_path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
     else:
         cfg = preset(preset_name)  # type: ignore[arg-type]
-    changes: dict[str, Any] = {"methods": _csv(methods, "methods"), "seeds": _csv(seeds, "seeds", int),
+    changes: dict[str, Any] = {"methods": csv_list(methods, "methods"), "seeds": csv_list(seeds, "seeds", int),
                                "device": device}
     if epochs is not None:
         changes["recipe"] = {"epochs": epochs}
@@ -75,7 +65,9 @@ def resolve(preset_name: str | None, config_path: str | None, *, methods: str | 
                                            ("sub_batches", sub_batches), ("batch_size", nio_batch_size),
                                            ("gn_weight", gn_weight), ("gamma_margin", gamma_margin),
                                            ("select", select), ("optimizer", optimizer),
-                                           ("grad_clip", grad_clip)) if v is not None}
+                                           ("grad_clip", grad_clip),
+                                           ("scale_tensors", csv_list(scale_tensors, "scale-tensors")))
+            if v is not None}
     if init:
         changes["init"] = init
     if args is not None and arch is None:
@@ -151,6 +143,9 @@ def register(app: typer.Typer) -> None:
         select: Optional[str] = typer.Option(None, help="returned iterate: last | feasible | best (NIO)"),
         optimizer: Optional[str] = typer.Option(None, help="scale optimizer: adam | sgd | rescale_adam (reference)"),
         grad_clip: Optional[float] = typer.Option(None, help="rescale_adam: clip each scale's gradient (0 = off)"),
+        scale_tensors: Optional[str] = typer.Option(
+            None, help="comma-separated name patterns of the tensors that get a scale, every method ('!' excludes; "
+                       "e.g. 'fc.weight' or '!fc.*'; default all)"),
         device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
         root: Optional[str] = typer.Option(None, help="CIFAR root (default ../shared/data/cifar10_jpeg)"),
         show_config: bool = typer.Option(False, "--show-config", help="print the resolved config and exit"),
@@ -167,7 +162,8 @@ def register(app: typer.Typer) -> None:
                       train_size=train_size, test_size=test_size, iters=iters, nio_lr=nio_lr, gamma=gamma,
                       overlap=overlap, gamma_factor=gamma_factor, device=device, root=root, mode=mode,
                       sub_batches=sub_batches, nio_batch_size=nio_batch_size, gn_weight=gn_weight,
-                      gamma_margin=gamma_margin, select=select, optimizer=optimizer, grad_clip=grad_clip)
+                      gamma_margin=gamma_margin, select=select, optimizer=optimizer, grad_clip=grad_clip,
+                      scale_tensors=scale_tensors)
         if show_config:
             typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=1))
             return

@@ -147,6 +147,10 @@ class InitConfig(_Model):
         default="adam", description="scale optimizer; 'rescale_adam' = the NIO/GradInit reference optimizer "
                                     "(initscore.rescale_adam)")
     grad_clip: float = Field(default=1.0, ge=0.0, description="rescale_adam's per-scale gradient clip (0 = off)")
+    scale_tensors: tuple[str, ...] | None = Field(
+        default=None, min_length=1, max_length=256,
+        description="which parameter tensors get a scale, for every method: shell patterns on parameter names, "
+                    "'!' excludes (e.g. ['fc.weight'] or ['!fc.*']); None = every non-zero tensor")
     min_scale: float = Field(default=0.01, gt=0.0, le=1.0)
     heldout_mode: Literal["sample", "batch"] = "sample"
     gn_weight: float = Field(default=1.0, ge=0.0, description="weight of GN in NIO's unconstrained step (0 = GC only)")

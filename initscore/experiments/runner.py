@@ -278,6 +278,7 @@ def _rect_kwargs(cfg: ExperimentConfig, method: str = "nio") -> dict[str, Any]:
     return dict(iters=i.iters, lr=i.lr, gamma=i.gamma, sub_batches=i.sub_batches, overlap=i.overlap,
                 mode=mode, min_scale=i.min_scale, optimizer=i.optimizer, batch_size=batch_size,
                 gn_weight=i.gn_weight, gamma_margin=i.gamma_margin, grad_clip=i.grad_clip,
+                scale_tensors=None if i.scale_tensors is None else list(i.scale_tensors),
                 select="feasible" if (i.select == "best" and method != "nio") else i.select)
 
 
@@ -356,6 +357,7 @@ def run_one(base: nn.Module, mcfg: ModelConfig, method: str, seed: int, splits: 
             "scales_max": max(scales) if scales else None,
             "scales": dict(rect.scales),
             "unscalable": list(rect.unscalable),
+            "fixed": list(rect.fixed),
         },
         "train": trained,
         "init_fraction": (rect.seconds / trained["train_seconds"]) if trained["train_seconds"] > 0 else None,

@@ -63,6 +63,22 @@ def test_rectify_writes_safetensors_with_provenance(tmp_path):
     assert "torch" in json.loads(meta["versions"])
 
 
+def test_rectify_scale_tensors(tmp_path):
+    out = tmp_path / "r.safetensors"
+    p = _run("rectify", "--arch", "mlp", "--args", MLP, "--batch-size", "8", "--iters", "3", "--heldout-batches", "1",
+             "--scale-tensors", "net.3.*", "--out", str(out), "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["fixed"] == ["net.1.weight", "net.1.bias"] and d["scales"]["net.1.weight"] == 1.0
+    assert d["scales"]["net.3.weight"] != 1.0
+    from safetensors import safe_open
+
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["fixed"]) == ["net.1.weight", "net.1.bias"]
+    assert json.loads(meta["hyperparameters"])["scale_tensors"] == ["net.3.*"]
+
+
 @pytest.mark.parametrize("args,needle", [
     (["score", "--arch", "mlp", "--mode", "exact"], "mode"),
     (["score", "--arch", "nope"], "unknown architecture"),
@@ -74,6 +90,8 @@ def test_rectify_writes_safetensors_with_provenance(tmp_path):
     (["rectify", "--arch", "mlp", "--iters", "1", "--out", "w.pt"], ".safetensors"),
     (["rectify", "--arch", "mlp", "--iters", "1", "--optimizer", "rmsprop"], "optimizer"),
     (["rectify", "--arch", "mlp", "--iters", "1", "--optimizer", "rescale_adam", "--grad-clip", "-1"], "grad_clip"),
+    (["rectify", "--arch", "mlp", "--iters", "1", "--scale-tensors", "fc.weight"], "matches no scalable"),
+    (["rectify", "--arch", "mlp", "--iters", "1", "--scale-tensors", ","], "--scale-tensors"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle):
     p = _run(*args)

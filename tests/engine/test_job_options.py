@@ -69,3 +69,21 @@ def test_rescale_adam_and_grad_clip_reach_rectify():
     with pytest.raises(ValidationError):
         RectifyOptions(grad_clip=-1.0)
     assert RectifyOptions().optimizer == "adam" and RectifyOptions().grad_clip == 1.0
+
+
+def test_scale_tensors_reach_rectify_and_the_result():
+    """options.scale_tensors restricts the scales; the others are reported as fixed and stay at 1."""
+    from initscore.errors import OptionsError
+
+    res, state, _ = run_job(_with(scale_tensors=["net.3.*"]))
+    assert res.fixed == ["net.1.weight", "net.1.bias", "net.5.weight", "net.5.bias"]
+    assert all(res.scales[n] == 1.0 for n in res.fixed)
+    assert res.scales["net.3.weight"] != 1.0 and res.scales["net.3.bias"] != 1.0
+    full, _, _ = run_job(RECTIFY)
+    assert full.fixed == [] and full.scales["net.1.weight"] != 1.0
+    with pytest.raises(OptionsError, match="'fc.weight' matches no scalable parameter tensor"):
+        run_job(_with(scale_tensors=["fc.weight"]))
+    for bad in ([], [""], "net.1.weight", ["x" * 201]):
+        with pytest.raises(ValidationError):
+            RectifyOptions(scale_tensors=bad)
+    assert RectifyOptions().scale_tensors is None

@@ -235,6 +235,25 @@ def test_optimizer_and_grad_clip_reach_rectify(tmp_path):
         parse_config({**MICRO, "init": {"grad_clip": -1}})
 
 
+def test_scale_tensors_reach_rectify_and_the_record(tmp_path):
+    from initscore.experiments import run_experiment
+
+    p = _cli("--preset", "cpu", "--scale-tensors", "fc.weight, !conv1.*", "--show-config")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["init"]["scale_tensors"] == ["fc.weight", "!conv1.*"]
+    last = "net.3.weight"  # MICRO's mlp: net.1.weight, net.1.bias, net.3.weight, net.3.bias
+    cfg = {**MICRO, "methods": ["nio", "gradinit"], "init": {**MICRO["init"], "iters": 3, "scale_tensors": [last]}}
+    for run in run_experiment(cfg, tmp_path, log=lambda s: None, plots=False).runs:
+        init = run["init"]
+        assert init["scales"][last] != 1.0, run["method"]
+        assert init["fixed"] == ["net.1.weight", "net.1.bias", "net.3.bias"]
+        assert all(init["scales"][n] == 1.0 for n in init["fixed"])
+    with pytest.raises(OptionsError):
+        parse_config({**MICRO, "init": {"scale_tensors": []}})
+    p = _cli("--preset", "cpu", "--scale-tensors", " , ", "--out", str(tmp_path))
+    assert p.returncode == 2 and p.stderr.strip().startswith("error:") and len(p.stderr.strip().splitlines()) == 1
+
+
 def test_recipe_cutout_and_param_groups_reach_training(tmp_path):
     """The GradInit recipe options change training; the defaults leave it as it was (same losses twice)."""
     from initscore.experiments import run_experiment
