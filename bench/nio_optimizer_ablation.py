@@ -10,14 +10,7 @@ per (variant, seed) and writes the rows as JSON.
 """
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-
-import torch
-
-from initscore.experiments.ablation import per_seed_lines, run_ablation
-from initscore.experiments.config import DataConfig
+from initscore.experiments.ablation import tuning_main
 from initscore.experiments.nobn_study import PRESET_NIO
 
 RA = {**PRESET_NIO, "optimizer": "rescale_adam"}
@@ -31,25 +24,5 @@ VARIANTS = {
     "ra lr0.01 w0": {**RA, "lr": 0.01, "gn_weight": 0.0},
 }
 
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pool", type=int, default=2000, help="training pool size (data seed 1)")
-    ap.add_argument("--bn", action="store_true", help="ResNet-20 with BatchNorm (default: without)")
-    ap.add_argument("--variants", default=None, help="comma-separated subset of: " + ", ".join(VARIANTS))
-    ap.add_argument("--json", default=None, help="output (default runs/nio_optimizer_ablation_POOL_[no]bn.json)")
-    a = ap.parse_args()
-    torch.set_num_threads(2)
-    variants = VARIANTS if a.variants is None else {k: VARIANTS[k] for k in a.variants.split(",")}
-    spec = {"arch": "resnet20", "args": {"bn": a.bn}}
-    data = DataConfig(train_size=a.pool, test_size=1, heldout_size=128, heldout_batch_size=64, seed=1)
-    rows = run_ablation(spec, [10, 11], data=data, variants=variants)
-    out = Path(a.json or f"runs/nio_optimizer_ablation_{a.pool}_{'bn' if a.bn else 'nobn'}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=1, default=str))
-    for line in per_seed_lines(rows):
-        print(line)
-
-
 if __name__ == "__main__":
-    main()
+    tuning_main(VARIANTS, __doc__.splitlines()[0], "nio_optimizer_ablation")

@@ -118,3 +118,32 @@ def ablation_markdown(rows: list[dict[str, Any]]) -> str:
         out.append(f"| {label} | {r['variant']} | {f(r['delta_exact_gc'], '{:+.4f}')} | {f(r['exact_gc_after'], '{:.4f}')} | "
                    f"{f(r['exact_gn_ratio'], '{:.2f}')} | {f(r['delta_batch_gc'], '{:+.4f}')} |")
     return "\n".join(out) + "\n"
+
+
+def tuning_main(variants: dict[str, dict[str, Any]], description: str, name: str,
+                argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Command line of the bench/nio_*_ablation.py scripts: :func:`run_ablation` of ``variants`` on ResNet-20
+    (``--bn``: with BatchNorm) over the tuning seeds (default 10,11) and data seed 1 with a ``--pool``-image
+    training pool; prints :func:`per_seed_lines` and writes the rows to runs/NAME_POOL_[no]bn.json."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--pool", type=int, default=2000, help="training pool size (data seed 1)")
+    ap.add_argument("--bn", action="store_true", help="ResNet-20 with BatchNorm (default: without)")
+    ap.add_argument("--seeds", default="10,11", help="network seeds (default: the tuning seeds 10,11)")
+    ap.add_argument("--variants", default=None, help="comma-separated subset of: " + ", ".join(variants))
+    ap.add_argument("--json", default=None, help=f"output (default runs/{name}_POOL_[no]bn.json)")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    chosen = variants if a.variants is None else {k: variants[k] for k in a.variants.split(",")}
+    spec = {"arch": "resnet20", "args": {"bn": a.bn}}
+    data = DataConfig(train_size=a.pool, test_size=1, heldout_size=128, heldout_batch_size=64, seed=1)
+    rows = run_ablation(spec, [int(s) for s in a.seeds.split(",")], data=data, variants=chosen)
+    out = Path(a.json or f"runs/{name}_{a.pool}_{'bn' if a.bn else 'nobn'}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=1, default=str))
+    for line in per_seed_lines(rows):
+        print(line)
+    return rows

@@ -372,8 +372,14 @@ def run_experiment(config: ExperimentConfig | dict[str, Any], out_dir: str | Pat
     device = pick_device(cfg.device)
     if cfg.threads is not None and device.type == "cpu":
         torch.set_num_threads(cfg.threads)
-    for m in cfg.models:  # validate every spec before any work
+    for m in cfg.models:  # validate every spec (and the scale_tensors patterns against its names) before any work
         models.validate_spec(m.spec())
+        if cfg.init.scale_tensors is not None:
+            from initscore.nio import select_tensors
+
+            net = models.build(m.spec())
+            select_tensors([n for n, p in net.named_parameters() if p.requires_grad and bool((p != 0).any())],
+                           list(cfg.init.scale_tensors))
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -24,3 +24,20 @@ def test_ablation_rows_and_markdown():
     cells = [c.strip() for c in lines[0].strip("|").split("|")]
     assert cells[1] == ", ".join(f"{x['exact_gc_after'] - x['exact_gc_before']:+.3f}" for x in r0)
     assert cells[4] == ", ".join(str(x["returned_iterate"]) for x in r0) and len(cells) == 6
+
+
+def test_tuning_main_runs_the_bench_scripts_command_line(tmp_path, capsys):
+    """bench/nio_*_ablation.py's shared command line on the real ResNet-20 and CIFAR-10 (one seed, one cheap
+    variant restricted to the classifier): the JSON rows and the printed per-seed row agree."""
+    import json
+
+    from initscore.experiments.ablation import tuning_main
+
+    out = tmp_path / "rows.json"
+    rows = tuning_main({"fc, 1 iteration": {"iters": 1, "mode": "sample", "batch_size": 16,
+                                            "scale_tensors": ["fc.weight"]}},
+                       "test", "t", ["--pool", "200", "--seeds", "10", "--json", str(out)])
+    assert json.loads(out.read_text())[0]["variant"] == "fc, 1 iteration" and len(rows[0]["runs"]) == 1
+    printed = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| fc, 1 iteration |")]
+    assert printed == per_seed_lines(rows)
+    assert rows[0]["runs"][0]["largest_scales"][0][0] == "fc.weight"  # the only scaled tensor moved

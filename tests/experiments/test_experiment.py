@@ -250,6 +250,10 @@ def test_scale_tensors_reach_rectify_and_the_record(tmp_path):
         assert all(init["scales"][n] == 1.0 for n in init["fixed"])
     with pytest.raises(OptionsError):
         parse_config({**MICRO, "init": {"scale_tensors": []}})
+    with pytest.raises(OptionsError, match="'fc.weight' matches no scalable"):  # before any run, nothing written
+        run_experiment({**cfg, "init": {**cfg["init"], "scale_tensors": ["fc.weight"]}}, tmp_path / "bad",
+                       log=lambda s: None, plots=False)
+    assert not (tmp_path / "bad" / "results.json").exists()
     p = _cli("--preset", "cpu", "--scale-tensors", " , ", "--out", str(tmp_path))
     assert p.returncode == 2 and p.stderr.strip().startswith("error:") and len(p.stderr.strip().splitlines()) == 1
 
