@@ -70,6 +70,12 @@ def resolve(preset_name: str | None, config_path: str | None, *, methods: str | 
             if v is not None}
     if init:
         changes["init"] = init
+    keep = [m.model_dump(mode="json") for m in cfg.models]
+    for m in keep:  # a command-line init flag applies to every model: it replaces a model's own override
+        if m.get("init"):
+            m["init"] = {k: v for k, v in m["init"].items() if k not in init} or None
+    if init:
+        changes["models"] = keep
     if args is not None and arch is None:
         raise OptionsError("--args needs --arch")
     if arch is not None:
@@ -82,7 +88,10 @@ def resolve(preset_name: str | None, config_path: str | None, *, methods: str | 
         from initscore import models
 
         models.validate_spec({"arch": arch, "args": a})
-        changes["models"] = [{"arch": arch, "args": a}]
+        # a model of the config with this spec keeps its label and init overrides (e.g. --preset cpu --arch
+        # resnet20 --args '{"bn": false}' is the preset's no-BN model as it runs there)
+        same = [m for m in keep if m["arch"] == arch and m.get("args", {}) == a]
+        changes["models"] = same[:1] or [{"arch": arch, "args": a}]
     return override(cfg, **changes)
 
 
@@ -144,8 +153,8 @@ def register(app: typer.Typer) -> None:
         optimizer: Optional[str] = typer.Option(None, help="scale optimizer: adam | sgd | rescale_adam (reference)"),
         grad_clip: Optional[float] = typer.Option(None, help="rescale_adam: clip each scale's gradient (0 = off)"),
         scale_tensors: Optional[str] = typer.Option(
-            None, help="comma-separated name patterns of the tensors that get a scale, every method ('!' excludes; "
-                       "e.g. 'fc.weight' or '!fc.*'; default all)"),
+            None, help="comma-separated name patterns of the tensors NIO scales ('!' excludes; e.g. 'fc.weight' or "
+                       "'!fc.*'; default all; GradInit/MetaInit scale every tensor)"),
         device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
         root: Optional[str] = typer.Option(None, help="CIFAR root (default ../shared/data/cifar10_jpeg)"),
         show_config: bool = typer.Option(False, "--show-config", help="print the resolved config and exit"),

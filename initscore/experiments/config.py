@@ -38,6 +38,9 @@ class ModelConfig(_Model):
     arch: str = Field(min_length=1, max_length=200)
     args: dict[str, Scalar] = Field(default_factory=dict)
     label: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    init: dict[str, Any] | None = Field(
+        default=None, description="this model's overrides of the experiment's init (InitConfig fields), e.g. "
+                                  "{\"scale_tensors\": [\"fc.weight\"]}; checked against InitConfig")
 
     @property
     def name(self) -> str:
@@ -149,8 +152,9 @@ class InitConfig(_Model):
     grad_clip: float = Field(default=1.0, ge=0.0, description="rescale_adam's per-scale gradient clip (0 = off)")
     scale_tensors: tuple[str, ...] | None = Field(
         default=None, min_length=1, max_length=256,
-        description="which parameter tensors get a scale, for every method: shell patterns on parameter names, "
-                    "'!' excludes (e.g. ['fc.weight'] or ['!fc.*']); None = every non-zero tensor")
+        description="which parameter tensors NIO scales: shell patterns on parameter names, '!' excludes (e.g. "
+                    "['fc.weight'] or ['!fc.*']); None = every non-zero tensor. GradInit/MetaInit always scale "
+                    "every tensor, as published")
     min_scale: float = Field(default=0.01, gt=0.0, le=1.0)
     heldout_mode: Literal["sample", "batch"] = "sample"
     gn_weight: float = Field(default=1.0, ge=0.0, description="weight of GN in NIO's unconstrained step (0 = GC only)")
@@ -199,7 +203,20 @@ class ExperimentConfig(_Model):
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError(f"model labels must be unique, got {names}; set 'label'")
+        for m in self.models:  # every per-model init override must make a valid InitConfig
+            try:
+                self.init_for(m)
+            except ValidationError as exc:
+                e = exc.errors()[0]
+                loc = ".".join(str(p) for p in e.get("loc", ()))
+                raise ValueError(f"model {m.name!r}: init.{loc}: {e.get('msg', 'invalid')}") from None
         return self
+
+    def init_for(self, model: ModelConfig) -> InitConfig:
+        """The init hyperparameters of ``model``: the experiment's ``init`` with the model's overrides."""
+        if not model.init:
+            return self.init
+        return InitConfig.model_validate({**self.init.model_dump(), **model.init})
 
 
 def _one_line(exc: ValidationError) -> str:
@@ -240,13 +257,17 @@ def override(cfg: ExperimentConfig, **changes: Any) -> ExperimentConfig:
 
 # ------------------------------------------------------------------ presets
 _RESNET20_NOBN = ModelConfig(arch="resnet20", args={"bn": False}, label="resnet20_nobn")
+# The cpu preset's no-BN model: NIO (and the baselines) scale only the classifier's weight. On the tuning seeds
+# 10/11 (data seed 1) this raised held-out exact GC on 4/4 rectification-only runs against 3/4 with every tensor
+# scaled, and trained at least as well as Kaiming on both (docs/results.md, "Follow-up 4").
+_RESNET20_NOBN_CPU = _RESNET20_NOBN.model_copy(update={"init": {"scale_tensors": ["fc.weight"]}})
 _RESNET20_BN = ModelConfig(arch="resnet20", args={"bn": True}, label="resnet20_bn")
 
 PRESETS: dict[str, ExperimentConfig] = {
     # Sized for this 2-core machine: 24 runs (2 models x 4 methods x 3 seeds) in < 30 min when alone.
     "cpu": ExperimentConfig(
         name="cpu",
-        models=(_RESNET20_NOBN, _RESNET20_BN),
+        models=(_RESNET20_NOBN_CPU, _RESNET20_BN),
         data=DataConfig(train_size=10_000, test_size=2_000, heldout_size=128, heldout_batch_size=64),
         seeds=(0, 1, 2),
         recipe=RecipeConfig(epochs=2, batch_size=128, lr=0.1),

@@ -53,7 +53,8 @@ class Anatomy:
     gn: float              # exact GradNorm
     classifier: str        # name of the classifier's weight tensor
     classifier_gc: float   # the engine's per-tensor GC of that weight
-    product: float         # mean_ij cos(e_i, e_j) cos(h_i, h_j): equals classifier_gc (identity above)
+    product: float         # mean_ij cos(e_i, e_j) cos(h_i, h_j): equals classifier_gc (identity above; e in the
+                           # network's dtype, cosines in float64)
     error_cosine: float    # mean_ij cos(e_i, e_j), e = softmax(z) - onehot(y)
     feature_cosine: float  # mean_ij cos(h_i, h_j) at the classifier's input
     max_prob: float        # mean_i max softmax probability
@@ -119,8 +120,11 @@ def anatomy(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> Anato
         if layer is None:
             raise OptionsError(f"gc_anatomy: the classifier weight {weight!r} is not a trainable parameter")
         z, h = _forward_parts(model, x)
-        p = z.double().softmax(1)
-        e = p - nn.functional.one_hot(y, p.shape[1]).double()
+        # e in the network's own precision, as the engine's per-sample gradients: in float32 a saturated sample
+        # (p_y rounds to 1) has e = 0 exactly, no direction; a float64 softmax would keep a tiny vector with one
+        p = z.softmax(1)
+        e = (p - nn.functional.one_hot(y, p.shape[1]).to(p.dtype)).double()
+        p = p.double()
         eu = nn.functional.normalize(e, dim=1)
         hu = nn.functional.normalize(h.double().flatten(1), dim=1)
         pred = p.argmax(1)

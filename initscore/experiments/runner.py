@@ -278,7 +278,7 @@ def _rect_kwargs(cfg: ExperimentConfig, method: str = "nio") -> dict[str, Any]:
     return dict(iters=i.iters, lr=i.lr, gamma=i.gamma, sub_batches=i.sub_batches, overlap=i.overlap,
                 mode=mode, min_scale=i.min_scale, optimizer=i.optimizer, batch_size=batch_size,
                 gn_weight=i.gn_weight, gamma_margin=i.gamma_margin, grad_clip=i.grad_clip,
-                scale_tensors=None if i.scale_tensors is None else list(i.scale_tensors),
+                scale_tensors=None if (i.scale_tensors is None or method != "nio") else list(i.scale_tensors),
                 select="feasible" if (i.select == "best" and method != "nio") else i.select)
 
 
@@ -374,12 +374,13 @@ def run_experiment(config: ExperimentConfig | dict[str, Any], out_dir: str | Pat
         torch.set_num_threads(cfg.threads)
     for m in cfg.models:  # validate every spec (and the scale_tensors patterns against its names) before any work
         models.validate_spec(m.spec())
-        if cfg.init.scale_tensors is not None:
+        patterns = cfg.init_for(m).scale_tensors
+        if patterns is not None:
             from initscore.nio import select_tensors
 
             net = models.build(m.spec())
             select_tensors([n for n, p in net.named_parameters() if p.requires_grad and bool((p != 0).any())],
-                           list(cfg.init.scale_tensors))
+                           list(patterns))
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -402,13 +403,14 @@ def run_experiment(config: ExperimentConfig | dict[str, Any], out_dir: str | Pat
         return res
 
     for mcfg in cfg.models:
+        mc = cfg.model_copy(update={"init": cfg.init_for(mcfg)})  # this model's init (its overrides applied)
         for seed in cfg.seeds:
             torch.manual_seed(seed)
             base = models.build(mcfg.spec()).to(device)
-            exact_before = heldout_exact(base, splits.heldout, cfg.init.heldout_mode, cfg.init.sub_batches,
-                                         cfg.init.overlap)
+            exact_before = heldout_exact(base, splits.heldout, mc.init.heldout_mode, mc.init.sub_batches,
+                                         mc.init.overlap)
             for method in cfg.methods:
-                runs.append(run_one(base, mcfg, method, seed, splits, cfg, exact_before, log))
+                runs.append(run_one(base, mcfg, method, seed, splits, mc, exact_before, log))
                 snapshot()
     files: tuple[str, ...] = ()
     if plots and out is not None:

@@ -243,11 +243,13 @@ def test_scale_tensors_reach_rectify_and_the_record(tmp_path):
     assert json.loads(p.stdout)["init"]["scale_tensors"] == ["fc.weight", "!conv1.*"]
     last = "net.3.weight"  # MICRO's mlp: net.1.weight, net.1.bias, net.3.weight, net.3.bias
     cfg = {**MICRO, "methods": ["nio", "gradinit"], "init": {**MICRO["init"], "iters": 3, "scale_tensors": [last]}}
-    for run in run_experiment(cfg, tmp_path, log=lambda s: None, plots=False).runs:
-        init = run["init"]
-        assert init["scales"][last] != 1.0, run["method"]
-        assert init["fixed"] == ["net.1.weight", "net.1.bias", "net.3.bias"]
-        assert all(init["scales"][n] == 1.0 for n in init["fixed"])
+    nio_run, gradinit_run = run_experiment(cfg, tmp_path, log=lambda s: None, plots=False).runs
+    init = nio_run["init"]
+    assert init["scales"][last] != 1.0
+    assert init["fixed"] == ["net.1.weight", "net.1.bias", "net.3.bias"]
+    assert all(init["scales"][n] == 1.0 for n in init["fixed"])
+    # the baselines scale every tensor, as published
+    assert gradinit_run["init"]["fixed"] == [] and gradinit_run["init"]["scales"]["net.1.weight"] != 1.0
     with pytest.raises(OptionsError):
         parse_config({**MICRO, "init": {"scale_tensors": []}})
     with pytest.raises(OptionsError, match="'fc.weight' matches no scalable"):  # before any run, nothing written
@@ -256,6 +258,33 @@ def test_scale_tensors_reach_rectify_and_the_record(tmp_path):
     assert not (tmp_path / "bad" / "results.json").exists()
     p = _cli("--preset", "cpu", "--scale-tensors", " , ", "--out", str(tmp_path))
     assert p.returncode == 2 and p.stderr.strip().startswith("error:") and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_per_model_init_overrides(tmp_path):
+    """A model's ``init`` overrides the experiment's for that model only; bad overrides are one-line errors;
+    a command-line init flag replaces a model's own override; --arch keeps a matching model's overrides."""
+    from initscore.experiments import run_experiment
+
+    two = {**MICRO, "methods": ["nio"], "init": {**MICRO["init"], "iters": 2},
+           "models": [{**MICRO["models"][0], "label": "a", "init": {"scale_tensors": ["net.3.weight"]}},
+                      {**MICRO["models"][0], "label": "b"}]}
+    cfg = parse_config(two)
+    assert cfg.init_for(cfg.models[0]).scale_tensors == ("net.3.weight",)
+    assert cfg.init_for(cfg.models[1]) == cfg.init
+    a, b = run_experiment(two, tmp_path, log=lambda s: None, plots=False).runs
+    assert a["init"]["fixed"] == ["net.1.weight", "net.1.bias", "net.3.bias"] and b["init"]["fixed"] == []
+    assert a["init"]["exact_before"] == b["init"]["exact_before"]  # same network and data, only NIO's scales differ
+    for bad in ({"scale_tensors": []}, {"lr": -1}, {"nope": 1}):
+        with pytest.raises(OptionsError, match="model 'a': init"):
+            parse_config({**two, "models": [{**two["models"][0], "init": bad}]})
+    cpu = preset("cpu")
+    assert cpu.init_for(cpu.models[0]).scale_tensors == ("fc.weight",) and cpu.init_for(cpu.models[1]) == cpu.init
+    p = _cli("--preset", "cpu", "--arch", "resnet20", "--args", '{"bn": false}', "--show-config")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["models"] == [cpu.models[0].model_dump(mode="json")]
+    p = _cli("--preset", "cpu", "--scale-tensors", "!fc.*", "--show-config")
+    models = json.loads(p.stdout)["models"]
+    assert [m["init"] for m in models] == [None, None]
 
 
 def test_recipe_cutout_and_param_groups_reach_training(tmp_path):
