@@ -26,6 +26,7 @@ scale of chosen tensors; :func:`main` is the command line::
 
     python -m initscore.experiments.gc_anatomy sweep --seeds 10,11 [--bn]       # tuning data (data seed 1)
     python -m initscore.experiments.gc_anatomy nio --seeds 0,1,2 --data-seed 0 --pool 10000 [--bn]
+    python -m initscore.experiments.gc_anatomy report runs/exp_cpu [--methods kaiming,nio]   # a finished run
 """
 from __future__ import annotations
 
@@ -168,6 +169,36 @@ def row_line(label: str, d: dict[str, Any]) -> str:
     return f"| {label} | " + " | ".join(f"{d[c]:.4g}" if c == "gn" else f"{d[c]:.4f}" for c in COLUMNS) + " |"
 
 
+def from_results(results: dict[str, Any], methods: Sequence[str] = ("kaiming", "nio"),
+                 log: Log = print) -> list[dict[str, Any]]:
+    """:func:`anatomy` of the initial (and rectified) networks of a results.json of ``initscore experiment``:
+    each run's network rebuilt from its spec and seed, its recorded scales applied, on the config's held-out
+    batches (the same ones the run scored)."""
+    from initscore import models
+    from initscore.experiments.config import parse_config
+    from initscore.experiments.runner import load_splits
+
+    cfg = parse_config(results["config"])
+    splits = load_splits(cfg.data, torch.device("cpu"))
+    out = []
+    for run in results["runs"]:
+        if run["method"] not in methods or "init" not in run:
+            continue
+        torch.manual_seed(run["seed"])
+        net = models.build(run["spec"])
+        with torch.no_grad():
+            for n, p in net.named_parameters():
+                p.mul_(float(run["init"]["scales"].get(n, 1.0)))
+        rec = {"model": run["model"], "method": run["method"], "seed": run["seed"],
+               **anatomy(net, splits.heldout).to_dict()}
+        if abs(rec["gc"] - run["init"]["exact_after"]["gc"]) > 1e-4 * max(1.0, abs(rec["gc"])):
+            raise OptionsError(f"{run['model']} {run['method']} seed {run['seed']}: rebuilt network's held-out GC "
+                               f"{rec['gc']:.6f} != the recorded {run['init']['exact_after']['gc']:.6f}")
+        log(row_line(f"{run['model']}, {run['seed']} | {run['method']}", rec))
+        out.append(rec)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from initscore import models, nio
     from initscore.experiments.config import DataConfig
@@ -175,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     from initscore.experiments.runner import load_splits
 
     ap = argparse.ArgumentParser(prog="python -m initscore.experiments.gc_anatomy", description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["sweep", "nio"])
+    ap.add_argument("what", choices=["sweep", "nio", "report"])
+    ap.add_argument("results", nargs="?", help="report: a run folder or its results.json")
+    ap.add_argument("--methods", default="kaiming,nio", help="report: methods to show")
     ap.add_argument("--seeds", default="10,11", help="network seeds")
     ap.add_argument("--data-seed", type=int, default=1, help="data seed (1 = tuning data, 0 = the reported run's)")
     ap.add_argument("--pool", type=int, default=2000, help="training pool size (nio: the rectification's pool)")
@@ -185,6 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="write the records as JSON here")
     a = ap.parse_args(argv)
     torch.set_num_threads(2)
+    if a.what == "report":
+        from initscore.experiments.runner import load_result
+
+        if not a.results:
+            raise SystemExit("report needs a run folder (or its results.json)")
+        print("| model, seed | method | " + " | ".join(COLUMNS) + " |")
+        print("|---|---|" + "---|" * len(COLUMNS))
+        recs = from_results(load_result(a.results), a.methods.split(","), log=lambda s: print(s, flush=True))
+        if a.out:
+            with open(a.out, "w") as fh:
+                json.dump(recs, fh, indent=1)
+        return 0
     spec = {"arch": "resnet20", "args": {"bn": a.bn}}
     splits = load_splits(DataConfig(train_size=a.pool, test_size=1, heldout_size=128, heldout_batch_size=64,
                                     seed=a.data_seed), torch.device("cpu"))

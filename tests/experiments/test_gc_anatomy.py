@@ -104,3 +104,29 @@ def test_command_line_sweep_on_cifar10(capsys):
     for v in vals:
         assert v[3] == pytest.approx(v[2], rel=1e-3)
     assert vals[1][4] > vals[0][4]
+
+
+def test_from_results_rebuilds_the_recorded_networks(tmp_path):
+    """The report rebuilds every run's network from its spec, seed and recorded scales: its held-out GC is the
+    one the run recorded (checked inside from_results; a mismatch is an error), and NIO's rows differ."""
+    from initscore.experiments import run_experiment
+    from initscore.experiments.gc_anatomy import from_results
+
+    cfg = {"name": "micro", "models": [{"arch": "mlp", "args": {"in_features": 192, "hidden": 16, "depth": 2}}],
+           "data": {"kind": "synthetic", "shape": [3, 8, 8], "train_size": 96, "test_size": 16, "heldout_size": 32,
+                    "heldout_batch_size": 16},
+           "methods": ["kaiming", "nio"], "seeds": [0, 1], "recipe": {"epochs": 1, "batch_size": 32},
+           "init": {"iters": 3, "batch_size": 32}}
+    res = run_experiment(cfg, tmp_path, log=lambda s: None, plots=False).to_dict()
+    lines: list[str] = []
+    recs = from_results(res, log=lines.append)
+    assert [(r["method"], r["seed"]) for r in recs] == [("kaiming", 0), ("nio", 0), ("kaiming", 1), ("nio", 1)]
+    assert len(lines) == 4 and lines[1].startswith("| mlp_depth2_hidden16_in_features192, 0 | nio |")
+    for r, run in zip(recs, [x for x in res["runs"]]):
+        assert r["gc"] == pytest.approx(run["init"]["exact_after"]["gc"], rel=1e-4)
+    assert recs[1]["gc"] != recs[0]["gc"]
+    nio_run = res["runs"][1]
+    wrong = {n: 3.0 * v for n, v in nio_run["init"]["scales"].items()}
+    tampered = {**res, "runs": [{**nio_run, "init": {**nio_run["init"], "scales": wrong}}]}
+    with pytest.raises(OptionsError, match="recorded"):
+        from_results(tampered, log=lambda s: None)
