@@ -123,7 +123,9 @@ def load_splits(cfg: DataConfig, device: torch.device) -> Splits:
 # ------------------------------------------------------------------ scores
 def heldout_exact(model: nn.Module, batches: list[tuple[Tensor, Tensor]], mode: str,
                   sub_batches: int, overlap: float) -> dict[str, Any]:
-    """Mean gc/gn, max g_max over held-out batches, and per-tensor gc / norm_ratio (mean over batches)."""
+    """Mean gc/gn, max g_max over held-out batches (and each batch's g_max, ``g_max_batches``: a held-out batch has
+    as many images as a rectification batch, so each is the like-for-like check of g_max <= gamma), and per-tensor
+    gc / norm_ratio (mean over batches)."""
     from initscore.scores import gradcosine
 
     res = [gradcosine(model, b, mode=mode, sub_batches=sub_batches, overlap=overlap if mode == "batch" else 0.0)
@@ -144,6 +146,7 @@ def heldout_exact(model: nn.Module, batches: list[tuple[Tensor, Tensor]], mode: 
         "gc": sum(r.gc for r in res) / len(res),
         "gn": sum(r.gn for r in res) / len(res),
         "g_max": max(r.g_max for r in res),
+        "g_max_batches": [r.g_max for r in res],
         "g_min": min(r.g_min for r in res),
         "layers": layers,
     }

@@ -42,6 +42,19 @@ def _get(run: dict[str, Any], *path: str) -> Any:
     return cur
 
 
+def _batches(row: dict[str, Any]) -> str:
+    """' (k/m batches)': held-out batches (as large as a rectification batch) with g_max <= gamma, where recorded."""
+    b = row.get("heldout_batches_within_gamma")
+    return f" ({b[0]}/{b[1]} batches)" if b else ""
+
+
+def _own_mode_gmax_batches(run: dict[str, Any]) -> list[float] | None:
+    """Each held-out batch's g_max after rectification in the rectification's own mode: recorded with the exact
+    (sample-mode) scores, so only for runs that rectified in that mode (NIO in sample mode)."""
+    exact = _get(run, "init", "exact_after") or {}
+    return exact.get("g_max_batches") if exact.get("mode") == _get(run, "init", "mode") else None
+
+
 def summarize(runs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     failed = [r for r in runs if "error" in r]
     runs = [r for r in runs if "error" not in r]
@@ -54,6 +67,8 @@ def summarize(runs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
         gmax_after = [_get(r, "init", "heldout_after", "g_max") for r in rs]
         hist_gmax = [(_get(r, "init", "last_iteration") or {}).get("g_max") for r in rs]
         within = [g is None or a is None or a <= g for a, g in zip(hist_gmax, gammas)]
+        per_batch = [(b, g) for b, g in zip(map(_own_mode_gmax_batches, rs), gammas)
+                     if b is not None and g is not None]  # results.json files before 2026-12-04 have no per-batch list
         rows.append({
             "model": model,
             "method": method,
@@ -74,6 +89,8 @@ def summarize(runs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
             "last_iter_gmax": stats(hist_gmax),
             "gmax_within_gamma": sum(within),
             "heldout_gmax_within_gamma": sum(1 for a, g in zip(gmax_after, gammas) if g is None or a is None or a <= g),
+            "heldout_batches_within_gamma": ([sum(v <= g for b, g in per_batch for v in b),
+                                              sum(len(b) for b, _ in per_batch)] if per_batch else None),
             "init_seconds": stats(_get(r, "init", "seconds") for r in rs),
             "train_seconds": stats(_get(r, "train", "train_seconds") for r in rs),
             "init_fraction": stats(r.get("init_fraction") for r in rs),
@@ -168,7 +185,7 @@ def markdown(result: dict[str, Any]) -> str:
         n = len(r["seeds"])
         out.append(f"| {r['model']} | {r['method']} | {_ms(r['gamma'], '{:.3f}')} | {_ms(r['last_iter_gmax'], '{:.3f}')} | "
                    f"{r['gmax_within_gamma']}/{n} | {_ms(r['heldout_gmax_after'], '{:.3f}')} | "
-                   f"{r.get('heldout_gmax_within_gamma', 'n/a')}/{n} | "
+                   f"{r.get('heldout_gmax_within_gamma', 'n/a')}/{n}{_batches(r)} | "
                    f"{_ms(r['init_seconds'], '{:.1f}')} | {_ms(r['train_seconds'], '{:.0f}')} | "
                    f"{_ms(r['init_fraction'], '{:.3f}')} |")
     fails = [r for r in rows if r.get("failed")]

@@ -61,8 +61,30 @@ def test_micro_run_writes_json_with_all_fields(micro_run):
     assert k["init"]["exact_before"] == n["init"]["exact_before"]
     assert k["init"]["exact_after"] == k["init"]["exact_before"]  # kaiming changes nothing
     assert n["init"]["gamma"] is not None and n["init"]["iters"] == 2
+    # MICRO rectifies in batch mode: the per-batch held-out g_max (recorded in sample mode) is not its own mode
+    assert len(n["init"]["exact_after"]["g_max_batches"]) == 2
+    assert all(r["heldout_batches_within_gamma"] is None for r in data["summary"])
     assert {row["method"] for row in data["summary"]} == {"kaiming", "nio"}
     assert data["comparisons"][0]["method"] == "nio" and data["comparisons"][0]["n_pairs"] == 1
+
+
+def test_heldout_gmax_per_batch_in_sample_mode(tmp_path):
+    """Each held-out batch's g_max is recorded; in sample mode (NIO's own) the report counts the batches within
+    gamma next to the runs, since a held-out batch is as large as a rectification batch."""
+    from initscore.experiments import run_experiment
+
+    cfg = {**MICRO, "methods": ["nio"], "init": {**MICRO["init"], "mode": "sample", "batch_size": 16}}
+    (n,) = run_experiment(cfg, tmp_path, log=lambda s: None, plots=False).runs
+    per, gamma = n["init"]["exact_after"]["g_max_batches"], n["init"]["gamma"]
+    assert n["init"]["mode"] == n["init"]["exact_after"]["mode"] == "sample"
+    assert len(per) == 2 and n["init"]["exact_after"]["g_max"] == max(per) == n["init"]["heldout_after"]["g_max"]
+    data = json.loads((tmp_path / "results.json").read_text())
+    (row,) = data["summary"]
+    within = sum(v <= gamma for v in per)
+    assert row["heldout_batches_within_gamma"] == [within, 2]
+    assert row["heldout_gmax_within_gamma"] == int(max(per) <= gamma)
+    line = next(ln for ln in markdown(data).splitlines() if ln.startswith("| mlp | nio |") and "batches)" in ln)
+    assert f"| {row['heldout_gmax_within_gamma']}/1 ({within}/2 batches) |" in line
 
 
 def test_micro_run_writes_non_empty_pngs(micro_run):
