@@ -18,8 +18,9 @@ labels and 1/2 for different ones (0 for y_i = k: a zero gradient has no directi
 
 which is 0.45 for 10 balanced classes. Measured on the no-BN ResNet-20 at Kaiming init (docs/results.md,
 "Follow-up 4"; tuning seeds 10/11): feature cosine 0.995, 99-100 % of held-out images predicted as the same
-class, and the whole network's exact GC within 0.02 of EC (reported seeds 0-2: 78-100 %, within 0.01-0.08) -- GradCosine there measures how confidently the network predicts one class
-for every input, and it rises toward the 0.45 ceiling with the overall weight scale (and GN with it).
+class, and the whole network's exact GC within 0.02 of EC (reported seeds 0-2: 78-100 %, within 0.01-0.08) --
+GradCosine there measures how confidently the network predicts one class for every input, and it rises toward the
+0.45 ceiling with the overall weight scale (and GN with it).
 
 :func:`anatomy` measures these quantities on held-out batches; :func:`scale_sweep` along a global scale or a
 scale of chosen tensors; :func:`main` is the command line::
