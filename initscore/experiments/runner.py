@@ -328,7 +328,7 @@ def run_one(base: nn.Module, mcfg: ModelConfig, method: str, seed: int, splits: 
         last = rect.history[-1]
     log(f"  [{mcfg.name} seed {seed} {method}] init {rect.seconds:.1f} s; held-out "
         f"{cfg.init.heldout_mode}-GC {exact_before['gc']:.4f} -> {exact_after['gc']:.4f}, "
-        f"{cfg.init.mode}-GC {rect.heldout_before.get('gc', float('nan')):.4f} -> {rect.heldout_after.get('gc', float('nan')):.4f}"
+        f"{kw['mode']}-GC {rect.heldout_before.get('gc', float('nan')):.4f} -> {rect.heldout_after.get('gc', float('nan')):.4f}"
         + (f", g_max {rect.heldout_after.get('g_max', float('nan')):.3f} (gamma {rect.gamma:.3f})" if rect.gamma else ""))
     trained = train(model, splits, cfg, seed, log)
     return {
