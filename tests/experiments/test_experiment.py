@@ -335,9 +335,16 @@ def test_baselines_keep_their_own_mode_and_batch_size(tmp_path):
     cfg = {**MICRO, "methods": ["nio", "gradinit"],
            "init": {**MICRO["init"], "mode": "sample", "batch_size": 16, "baseline_mode": "batch",
                     "baseline_batch_size": 32}}
-    runs = {r["method"]: r["init"] for r in run_experiment(cfg, tmp_path, log=lambda s: None, plots=False).runs}
+    lines: list[str] = []
+    runs = {r["method"]: r["init"] for r in run_experiment(cfg, tmp_path, log=lines.append, plots=False).runs}
     assert (runs["nio"]["mode"], runs["nio"]["batch_size"]) == ("sample", 16)
     assert (runs["gradinit"]["mode"], runs["gradinit"]["batch_size"]) == ("batch", 32)
+    # the log labels each rectification's own held-out GC with the mode it ran in
+    (nio_line,) = [ln for ln in lines if " nio] init " in ln]
+    (gi_line,) = [ln for ln in lines if " gradinit] init " in ln]
+    # (the first label is the table's held-out mode, sample by default; the second the rectification's own)
+    assert nio_line.count("sample-GC") == 2 and "batch-GC" not in nio_line
+    assert gi_line.count("sample-GC") == 1 and gi_line.count("batch-GC") == 1
 
 
 def test_report_merges_folders_and_renames_repeated_methods(micro_run):
