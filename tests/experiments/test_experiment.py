@@ -156,6 +156,11 @@ def test_presets_are_valid_and_roundtrip_json():
     assert cpu.recipe.momentum == 0.9 and cpu.recipe.weight_decay == 1e-4 and cpu.recipe.clip_grad_norm == "auto"
     small = override(cpu, seeds=[5], recipe={"epochs": 1})
     assert small.seeds == (5,) and small.recipe.epochs == 1 and small.recipe.lr == cpu.recipe.lr
+    # gpu: the exploding no-BN ResNet-110 gets the paper's absolute bound, the other networks gamma = 2x g_max
+    gpu = preset("gpu")
+    gammas = {m.name: (gpu.init_for(m).gamma, gpu.init_for(m).gamma_factor) for m in gpu.models}
+    assert gammas == {"resnet110_nobn": (5.0, None), "resnet110_bn": (None, None), "wrn28_10_nobn": (None, None),
+                      "wrn28_10_bn": (None, None)}
 
 
 def test_stats_mean_and_sample_std():
