@@ -71,9 +71,12 @@ def resolve(preset_name: str | None, config_path: str | None, *, methods: str | 
     if init:
         changes["init"] = init
     keep = [m.model_dump(mode="json") for m in cfg.models]
-    for m in keep:  # a command-line init flag applies to every model: it replaces a model's own override
+    # a command-line init flag applies to every model: it replaces a model's own override (gamma and gamma_factor
+    # set one bound between them, so either flag replaces both)
+    replaced = set(init) | ({"gamma", "gamma_factor"} if {"gamma", "gamma_factor"} & set(init) else set())
+    for m in keep:
         if m.get("init"):
-            m["init"] = {k: v for k, v in m["init"].items() if k not in init} or None
+            m["init"] = {k: v for k, v in m["init"].items() if k not in replaced} or None
     if init:
         changes["models"] = keep
     if args is not None and arch is None:

@@ -216,7 +216,10 @@ class ExperimentConfig(_Model):
         """The init hyperparameters of ``model``: the experiment's ``init`` with the model's overrides."""
         if not model.init:
             return self.init
-        return InitConfig.model_validate({**self.init.model_dump(), **model.init})
+        merged = {**self.init.model_dump(), **model.init}
+        if "gamma" in model.init and "gamma_factor" not in model.init:
+            merged["gamma_factor"] = None  # gamma_factor overrides gamma: the model's own bound must win
+        return InitConfig.model_validate(merged)
 
 
 def _one_line(exc: ValidationError) -> str:

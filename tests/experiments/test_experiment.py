@@ -314,6 +314,22 @@ def test_per_model_init_overrides(tmp_path):
     assert [m["init"] for m in models] == [None, None]
 
 
+
+def test_gamma_and_gamma_factor_are_one_bound_across_overrides():
+    """A model's absolute gamma wins over the experiment's gamma_factor (which would otherwise override it), and
+    either command-line flag replaces a model's bound of either kind."""
+    cfg = parse_config({**MICRO, "init": {**MICRO["init"], "gamma_factor": 3.0},
+                        "models": [{**MICRO["models"][0], "label": "a", "init": {"gamma": 5.0}},
+                                   {**MICRO["models"][0], "label": "b", "init": {"gamma_factor": 1.5}},
+                                   {**MICRO["models"][0], "label": "c"}]})
+    bounds = [(cfg.init_for(m).gamma, cfg.init_for(m).gamma_factor) for m in cfg.models]
+    assert bounds == [(5.0, None), (None, 1.5), (None, 3.0)]
+    for flag, value in (("--gamma-factor", "2"), ("--gamma", "7")):
+        p = _cli("--preset", "gpu", flag, value, "--show-config")
+        assert p.returncode == 0, p.stderr
+        assert [m["init"] for m in json.loads(p.stdout)["models"]] == [None] * 4  # resnet110_nobn's gamma 5 gone
+
+
 def test_recipe_cutout_and_param_groups_reach_training(tmp_path):
     """The GradInit recipe options change training; the defaults leave it as it was (same losses twice)."""
     from initscore.experiments import run_experiment
