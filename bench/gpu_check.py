@@ -48,28 +48,31 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     worst = 0.0
     finite = True
-    for spec in ({"arch": "resnet20", "args": {"bn": False}}, {"arch": "resnet20", "args": {"bn": True}},
-                 {"arch": "resnet110", "args": {"bn": False}}):
-        torch.manual_seed(0)
-        net = models.build(spec)
-        for mode in ("sample", "batch"):
-            kw = {"mode": mode, "sub_batches": 2, "overlap": 0.6 if mode == "batch" else 0.0}
-            ref = gradcosine(copy.deepcopy(net).double(), (x.double(), y), **kw)
-            out = {}
-            for tf32 in (False, True):
-                torch.backends.cudnn.allow_tf32 = tf32
-                torch.backends.cuda.matmul.allow_tf32 = tf32
-                r = gradcosine(copy.deepcopy(net).to(dev), (x.to(dev), y.to(dev)), **kw)
-                err = {k: abs(getattr(r, k) - getattr(ref, k)) / max(abs(getattr(ref, k)), 1e-30)
-                       for k in ("gc", "gn", "g_max")}
-                err["layer_gc_abs"] = max(abs(a.gc - b.gc) for a, b in zip(r.layers, ref.layers))
-                finite &= all(math.isfinite(getattr(r, k)) for k in ("gc", "gn", "g_max"))
-                out["tf32" if tf32 else "fp32"] = {"gc": r.gc, "gn": r.gn, "g_max": r.g_max, "err": err}
-                if not tf32:
-                    worst = max(worst, err["gc"], err["gn"], err["g_max"])
-            rows.append({"model": f"{spec['arch']} bn={spec['args']['bn']}", "mode": mode,
-                         "ref": {"gc": ref.gc, "gn": ref.gn, "g_max": ref.g_max}, **out})
-    torch.backends.cudnn.allow_tf32 = True
+    saved_tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        for spec in ({"arch": "resnet20", "args": {"bn": False}}, {"arch": "resnet20", "args": {"bn": True}},
+                     {"arch": "resnet110", "args": {"bn": False}}):
+            torch.manual_seed(0)
+            net = models.build(spec)
+            for mode in ("sample", "batch"):
+                kw = {"mode": mode, "sub_batches": 2, "overlap": 0.6 if mode == "batch" else 0.0}
+                ref = gradcosine(copy.deepcopy(net).double(), (x.double(), y), **kw)
+                out = {}
+                for tf32 in (False, True):
+                    torch.backends.cudnn.allow_tf32 = tf32
+                    torch.backends.cuda.matmul.allow_tf32 = tf32
+                    r = gradcosine(copy.deepcopy(net).to(dev), (x.to(dev), y.to(dev)), **kw)
+                    err = {k: abs(getattr(r, k) - getattr(ref, k)) / max(abs(getattr(ref, k)), 1e-30)
+                           for k in ("gc", "gn", "g_max")}
+                    err["layer_gc_abs"] = max(abs(a.gc - b.gc) for a, b in zip(r.layers, ref.layers))
+                    finite &= all(math.isfinite(getattr(r, k)) for k in ("gc", "gn", "g_max"))
+                    out["tf32" if tf32 else "fp32"] = {"gc": r.gc, "gn": r.gn, "g_max": r.g_max, "err": err}
+                    if not tf32:
+                        worst = max(worst, err["gc"], err["gn"], err["g_max"])
+                rows.append({"model": f"{spec['arch']} bn={spec['args']['bn']}", "mode": mode,
+                             "ref": {"gc": ref.gc, "gn": ref.gn, "g_max": ref.g_max}, **out})
+    finally:  # process-wide flags: leave them as found
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved_tf32
     name = torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu (dry run)"
     print(f"device {name}, torch {torch.__version__}, batch {len(y)} CIFAR-10 test images")
     print(f"{'model':22} {'mode':6} {'gc (f64 cpu)':>13} {'rel err fp32':>13} {'rel err tf32':>13}"

@@ -3,8 +3,8 @@
 Without BatchNorm every residual block of a Kaiming-initialized ResNet doubles the signal's variance, so the
 no-BN ResNet-110 (54 blocks) starts with per-sample gradient norms near 1e10-1e11 (a one-epoch check on an H200
 measured a held-out g_max of 9.3e10, docs/results.md "GPU configurations"). There the ``gpu`` preset's relative
-bound (gamma = 2x the first batch's g_max) bounds nothing, and the first gradients are ~1e9 times the later
-ones, so Adam's moments remember them for the whole run. This script rectifies the network (no training) with
+bound (gamma = 2x the first batch's g_max) bounded nothing, and the first gradients, of a GN near 1e10, are
+orders of magnitude above the later ones, so Adam's moments remember them for the whole run. This script rectifies the network (no training) with
 the preset's NIO settings (sample mode, batches of 64, Adam lr 0.1, margin 0.3, last feasible iterate, 100
 iterations) and variants of the bound and the scale optimizer, and prints for each run: held-out exact GC and GN
 before -> after, held-out g_max, the returned iterate, the number of constraint steps, the spread of the
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 BASE = {"mode": "sample", "batch_size": 64, "gamma_margin": 0.3, "select": "feasible", "lr": 0.1}
 VARIANTS: dict[str, dict[str, Any]] = {
-    "adam gamma 2x": {"method": "nio"},                              # the gpu preset as documented
+    "adam gamma 2x": {"method": "nio"},                              # the gpu preset before 2026-12-04
     "adam gamma 5": {"method": "nio", "gamma": 5.0},                 # the paper's absolute CIFAR bound (2-5)
     "rescale_adam gamma 2x": {"method": "nio", "optimizer": "rescale_adam"},  # per-scale gradient clip 1
     "rescale_adam gamma 5": {"method": "nio", "optimizer": "rescale_adam", "gamma": 5.0},

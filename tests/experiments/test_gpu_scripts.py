@@ -23,7 +23,9 @@ def test_gpu_check_dry_run_on_cpu_agrees_with_float64(tmp_path, capsys):
     """The same comparison the device runs (float32 vs float64 on identical weights and images), on the CPU:
     every model/mode row is present, finite, and within the script's bound."""
     out = tmp_path / "check.json"
+    flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     rc = _load("gpu_check").main(["--device", "cpu", "--batch", "4", "--json", str(out)])
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == flags  # left as found
     res = json.loads(out.read_text())
     assert rc == 0 and res["ok"] is True
     assert [(r["model"], r["mode"]) for r in res["rows"]] == [
