@@ -109,6 +109,10 @@ class RectifyOptions(_Model):
         description="which parameter tensors get a scale: shell patterns on parameter names, '!' excludes "
                     "(e.g. ['fc.weight'] or ['!fc.*']); a pattern matching no tensor is an error; "
                     "default: every non-zero tensor")
+    verify_batches: int = Field(
+        default=0, ge=0, le=64,
+        description="select 'feasible'/'best' only: the returned iterate must also be within the bound on this many "
+                    "more training batches (the method's own constraint test; checked latest/best first); 0 = off")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     heldout_batches: int = Field(default=2, ge=0, le=64)
 
@@ -117,6 +121,8 @@ class RectifyOptions(_Model):
         if self.select == "best" and self.method != "nio":
             raise ValueError(f"select='best' ranks iterates by NIO's objective; method {self.method!r} takes "
                              "'last' or 'feasible'")
+        if self.verify_batches and self.select == "last":
+            raise ValueError("verify_batches checks the iterate that select returns; use select='feasible' or 'best'")
         return self
 
 
@@ -209,6 +215,18 @@ class IterationRecord(_Model):
     constrained: bool
 
 
+class VerifiedIterate(_Model):
+    iterate: int
+    g_max: float
+    passed: bool
+
+
+class Verification(_Model):
+    batches: int = Field(description="training batches each candidate iterate was checked on")
+    passed: bool = Field(description="False: no iterate was within the bound on them; the smallest g_max was returned")
+    checked: list[VerifiedIterate] = Field(default_factory=list)
+
+
 class RectifyResult(_Model):
     kind: Literal["rectify"] = "rectify"
     arch: str
@@ -226,6 +244,8 @@ class RectifyResult(_Model):
     select: str = "last"
     returned_iterate: int | None = Field(default=None, description="steps taken by the returned scales")
     final: IterationRecord | None = Field(default=None, description="select='feasible': the last iterate, measured on one more batch")
+    verification: Verification | None = Field(
+        default=None, description="options.verify_batches > 0: the iterates checked on the extra batches")
     weights_sha256: str | None = None
 
 

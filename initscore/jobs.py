@@ -37,6 +37,7 @@ from initscore.contract import (
     ScoreOptions,
     ScoreRequest,
     ScoreResult,
+    Verification,
 )
 from initscore.errors import InitscoreError, OptionsError
 
@@ -174,7 +175,7 @@ def _run_rectify(req: RectifyRequest, allowed_roots: list[str] | None, progress:
         sub_batches=opts.sub_batches, overlap=opts.overlap, mode=opts.mode, min_scale=opts.min_scale,
         optimizer=opts.optimizer, seed=opts.seed, heldout=heldout, progress=_prog, bn=opts.bn,
         gn_weight=opts.gn_weight, gamma_margin=opts.gamma_margin, select=opts.select, grad_clip=opts.grad_clip,
-        scale_tensors=opts.scale_tensors,
+        scale_tensors=opts.scale_tensors, verify_batches=opts.verify_batches,
     )
     result = RectifyResult(
         arch=req.model.arch,
@@ -192,6 +193,7 @@ def _run_rectify(req: RectifyRequest, allowed_roots: list[str] | None, progress:
         select=rect.select,
         returned_iterate=rect.returned_iterate,
         final=None if rect.final is None else IterationRecord(**{k: rect.final[k] for k in ("it", "gc", "gn", "g_max", "constrained")}),
+        verification=None if rect.verification is None else Verification(**rect.verification),
     )
     return result, dict(rect.state_dict)
 

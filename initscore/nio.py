@@ -102,6 +102,7 @@ class Rectification:
     returned_iterate: int | None = None
     final: dict[str, Any] | None = None
     fixed: tuple[str, ...] = ()  # non-zero tensors left unscaled by ``scale_tensors``
+    verification: dict[str, Any] | None = None  # verify_batches > 0: see :func:`rectify`
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (no tensors)."""
@@ -119,6 +120,8 @@ class Rectification:
             "returned_iterate": self.returned_iterate,
             "final": None if self.final is None else dict(self.final),
             "fixed": list(self.fixed),
+            "verification": None if self.verification is None else {
+                **self.verification, "checked": [dict(c) for c in self.verification["checked"]]},
         }
 
 
@@ -382,7 +385,7 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
             progress: Progress | None = None, bn: str | None = None, batch_size: int = 64,
             loss: LossFn | None = None, gn_weight: float = 1.0, gamma_margin: float = 0.0,
             select: str = "last", grad_clip: float = 1.0,
-            scale_tensors: Sequence[str] | None = None) -> Rectification:
+            scale_tensors: Sequence[str] | None = None, verify_batches: int = 0) -> Rectification:
     """Rectify the initialization of ``model`` by per-tensor scales (NIO, Algorithm 3) or a baseline.
 
     data: an iterable (cycled) of (x, y) batches, one (x, y) batch, or an
@@ -408,6 +411,18 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     steps overshot downwards (scales shrunk, GN and GC with them) does not return that
     collapsed iterate; no held-out data is looked at. If none was feasible, as for "feasible".
     ``Rectification.returned_iterate`` is the k returned (``iters`` for "last").
+    verify_batches: V >= 0 (select "feasible"/"best" only). With V > 0 an iterate counts as within
+    the bound only if it is also within it on V more batches drawn after the last one (the same V
+    batches for every iterate, none of them held-out data): the method's own constraint test
+    (NIO: g_max > (1 - m) gamma; GradInit: ||g|| > (1 - m) gamma) on each. g_max is a maximum
+    over samples, so an iterate at the bound on the 64 samples it was measured on is above it on
+    many others; checking it on V x batch_size more samples makes the returned scales satisfy the
+    bound on data they were not chosen on. Candidates are checked lazily in the select rule's order
+    ("feasible": latest first; "best": largest objective first) and the first one that passes is
+    returned; if none does, every iterate is checked and the one with the smallest g_max over its
+    own and the verification batches is returned. ``Rectification.verification`` records V, each
+    checked iterate's g_max over the V batches and whether it passed, and ``passed``. MetaInit has
+    no bound: nothing to verify (None). V = 0 (default): no verification.
     A record's ``constrained`` is False exactly when its iterate was within the bound.
     optimizer: "adam" (one torch Adam for both branches), "sgd", or "rescale_adam" (NIO's and GradInit's
     reference optimizer, :class:`initscore.rescale_adam.RescaleAdam`: each scale's gradient clipped to
@@ -437,6 +452,11 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
         raise OptionsError(f"gamma_margin must be < 1, got {gamma_margin!r}")
     if select not in SELECTS:
         raise OptionsError(f"select must be one of {list(SELECTS)}, got {select!r}")
+    if isinstance(verify_batches, bool) or not isinstance(verify_batches, int) or verify_batches < 0:
+        raise OptionsError(f"verify_batches must be an integer >= 0, got {verify_batches!r}")
+    if verify_batches and select == "last":
+        raise OptionsError("verify_batches checks the iterate that select returns; use select='feasible' or 'best' "
+                           "(select='last' returns the last iterate whatever its g_max)")
     if select == "best" and method != "nio":
         raise OptionsError(f"select='best' ranks iterates by NIO's objective; method {method!r} takes 'last' or "
                            "'feasible'")
@@ -471,6 +491,7 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     leaves = list(scaled.scales.values())
     step = _optimizer_step(optimizer, leaves, lr, float(grad_clip))
     history: list[dict[str, Any]] = []
+    verification: dict[str, Any] | None = None
     snapshots: list[dict[str, float]] = []  # snapshots[k] = scales of iterate k (after k steps), select="feasible"
     stream = batch_stream(data, batch_size, seed)
 
@@ -515,19 +536,67 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
                      "constrained": bool(constrained)}
             measured = list(history) + [final]  # measured[k] = the record of iterate k
             ok = [k for k, h in enumerate(measured) if not h["constrained"]]
-            if not ok:
-                returned = min(range(len(measured)), key=lambda k: measured[k]["g_max"])
-            elif select == "best":  # the latest of equals
-                returned = max(ok, key=lambda k: (measured[k]["gc"] + float(gn_weight) * measured[k]["gn"], k))
+            if select == "best":  # the latest of equals first
+                ok.sort(key=lambda k: (measured[k]["gc"] + float(gn_weight) * measured[k]["gn"], k), reverse=True)
             else:
-                returned = ok[-1]
+                ok.reverse()
+            if verify_batches and method != "metainit":
+                vbatches = [next(stream) for _ in range(verify_batches)]
+                returned, verification = _verified_choice(
+                    ok, measured, lambda k: _verify(evaluate, scaled, snapshots[k], vbatches), verify_batches)
+            elif not ok:
+                returned = min(range(len(measured)), key=lambda k: measured[k]["g_max"])
+            else:
+                returned = ok[0]
     scales = snapshots[returned] if select != "last" else scaled.values()
     state = _rectified_state(model, scales)
     after = heldout_scores(model, state, heldout, **score_kw)
     return Rectification(method=method, state_dict=state, scales=scales, unscalable=scaled.unscalable,
                          fixed=scaled.fixed, history=tuple(history), heldout_before=before, heldout_after=after, gamma=gamma_value,
                          seconds=time.perf_counter() - t0, gamma_margin=float(gamma_margin), select=select,
-                         returned_iterate=returned, final=final)
+                         returned_iterate=returned, final=final, verification=verification)
+
+
+def _verify(evaluate: Callable[[Tensor, Tensor], tuple[Tensor, dict[str, float], bool]], scaled: ScaledParams,
+            scales: dict[str, float], batches: list[tuple[Tensor, Tensor]]) -> dict[str, Any]:
+    """Iterate ``scales`` under the method's own constraint test on each verification batch:
+    {"g_max": max over the batches, "passed": no batch triggered the constraint}. The optimizer's
+    scales are restored afterwards."""
+    saved = {n: s.detach().clone() for n, s in scaled.scales.items()}
+    g_max, passed = 0.0, True
+    try:
+        with torch.no_grad():
+            for n, s in scaled.scales.items():
+                s.fill_(scales[n])
+        for x, y in batches:
+            with torch.enable_grad():
+                obj, rec, constrained = evaluate(x, y)
+                del obj
+            g_max, passed = max(g_max, rec["g_max"]), passed and not constrained
+    finally:
+        with torch.no_grad():
+            for n, s in scaled.scales.items():
+                s.copy_(saved[n])
+    return {"g_max": g_max, "passed": passed}
+
+
+def _verified_choice(candidates: list[int], measured: list[dict[str, Any]], check: Callable[[int], dict[str, Any]],
+                     n_batches: int) -> tuple[int, dict[str, Any]]:
+    """The first of ``candidates`` (iterates within the bound on their own batch, in the select rule's
+    order) that also passes ``check`` on the verification batches; if none does, the iterate with the
+    smallest g_max over its own and the verification batches (every iterate is then checked)."""
+    checked: dict[int, dict[str, Any]] = {}
+    for k in candidates:
+        checked[k] = check(k)
+        if checked[k]["passed"]:
+            return k, {"batches": n_batches, "passed": True,
+                       "checked": [{"iterate": i, **c} for i, c in checked.items()]}
+    for k in range(len(measured)):
+        if k not in checked:
+            checked[k] = check(k)
+    returned = min(checked, key=lambda k: (max(measured[k]["g_max"], checked[k]["g_max"]), -k))
+    return returned, {"batches": n_batches, "passed": False,
+                      "checked": [{"iterate": i, **c} for i, c in checked.items()]}
 
 
 def apply(model: nn.Module, rect: Rectification) -> nn.Module:

@@ -262,6 +262,12 @@ def rectify_cmd(
         None, "--scale-tensors", help="comma-separated name patterns of the tensors that get a scale ('!' excludes), "
                                       "e.g. 'fc.weight' or '!fc.*' (default: all)"),
     gn_weight: float = typer.Option(1.0, "--gn-weight", help="weight of GN in the unconstrained step (1 = paper)"),
+    gamma_margin: float = typer.Option(0.0, "--gamma-margin", help="step GN down when g_max > (1 - margin) gamma"),
+    select: str = typer.Option("last", "--select", help="returned iterate: last (Algorithm 3) | feasible (last within "
+                                                       "the bound) | best (NIO: within the bound, largest GC+GN)"),
+    verify_batches: int = typer.Option(0, "--verify-batches", help="with --select feasible|best: the returned iterate "
+                                                                   "must also be within the bound on this many more "
+                                                                   "training batches (0 = off)"),
     heldout_batches: int = typer.Option(2, "--heldout-batches", min=0),
     out: Optional[Path] = typer.Option(None, "--out", help="write the rectified weights (.safetensors)"),
     as_json: bool = typer.Option(False, "--json"),
@@ -282,7 +288,8 @@ def rectify_cmd(
     _check_compatible(model, train.x[:2], td.num_classes)
     hyper = dict(method=method, iters=iters, lr=lr, gamma=gamma, sub_batches=sub_batches, overlap=overlap,
                  mode=mode, min_scale=min_scale, optimizer=optimizer, seed=seed, bn=bn, gn_weight=gn_weight,
-                 grad_clip=grad_clip, scale_tensors=csv_list(scale_tensors, "scale-tensors"))
+                 grad_clip=grad_clip, scale_tensors=csv_list(scale_tensors, "scale-tensors"),
+                 gamma_margin=gamma_margin, select=select, verify_batches=verify_batches)
     r = _run_rectify(model, train, held, quiet=quiet or as_json, batch_size=batch_size, **hyper)
     sha = None
     if out is not None:
@@ -291,7 +298,8 @@ def rectify_cmd(
             "hyperparameters": {**hyper, "batch_size": batch_size, "heldout_batches": heldout_batches,
                                 "gamma_used": r.gamma},
             "versions": _versions(), "scales": r.scales, "unscalable": list(r.unscalable), "fixed": list(r.fixed),
-            "heldout_before": r.heldout_before, "heldout_after": r.heldout_after})
+            "heldout_before": r.heldout_before, "heldout_after": r.heldout_after,
+            "returned_iterate": r.returned_iterate, "verification": r.verification})
     d = r.to_dict()
     result = RectifyResult(arch=arch, params=sum(p.numel() for p in model.parameters()), weights_sha256=sha, **d)
     if as_json:
@@ -318,6 +326,13 @@ def _print_rectification(r, out: Path | None, exact: tuple[dict, dict] | None = 
     n_bound = sum(h["constrained"] for h in r.history)
     con.print(f"gamma {gamma}; {len(r.history)} iterations, {n_bound} in the g_max > gamma branch; "
               f"{len(r.unscalable)} zero tensors not rescalable; {r.seconds:.1f} s")
+    if r.select != "last":
+        v = r.verification
+        checked = "" if v is None else (f"; checked on {v['batches']} more batches: "
+                                        + ("within the bound" if v["passed"] else "NO iterate within the bound, "
+                                           "the smallest g_max returned")
+                                        + f" ({len(v['checked'])} iterates checked)")
+        con.print(f"returned iterate {r.returned_iterate} of {len(r.history)} (select {r.select}){checked}")
     if r.scales:
         vals = sorted(r.scales.values())
         con.print(f"scales: min {vals[0]:.4g}, median {vals[len(vals) // 2]:.4g}, max {vals[-1]:.4g}")

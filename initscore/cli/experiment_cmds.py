@@ -31,7 +31,7 @@ def resolve(preset_name: str | None, config_path: str | None, *, methods: str | 
             mode: str | None = None, sub_batches: int | None = None, nio_batch_size: int | None = None,
             gn_weight: float | None = None, gamma_margin: float | None = None, select: str | None = None,
             optimizer: str | None = None, grad_clip: float | None = None,
-            scale_tensors: str | None = None) -> Any:
+            scale_tensors: str | None = None, verify_batches: int | None = None) -> Any:
     """The ExperimentConfig from a preset or a JSON file plus command-line overrides (torch-free)."""
     from initscore.experiments.config import override, parse_config, preset
 
@@ -65,7 +65,7 @@ def resolve(preset_name: str | None, config_path: str | None, *, methods: str | 
                                            ("sub_batches", sub_batches), ("batch_size", nio_batch_size),
                                            ("gn_weight", gn_weight), ("gamma_margin", gamma_margin),
                                            ("select", select), ("optimizer", optimizer),
-                                           ("grad_clip", grad_clip),
+                                           ("grad_clip", grad_clip), ("verify_batches", verify_batches),
                                            ("scale_tensors", csv_list(scale_tensors, "scale-tensors")))
             if v is not None}
     if init:
@@ -158,6 +158,9 @@ def register(app: typer.Typer) -> None:
         scale_tensors: Optional[str] = typer.Option(
             None, help="comma-separated name patterns of the tensors NIO scales ('!' excludes; e.g. 'fc.weight' or "
                        "'!fc.*'; default all; GradInit/MetaInit scale every tensor)"),
+        verify_batches: Optional[int] = typer.Option(
+            None, help="select feasible/best: the returned iterate must also be within the bound on this many more "
+                       "training batches (0 = off)"),
         device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
         root: Optional[str] = typer.Option(None, help="CIFAR root (default ../shared/data/cifar10_jpeg)"),
         show_config: bool = typer.Option(False, "--show-config", help="print the resolved config and exit"),
@@ -175,7 +178,7 @@ def register(app: typer.Typer) -> None:
                       overlap=overlap, gamma_factor=gamma_factor, device=device, root=root, mode=mode,
                       sub_batches=sub_batches, nio_batch_size=nio_batch_size, gn_weight=gn_weight,
                       gamma_margin=gamma_margin, select=select, optimizer=optimizer, grad_clip=grad_clip,
-                      scale_tensors=scale_tensors)
+                      scale_tensors=scale_tensors, verify_batches=verify_batches)
         if show_config:
             typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=1))
             return

@@ -164,6 +164,10 @@ class InitConfig(_Model):
         default="last", description="returned iterate: the last one, the last one with g_max within the bound, or "
                                     "(NIO; the baselines then take 'feasible') the within-bound one with the "
                                     "largest GC + gn_weight GN on its batch")
+    verify_batches: int = Field(
+        default=0, ge=0, le=64,
+        description="select 'feasible'/'best': the returned iterate must also be within the bound on this many more "
+                    "training batches (NIO/GradInit; MetaInit has no bound); 0 = off")
     baseline_mode: Literal["batch", "sample"] | None = Field(
         default=None, description="mode of gradinit/metainit's loop (BN statistics, g_max); None = mode")
     baseline_batch_size: int | None = Field(

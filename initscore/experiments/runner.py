@@ -282,7 +282,8 @@ def _rect_kwargs(cfg: ExperimentConfig, method: str = "nio") -> dict[str, Any]:
                 mode=mode, min_scale=i.min_scale, optimizer=i.optimizer, batch_size=batch_size,
                 gn_weight=i.gn_weight, gamma_margin=i.gamma_margin, grad_clip=i.grad_clip,
                 scale_tensors=None if (i.scale_tensors is None or method != "nio") else list(i.scale_tensors),
-                select="feasible" if (i.select == "best" and method != "nio") else i.select)
+                select="feasible" if (i.select == "best" and method != "nio") else i.select,
+                verify_batches=i.verify_batches)
 
 
 def first_gmax(base: nn.Module, splits: Splits, cfg: ExperimentConfig, seed: int, method: str = "nio") -> float:
@@ -355,6 +356,7 @@ def run_one(base: nn.Module, mcfg: ModelConfig, method: str, seed: int, splits: 
             "mode": kw["mode"],
             "batch_size": kw["batch_size"],
             "final_iterate": rect.final,
+            "verification": rect.verification,
             "constrained_iters": sum(1 for h in rect.history if h.get("constrained")),
             "scales_min": min(scales) if scales else None,
             "scales_max": max(scales) if scales else None,

@@ -48,6 +48,13 @@ def _batches(row: dict[str, Any]) -> str:
     return f" ({b[0]}/{b[1]} batches)" if b else ""
 
 
+def _verified(row: dict[str, Any]) -> str:
+    """'; k/m verified on V batches': runs whose returned iterate was also within the bound on V more training
+    batches (verify_batches), where recorded."""
+    v = row.get("verified")
+    return f"; {v[0]}/{v[1]} verified on {v[2]} more batches" if v else ""
+
+
 def _own_mode_gmax_batches(run: dict[str, Any]) -> list[float] | None:
     """Each held-out batch's g_max after rectification in the rectification's own mode: recorded with the exact
     (sample-mode) scores, so only for runs that rectified in that mode (NIO in sample mode)."""
@@ -67,6 +74,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
         gmax_after = [_get(r, "init", "heldout_after", "g_max") for r in rs]
         hist_gmax = [(_get(r, "init", "last_iteration") or {}).get("g_max") for r in rs]
         within = [g is None or a is None or a <= g for a, g in zip(hist_gmax, gammas)]
+        ver = [v for v in (_get(r, "init", "verification") for r in rs) if v]
         per_batch = [(b, g) for b, g in zip(map(_own_mode_gmax_batches, rs), gammas)
                      if b is not None and g is not None]  # results.json files before 2026-12-04 have no per-batch list
         rows.append({
@@ -88,6 +96,8 @@ def summarize(runs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
             "gamma": stats(gammas),
             "last_iter_gmax": stats(hist_gmax),
             "gmax_within_gamma": sum(within),
+            "verified": ([sum(bool(v["passed"]) for v in ver), len(ver), max(v["batches"] for v in ver)]
+                         if ver else None),
             "heldout_gmax_within_gamma": sum(1 for a, g in zip(gmax_after, gammas) if g is None or a is None or a <= g),
             "heldout_batches_within_gamma": ([sum(v <= g for b, g in per_batch for v in b),
                                               sum(len(b) for b, _ in per_batch)] if per_batch else None),
@@ -184,7 +194,7 @@ def markdown(result: dict[str, Any]) -> str:
     for r in ok_rows:
         n = len(r["seeds"])
         out.append(f"| {r['model']} | {r['method']} | {_ms(r['gamma'], '{:.3f}')} | {_ms(r['last_iter_gmax'], '{:.3f}')} | "
-                   f"{r['gmax_within_gamma']}/{n} | {_ms(r['heldout_gmax_after'], '{:.3f}')} | "
+                   f"{r['gmax_within_gamma']}/{n}{_verified(r)} | {_ms(r['heldout_gmax_after'], '{:.3f}')} | "
                    f"{r.get('heldout_gmax_within_gamma', 'n/a')}/{n}{_batches(r)} | "
                    f"{_ms(r['init_seconds'], '{:.1f}')} | {_ms(r['train_seconds'], '{:.0f}')} | "
                    f"{_ms(r['init_fraction'], '{:.3f}')} |")

@@ -79,6 +79,29 @@ def test_rectify_scale_tensors(tmp_path):
     assert json.loads(meta["hyperparameters"])["scale_tensors"] == ["net.3.*"]
 
 
+def test_rectify_select_and_verify_batches(tmp_path):
+    """--select/--gamma-margin/--verify-batches reach the engine; the verification is in the JSON result and in
+    the weights' provenance."""
+    out = tmp_path / "v.safetensors"
+    p = _run("rectify", "--arch", "mlp", "--args", MLP, "--batch-size", "8", "--iters", "4", "--heldout-batches", "1",
+             "--select", "feasible", "--gamma-margin", "0.2", "--verify-batches", "2", "--out", str(out), "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["select"] == "feasible" and d["gamma_margin"] == 0.2
+    v = d["verification"]
+    assert v["batches"] == 2 and v["checked"] and v["checked"][-1]["iterate"] == d["returned_iterate"]
+    from safetensors import safe_open
+
+    with safe_open(str(out), "pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["verification"]) == v
+    assert json.loads(meta["hyperparameters"])["verify_batches"] == 2
+    p = _run("rectify", "--arch", "mlp", "--args", MLP, "--batch-size", "8", "--iters", "4", "--heldout-batches", "1",
+             "--select", "feasible", "--verify-batches", "2", "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert "checked on 2 more batches" in p.stdout
+
+
 @pytest.mark.parametrize("args,needle", [
     (["score", "--arch", "mlp", "--mode", "exact"], "mode"),
     (["score", "--arch", "nope"], "unknown architecture"),
@@ -92,6 +115,9 @@ def test_rectify_scale_tensors(tmp_path):
     (["rectify", "--arch", "mlp", "--iters", "1", "--optimizer", "rescale_adam", "--grad-clip", "-1"], "grad_clip"),
     (["rectify", "--arch", "mlp", "--iters", "1", "--scale-tensors", "fc.weight"], "matches no scalable"),
     (["rectify", "--arch", "mlp", "--iters", "1", "--scale-tensors", ","], "--scale-tensors"),
+    (["rectify", "--arch", "mlp", "--iters", "1", "--verify-batches", "2"], "select='feasible' or 'best'"),
+    (["rectify", "--arch", "mlp", "--iters", "1", "--select", "feasible", "--verify-batches", "-1"], "verify_batches"),
+    (["rectify", "--arch", "mlp", "--iters", "1", "--select", "first"], "select"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle):
     p = _run(*args)

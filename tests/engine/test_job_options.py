@@ -87,3 +87,21 @@ def test_scale_tensors_reach_rectify_and_the_result():
         with pytest.raises(ValidationError):
             RectifyOptions(scale_tensors=bad)
     assert RectifyOptions().scale_tensors is None
+
+
+def test_verify_batches_reach_rectify_and_the_result():
+    """options.verify_batches goes through the job contract to the engine and comes back as result.verification;
+    it needs a select that checks iterates ('feasible' / 'best')."""
+    res, _, _ = run_job(_with(select="feasible", gamma_margin=0.2, gamma=None, verify_batches=2))
+    v = res.verification
+    assert v is not None and v.batches == 2 and v.checked
+    assert v.checked[-1].iterate == res.returned_iterate and v.checked[-1].passed == v.passed
+    plain, _, _ = run_job(_with(select="feasible", gamma_margin=0.2, gamma=None))
+    assert plain.verification is None
+    assert [h.g_max for h in res.history] == [h.g_max for h in plain.history]  # same trajectory
+    with pytest.raises(ValidationError, match="verify_batches"):
+        RectifyOptions(verify_batches=2)  # select='last'
+    for bad in (-1, 65, 1.5):
+        with pytest.raises(ValidationError):
+            RectifyOptions(select="feasible", verify_batches=bad)
+    assert RectifyOptions().verify_batches == 0

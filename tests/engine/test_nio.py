@@ -273,6 +273,85 @@ def test_select_best_returns_the_feasible_iterate_with_the_largest_objective():
         RectifyOptions(method="metainit", select="best")
 
 
+def _verify_problem(n, factor):
+    """_problem's data for an n-step run: n + 1 batches (the iterations and the final iterate), then one
+    verification batch whose inputs are multiplied by ``factor`` (larger per-sample gradient norms)."""
+    net, _, held = _problem()
+    g = torch.Generator().manual_seed(3)
+    train = [_mixture(32, g) for _ in range(n + 2)]
+    x, y = train[n + 1]
+    return net, train[:n + 1] + [(factor * x, y)], held
+
+
+@pytest.mark.parametrize("select", ["feasible", "best"])
+def test_verify_batches_returns_the_first_candidate_within_the_bound_on_more_batches(select):
+    """verify_batches: the candidates (within the bound on their own batch, in the select rule's order) are
+    checked on the extra batch; the first within (1 - m) gamma there is returned. Checked against an independent
+    reference: each iterate's weights rebuilt by a k-step run, scored by gradcosine on the verification batch."""
+    torch.manual_seed(0)
+    n, m = 12, 0.2
+    net, data, held = _verify_problem(n, 1.6)
+    kw = dict(lr=0.1, mode="sample", gamma_margin=m)
+    plain = rectify(net, data[:n + 1], iters=n, select=select, **kw)
+    ver = rectify(net, data, iters=n, select=select, verify_batches=1, heldout=held, **kw)
+    # same trajectory and bound; only the choice differs
+    assert [h["g_max"] for h in ver.history] == pytest.approx([h["g_max"] for h in plain.history], rel=1e-9)
+    bound = (1 - m) * ver.gamma
+    measured = list(ver.history) + [ver.final]
+    ok = [k for k, h in enumerate(measured) if not h["constrained"]]
+    if select == "best":
+        ok.sort(key=lambda k: (measured[k]["gc"] + measured[k]["gn"], k), reverse=True)
+    else:
+        ok.reverse()
+    assert ok[0] == plain.returned_iterate
+    vx, vy = data[n + 1]
+
+    def vg(k):
+        w = rectify(net, data, iters=k, **kw) if k else None
+        return gradcosine(apply(copy.deepcopy(net), w) if w else net, (vx, vy), mode="sample").g_max
+
+    ref = {k: vg(k) for k in ok}
+    expected = next(k for k in ok if ref[k] <= bound)
+    assert ver.returned_iterate == expected != plain.returned_iterate  # the extra batch changed the choice
+    v = ver.verification
+    assert v["batches"] == 1 and v["passed"]
+    assert [c["iterate"] for c in v["checked"]] == ok[:ok.index(expected) + 1]
+    for c in v["checked"]:
+        assert c["g_max"] == pytest.approx(ref[c["iterate"]], rel=1e-6) and c["passed"] == (ref[c["iterate"]] <= bound)
+    part = rectify(net, data, iters=expected, **kw)
+    assert ver.scales == pytest.approx(part.scales, rel=1e-9)
+    assert json.loads(json.dumps(ver.to_dict()))["verification"] == v
+    assert plain.verification is None
+
+
+def test_verify_batches_fallback_when_no_iterate_passes():
+    """Every iterate fails on a verification batch far larger than the training ones: every iterate is checked
+    and the one with the smallest g_max over its own and the verification batch is returned, marked not passed."""
+    torch.manual_seed(0)
+    n = 6
+    net, data, _ = _verify_problem(n, 50.0)
+    r = rectify(net, data, iters=n, lr=0.1, mode="sample", select="feasible", verify_batches=1)
+    v = r.verification
+    assert not v["passed"] and sorted(c["iterate"] for c in v["checked"]) == list(range(n + 1))
+    assert not any(c["passed"] for c in v["checked"])
+    measured = list(r.history) + [r.final]
+    worst = {c["iterate"]: max(c["g_max"], measured[c["iterate"]]["g_max"]) for c in v["checked"]}
+    assert worst[r.returned_iterate] == min(worst.values())
+
+
+def test_verify_batches_options():
+    net, train, _ = _problem()
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(OptionsError, match="verify_batches"):
+            rectify(net, train, iters=2, select="feasible", verify_batches=bad)
+    with pytest.raises(OptionsError, match="select='feasible' or 'best'"):
+        rectify(net, train, iters=2, verify_batches=2)
+    # MetaInit has no bound: nothing to verify; GradInit's own constraint test is used
+    assert rectify(net, train, iters=2, method="metainit", select="feasible", verify_batches=2).verification is None
+    g = rectify(net, train, iters=3, method="gradinit", select="feasible", verify_batches=2)
+    assert g.verification["batches"] == 2 and g.verification["checked"]
+
+
 def test_scales_unscalable_min_scale_and_no_mutation():
     net = tiny_conv(bn=True, act=nn.Tanh)
     with torch.no_grad():

@@ -87,6 +87,26 @@ def test_heldout_gmax_per_batch_in_sample_mode(tmp_path):
     assert f"| {row['heldout_gmax_within_gamma']}/1 ({within}/2 batches) |" in line
 
 
+def test_verify_batches_reach_the_run_record_and_the_report(tmp_path):
+    """init.verify_batches: each NIO run records its verification; the report counts the verified runs."""
+    from initscore.experiments import run_experiment
+    from initscore.cli.experiment_cmds import resolve
+
+    init = {**MICRO["init"], "mode": "sample", "batch_size": 16, "select": "feasible", "gamma_margin": 0.3,
+            "verify_batches": 2}
+    (n,) = run_experiment({**MICRO, "methods": ["nio"], "init": init}, tmp_path, log=lambda s: None, plots=False).runs
+    v = n["init"]["verification"]
+    assert v["batches"] == 2 and v["checked"][-1]["iterate"] == n["init"]["returned_iterate"]
+    data = json.loads((tmp_path / "results.json").read_text())
+    (row,) = data["summary"]
+    assert row["verified"] == [int(v["passed"]), 1, 2]
+    assert f"| 1/1; {int(v['passed'])}/1 verified on 2 more batches |" in markdown(data)
+    # the command-line flag sets it for every model
+    assert resolve("cpu", None, verify_batches=3).init.verify_batches == 3
+    with pytest.raises(Exception, match="verify_batches"):
+        parse_config({**MICRO, "init": {**MICRO["init"], "verify_batches": -1}})
+
+
 def test_micro_run_writes_non_empty_pngs(micro_run):
     res, out = micro_run
     assert len(res.files) == 2

@@ -63,7 +63,9 @@ def test_iters_and_batch_limits(queued) -> None:
     for opts, loc in (({"optimizer": "rmsprop"}, "options.optimizer"), ({"optimizer": "rescale_adam",
                                                                          "grad_clip": -1.0}, "options.grad_clip"),
                       ({"scale_tensors": []}, "options.scale_tensors"),
-                      ({"scale_tensors": [""]}, "options.scale_tensors[0]")):
+                      ({"scale_tensors": [""]}, "options.scale_tensors[0]"),
+                      ({"select": "feasible", "verify_batches": -1}, "options.verify_batches"),
+                      ({"verify_batches": 2}, "options")):
         rect = {"kind": "rectify", "model": MLP_SCORE["model"], "data": MLP_SCORE["data"], "options": {"iters": 5, **opts}}
         body = _problem(tc.post("/v1/jobs", json=rect), 422)
         assert any(e["loc"] == loc for e in body["errors"]), body
