@@ -75,6 +75,8 @@ def run_ablation(spec: dict[str, Any], seeds: list[int], *, iters: int = 20, bat
                 "batch_gc_before": rect.heldout_before.get("gc"), "batch_gc_after": rect.heldout_after.get("gc"),
                 "batch_gmax_after": rect.heldout_after.get("g_max"), "gamma": rect.gamma,
                 "returned_iterate": rect.returned_iterate,
+                "heldout_gmax_batches": after.get("g_max_batches"),
+                "verified": None if rect.verification is None else rect.verification["passed"],
                 "constrained_iters": sum(1 for h in rect.history if h.get("constrained")),
                 "largest_scales": top[:3], "smallest_scales": top[-3:], "seconds": time.perf_counter() - t0,
             })
@@ -94,7 +96,8 @@ def run_ablation(spec: dict[str, Any], seeds: list[int], *, iters: int = 20, bat
 
 def per_seed_lines(rows: list[dict[str, Any]]) -> list[str]:
     """One markdown row per variant, per-seed values comma-separated: Δ exact GC (held-out), GN after / before,
-    held-out g_max / gamma, returned iterate, constraint steps (the tables of docs/results.md's follow-ups)."""
+    held-out g_max / gamma, returned iterate, constraint steps, held-out batches with g_max <= gamma (the tables
+    of docs/results.md's follow-ups)."""
     out = []
     for r in rows:
         runs = r["runs"]
@@ -102,7 +105,10 @@ def per_seed_lines(rows: list[dict[str, Any]]) -> list[str]:
                 ", ".join(f"{x['exact_gn_after'] / x['exact_gn_before']:.2f}" for x in runs),
                 ", ".join(f"{(x['batch_gmax_after'] or 0) / x['gamma']:.2f}" for x in runs),
                 ", ".join(str(x["returned_iterate"]) for x in runs),
-                ", ".join(str(x["constrained_iters"]) for x in runs)]
+                ", ".join(str(x["constrained_iters"]) for x in runs),
+                ", ".join("n/a" if not x.get("heldout_gmax_batches") else
+                          f"{sum(g <= x['gamma'] for g in x['heldout_gmax_batches'])}/{len(x['heldout_gmax_batches'])}"
+                          for x in runs)]
         out.append(f"| {r['variant']} | " + " | ".join(cols) + " |")
     return out
 

@@ -23,7 +23,8 @@ def test_ablation_rows_and_markdown():
     r0 = rows[0]["runs"]
     cells = [c.strip() for c in lines[0].strip("|").split("|")]
     assert cells[1] == ", ".join(f"{x['exact_gc_after'] - x['exact_gc_before']:+.3f}" for x in r0)
-    assert cells[4] == ", ".join(str(x["returned_iterate"]) for x in r0) and len(cells) == 6
+    assert cells[4] == ", ".join(str(x["returned_iterate"]) for x in r0) and len(cells) == 7
+    assert cells[6] == ", ".join(f"{sum(g <= x['gamma'] for g in x['heldout_gmax_batches'])}/2" for x in r0)
 
 
 def test_tuning_main_runs_the_bench_scripts_command_line(tmp_path, capsys):
