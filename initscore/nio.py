@@ -412,12 +412,12 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     collapsed iterate; no held-out data is looked at. If none was feasible, as for "feasible".
     ``Rectification.returned_iterate`` is the k returned (``iters`` for "last").
     verify_batches: V >= 0 (select "feasible"/"best" only). With V > 0 an iterate counts as within
-    the bound only if it is also within it on V more batches drawn after the last one (the same V
-    batches for every iterate, none of them held-out data): the method's own constraint test
-    (NIO: g_max > (1 - m) gamma; GradInit: ||g|| > (1 - m) gamma) on each. g_max is a maximum
-    over samples, so an iterate at the bound on the 64 samples it was measured on is above it on
-    many others; checking it on V x batch_size more samples makes the returned scales satisfy the
-    bound on data they were not chosen on. Candidates are checked lazily in the select rule's order
+    the bound only if it is also within gamma itself on V more batches drawn after the last one (the
+    same V batches for every iterate, none of them held-out data), by the method's own constraint
+    test (NIO: g_max <= gamma; GradInit: ||g|| <= gamma). The margin m steers the iterations below
+    gamma because g_max, a maximum over samples, varies from batch to batch; the verification
+    checks the bound itself on V x batch_size samples the iterate was not measured on, so the
+    returned scales satisfy g_max <= gamma beyond their own batch. Candidates are checked lazily in the select rule's order
     ("feasible": latest first; "best": largest objective first) and the first one that passes is
     returned; if none does, every iterate is checked and the one with the smallest g_max over its
     own and the verification batches is returned. ``Rectification.verification`` records V, each
@@ -543,7 +543,8 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
             if verify_batches and method != "metainit":
                 vbatches = [next(stream) for _ in range(verify_batches)]
                 returned, verification = _verified_choice(
-                    ok, measured, lambda k: _verify(evaluate, scaled, snapshots[k], vbatches), verify_batches)
+                    ok, measured, lambda k: _verify(evaluate, ctx, gamma_value, scaled, snapshots[k], vbatches),
+                    verify_batches)
             elif not ok:
                 returned = min(range(len(measured)), key=lambda k: measured[k]["g_max"])
             else:
@@ -557,13 +558,16 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
                          returned_iterate=returned, final=final, verification=verification)
 
 
-def _verify(evaluate: Callable[[Tensor, Tensor], tuple[Tensor, dict[str, float], bool]], scaled: ScaledParams,
-            scales: dict[str, float], batches: list[tuple[Tensor, Tensor]]) -> dict[str, Any]:
-    """Iterate ``scales`` under the method's own constraint test on each verification batch:
-    {"g_max": max over the batches, "passed": no batch triggered the constraint}. The optimizer's
-    scales are restored afterwards."""
+def _verify(evaluate: Callable[[Tensor, Tensor], tuple[Tensor, dict[str, float], bool]], ctx: Context,
+            gamma: float | None, scaled: ScaledParams, scales: dict[str, float],
+            batches: list[tuple[Tensor, Tensor]]) -> dict[str, Any]:
+    """Iterate ``scales`` under the method's own constraint test against ``gamma`` itself (not the
+    margined bound the iterations step against) on each verification batch: {"g_max": max over the
+    batches, "passed": no batch triggered the constraint}. The optimizer's scales and the context's
+    bound are restored afterwards."""
     saved = {n: s.detach().clone() for n, s in scaled.scales.items()}
-    g_max, passed = 0.0, True
+    g_max, passed, bound = 0.0, True, ctx.gamma
+    ctx.gamma = gamma
     try:
         with torch.no_grad():
             for n, s in scaled.scales.items():
@@ -574,6 +578,7 @@ def _verify(evaluate: Callable[[Tensor, Tensor], tuple[Tensor, dict[str, float],
                 del obj
             g_max, passed = max(g_max, rec["g_max"]), passed and not constrained
     finally:
+        ctx.gamma = bound
         with torch.no_grad():
             for n, s in scaled.scales.items():
                 s.copy_(saved[n])
