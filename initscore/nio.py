@@ -416,8 +416,9 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     same V batches for every iterate, none of them held-out data), by the method's own constraint
     test (NIO: g_max <= gamma; GradInit: ||g|| <= gamma). The margin m steers the iterations below
     gamma because g_max, a maximum over samples, varies from batch to batch; the verification
-    checks the bound itself on V x batch_size samples the iterate was not measured on, so the
-    returned scales satisfy g_max <= gamma beyond their own batch. Candidates are checked lazily in the select rule's order
+    checks the bound itself on V x batch_size samples the iterate was not measured on. It certifies
+    those samples only: on unseen ones the largest norm can still exceed gamma (docs/results.md,
+    "Follow-up 6"). Candidates are checked lazily in the select rule's order
     ("feasible": latest first; "best": largest objective first) and the first one that passes is
     returned; if none does, every iterate is checked and the one with the smallest g_max over its
     own and the verification batches is returned. ``Rectification.verification`` records V, each
@@ -591,16 +592,14 @@ def _verified_choice(candidates: list[int], measured: list[dict[str, Any]], chec
     order) that also passes ``check`` on the verification batches; if none does, the iterate with the
     smallest g_max over its own and the verification batches (every iterate is then checked)."""
     checked: dict[int, dict[str, Any]] = {}
-    for k in candidates:
-        checked[k] = check(k)
-        if checked[k]["passed"]:
-            return k, {"batches": n_batches, "passed": True,
-                       "checked": [{"iterate": i, **c} for i, c in checked.items()]}
-    for k in range(len(measured)):
-        if k not in checked:
-            checked[k] = check(k)
-    returned = min(checked, key=lambda k: (max(measured[k]["g_max"], checked[k]["g_max"]), -k))
-    return returned, {"batches": n_batches, "passed": False,
+    returned = next((k for k in candidates if checked.setdefault(k, check(k))["passed"]), None)
+    passed = returned is not None
+    if not passed:
+        for k in range(len(measured)):
+            if k not in checked:
+                checked[k] = check(k)
+        returned = min(checked, key=lambda k: (max(measured[k]["g_max"], checked[k]["g_max"]), -k))
+    return returned, {"batches": n_batches, "passed": passed,
                       "checked": [{"iterate": i, **c} for i, c in checked.items()]}
 
 
