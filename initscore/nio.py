@@ -544,7 +544,8 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
             if verify_batches and method != "metainit":
                 vbatches = [next(stream) for _ in range(verify_batches)]
                 returned, verification = _verified_choice(
-                    ok, measured, lambda k: _verify(evaluate, ctx, gamma_value, scaled, snapshots[k], vbatches),
+                    ok, measured, lambda k: _verify(evaluate, ctx, gamma_value, scaled, snapshots[k], vbatches,
+                                      first_order=method == "nio"),
                     verify_batches)
             elif not ok:
                 returned = min(range(len(measured)), key=lambda k: measured[k]["g_max"])
@@ -561,11 +562,13 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
 
 def _verify(evaluate: Callable[[Tensor, Tensor], tuple[Tensor, dict[str, float], bool]], ctx: Context,
             gamma: float | None, scaled: ScaledParams, scales: dict[str, float],
-            batches: list[tuple[Tensor, Tensor]]) -> dict[str, Any]:
+            batches: list[tuple[Tensor, Tensor]], first_order: bool = False) -> dict[str, Any]:
     """Iterate ``scales`` under the method's own constraint test against ``gamma`` itself (not the
     margined bound the iterations step against) on each verification batch: {"g_max": max over the
-    batches, "passed": no batch triggered the constraint}. The optimizer's scales and the context's
-    bound are restored afterwards."""
+    batches, "passed": no batch triggered the constraint}. ``first_order``: the test is g_max > gamma
+    (NIO's), read from :func:`measure` instead of the method's objective, which would build the
+    second-order graph of its ascent step (GradInit's test needs its objective). The optimizer's
+    scales and the context's bound are restored afterwards."""
     saved = {n: s.detach().clone() for n, s in scaled.scales.items()}
     g_max, passed, bound = 0.0, True, ctx.gamma
     ctx.gamma = gamma
@@ -574,9 +577,13 @@ def _verify(evaluate: Callable[[Tensor, Tensor], tuple[Tensor, dict[str, float],
             for n, s in scaled.scales.items():
                 s.fill_(scales[n])
         for x, y in batches:
-            with torch.enable_grad():
-                obj, rec, constrained = evaluate(x, y)
-                del obj
+            if first_order:  # NIO's test reads g_max only: no second-order graph
+                rec = measure(ctx, scaled.params(), x, y)
+                constrained = gamma is not None and rec["g_max"] > gamma
+            else:
+                with torch.enable_grad():
+                    obj, rec, constrained = evaluate(x, y)
+                    del obj
             g_max, passed = max(g_max, rec["g_max"]), passed and not constrained
     finally:
         ctx.gamma = bound

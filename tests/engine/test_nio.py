@@ -348,6 +348,24 @@ def test_verify_batches_fallback_when_no_iterate_passes():
     assert worst[r.returned_iterate] == min(worst.values())
 
 
+@pytest.mark.parametrize("bn", [False, True])
+def test_nio_verification_g_max_matches_gradcosine_on_conv_nets(bn):
+    """NIO's verification reads g_max first-order (``measure``, no second-order graph); with and without BN
+    (calibrated statistics in sample mode) every checked iterate's g_max is gradcosine's on its weights."""
+    torch.manual_seed(1)
+    net = tiny_conv(bn=bn, act=nn.Tanh)
+    g = torch.Generator().manual_seed(4)
+    data = [(torch.randn(12, 3, 6, 6, generator=g), torch.randint(0, 5, (12,), generator=g)) for _ in range(7)]
+    n, kw = 4, dict(lr=0.3, mode="sample", gamma_margin=0.3, gamma=None)
+    r = rectify(net, data, iters=n, select="feasible", verify_batches=2, **kw)
+    for c in r.verification["checked"]:
+        k = c["iterate"]
+        w = apply(copy.deepcopy(net), rectify(net, data, iters=k, **kw)) if k else net
+        ref = max(gradcosine(w, b, mode="sample").g_max for b in data[n + 1:n + 3])
+        assert c["g_max"] == pytest.approx(ref, rel=1e-5)
+        assert c["passed"] == (ref <= r.gamma)
+
+
 def test_verify_batches_options():
     net, train, _ = _problem()
     for bad in (-1, 1.5, True, "2"):
