@@ -6,6 +6,8 @@ for the returned weights (``initscore.experiments.gmax_tail``). Measurement only
 
     flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python bench/heldout_gmax_tail.py --images 2048
     ... bench/heldout_gmax_tail.py --models resnet20_nobn --methods nio,gradinit
+    tuning seeds/data (never the reported ones) with the verification sized for 5 % (19 batches of 64):
+    ... bench/heldout_gmax_tail.py --models resnet20_nobn --seeds 10,11,12,13 --data-seed 1 --verify-batches 19
 """
 from __future__ import annotations
 
@@ -24,11 +26,14 @@ if __name__ == "__main__":
     ap.add_argument("--methods", default="nio")
     ap.add_argument("--models", default=None, help="comma-separated model labels (default: all of the preset's)")
     ap.add_argument("--verify-batches", type=int, default=None, help="override the preset's verify_batches")
+    ap.add_argument("--data-seed", type=int, default=None, help="override the preset's data seed (tuning: 1)")
     ap.add_argument("--json", default=None, help="output (default runs/heldout_gmax_tail_PRESET.json)")
     a = ap.parse_args()
     cfg = PRESETS[a.preset]
     if a.verify_batches is not None:
         cfg = cfg.model_copy(update={"init": cfg.init.model_copy(update={"verify_batches": a.verify_batches})})
+    if a.data_seed is not None:
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"seed": a.data_seed})})
     rows = gmax_tail(cfg, n_images=a.images, seeds=None if a.seeds is None else [int(s) for s in a.seeds.split(",")],
                      methods=a.methods.split(","), model_labels=None if a.models is None else a.models.split(","))
     out = Path(a.json or f"runs/heldout_gmax_tail_{a.preset}.json")

@@ -78,11 +78,15 @@ def gmax_tail(config: ExperimentConfig | dict[str, Any], *, n_images: int = 2048
                 mode, D, r = mc.init.heldout_mode, mc.init.sub_batches, mc.init.overlap
                 before = heldout_exact(base, batches, mode, D, r)["g_max_batches"]
                 after = heldout_exact(model, batches, mode, D, r)["g_max_batches"]
-                held = heldout_exact(model, splits.heldout, mode, D, r)["g_max_batches"]
+                held_before = heldout_exact(base, splits.heldout, mode, D, r)
+                held_after = heldout_exact(model, splits.heldout, mode, D, r)
+                held = held_after["g_max_batches"]
                 row = {
                     "model": mcfg.name, "seed": seed, "method": method, "gamma": rect.gamma,
-                    "returned_iterate": rect.returned_iterate, "batch_size": bs, "mode": mode,
+                    "returned_iterate": rect.returned_iterate, "batch_size": bs, "mode": mode, "seconds": rect.seconds,
                     "heldout_gmax_over_gamma": [g / rect.gamma for g in held],
+                    "heldout_gc_before": held_before["gc"], "heldout_gc_after": held_after["gc"],
+                    "verification": rect.verification,
                     "kaiming": _tail_stats([g / rect.gamma for g in before]),
                     "rectified": _tail_stats([g / rect.gamma for g in after]),
                     "kaiming_ratios": [g / rect.gamma for g in before],
@@ -90,7 +94,8 @@ def gmax_tail(config: ExperimentConfig | dict[str, Any], *, n_images: int = 2048
                 }
                 rows.append(row)
                 k, a = row["kaiming"], row["rectified"]
-                log(f"[{mcfg.name} seed {seed} {method}] gamma {rect.gamma:.3f}, iterate {rect.returned_iterate}; "
+                log(f"[{mcfg.name} seed {seed} {method}] gamma {rect.gamma:.3f}, iterate {rect.returned_iterate}; held-out GC "
+                    f"{held_before['gc']:.4f} -> {held_after['gc']:.4f}; "
                     f"experiment's held-out batches {', '.join(f'{v:.2f}' for v in row['heldout_gmax_over_gamma'])}"
                     f" of gamma; {a['batches']} test batches of {bs}: within gamma kaiming {k['within']}/{k['batches']}"
                     f", {method} {a['within']}/{a['batches']} (median {a['median']:.2f}, q90 {a['q90']:.2f}, "
@@ -100,11 +105,12 @@ def gmax_tail(config: ExperimentConfig | dict[str, Any], *, n_images: int = 2048
 
 def markdown(rows: list[dict[str, Any]]) -> list[str]:
     """A markdown table: one line per run."""
-    out = ["| model | seed | method | returned iterate | experiment's held-out batches / gamma | test batches within gamma: "
-           "Kaiming | rectified | rectified g_max / gamma: median, q90, max |", "|---|---|---|---|---|---|---|---|"]
+    out = ["| model | seed | method | returned iterate | held-out GC before -> after | experiment's held-out batches / gamma | test batches within gamma: "
+           "Kaiming | rectified | rectified g_max / gamma: median, q90, max |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         k, a = r["kaiming"], r["rectified"]
         out.append(f"| {r['model']} | {r['seed']} | {r['method']} | {r['returned_iterate']} | "
+                   f"{r['heldout_gc_before']:.4f} -> {r['heldout_gc_after']:.4f} | "
                    f"{', '.join(f'{v:.2f}' for v in r['heldout_gmax_over_gamma'])} | {k['within']}/{k['batches']} | "
                    f"{a['within']}/{a['batches']} ({100 * a['fraction_within']:.0f} ± {100 * a['stderr']:.0f} %) | "
                    f"{a['median']:.2f}, {a['q90']:.2f}, {a['max']:.2f} |")

@@ -35,6 +35,8 @@ def test_reproduces_the_experiments_heldout_gmax_and_counts_test_batches(tmp_pat
         assert row["returned_iterate"] == run["init"]["returned_iterate"]
         assert row["heldout_gmax_over_gamma"] == pytest.approx(
             [g / run["init"]["gamma"] for g in run["init"]["exact_after"]["g_max_batches"]], rel=1e-9)
+        assert row["heldout_gc_after"] == pytest.approx(run["init"]["exact_after"]["gc"], rel=1e-9)
+        assert row["heldout_gc_before"] == pytest.approx(run["init"]["exact_before"]["gc"], rel=1e-9)
         # each test batch of 16 (80 images -> 5), scored independently of gmax_tail
         torch.manual_seed(row["seed"])
         base = models.build({"arch": "mlp", "args": CFG["models"][0]["args"]})
