@@ -24,7 +24,7 @@ import torch
 
 from initscore import models
 from initscore.experiments.config import ExperimentConfig, parse_config
-from initscore.experiments.runner import _rect_kwargs, first_gmax, heldout_exact, load_splits, pick_device
+from initscore.experiments.runner import heldout_exact, load_splits, pick_device, rect_kwargs_for
 
 
 def _tail_stats(ratios: list[float]) -> dict[str, Any]:
@@ -64,9 +64,7 @@ def gmax_tail(config: ExperimentConfig | dict[str, Any], *, n_images: int = 2048
             torch.manual_seed(seed)
             base = models.build(mcfg.spec()).to(device)
             for method in methods:
-                kw = _rect_kwargs(mc, method)
-                if mc.init.gamma_factor is not None and method in ("nio", "gradinit"):
-                    kw["gamma"] = mc.init.gamma_factor * first_gmax(base, splits, mc, seed, method)
+                kw = rect_kwargs_for(base, splits, mc, seed, method)
                 rect = nio.rectify(base, splits.train, method=method, seed=seed, heldout=splits.heldout, **kw)
                 if rect.gamma is None:
                     log(f"[{mcfg.name} seed {seed} {method}] no gamma (method has no bound): skipped")
@@ -76,8 +74,8 @@ def gmax_tail(config: ExperimentConfig | dict[str, Any], *, n_images: int = 2048
                            for i in range(0, len(splits.test) - bs + 1, bs)]
                 model = nio.apply(copy.deepcopy(base), rect)
                 mode, D, r = mc.init.heldout_mode, mc.init.sub_batches, mc.init.overlap
-                before = heldout_exact(base, batches, mode, D, r)["g_max_batches"]
-                after = heldout_exact(model, batches, mode, D, r)["g_max_batches"]
+                before = [g / rect.gamma for g in heldout_exact(base, batches, mode, D, r)["g_max_batches"]]
+                after = [g / rect.gamma for g in heldout_exact(model, batches, mode, D, r)["g_max_batches"]]
                 held_before = heldout_exact(base, splits.heldout, mode, D, r)
                 held_after = heldout_exact(model, splits.heldout, mode, D, r)
                 held = held_after["g_max_batches"]
@@ -87,10 +85,8 @@ def gmax_tail(config: ExperimentConfig | dict[str, Any], *, n_images: int = 2048
                     "heldout_gmax_over_gamma": [g / rect.gamma for g in held],
                     "heldout_gc_before": held_before["gc"], "heldout_gc_after": held_after["gc"],
                     "verification": rect.verification,
-                    "kaiming": _tail_stats([g / rect.gamma for g in before]),
-                    "rectified": _tail_stats([g / rect.gamma for g in after]),
-                    "kaiming_ratios": [g / rect.gamma for g in before],
-                    "rectified_ratios": [g / rect.gamma for g in after],
+                    "kaiming": _tail_stats(before), "rectified": _tail_stats(after),
+                    "kaiming_ratios": before, "rectified_ratios": after,
                 }
                 rows.append(row)
                 k, a = row["kaiming"], row["rectified"]

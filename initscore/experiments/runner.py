@@ -296,14 +296,20 @@ def first_gmax(base: nn.Module, splits: Splits, cfg: ExperimentConfig, seed: int
                       overlap=kw["overlap"] if kw["mode"] == "batch" else 0.0).g_max
 
 
+def rect_kwargs_for(base: nn.Module, splits: Splits, cfg: ExperimentConfig, seed: int, method: str) -> dict[str, Any]:
+    """:func:`_rect_kwargs` with gamma resolved: ``gamma_factor`` x the first batch's g_max for bounded methods."""
+    kw = _rect_kwargs(cfg, method)
+    if cfg.init.gamma_factor is not None and method in ("nio", "gradinit"):
+        kw["gamma"] = cfg.init.gamma_factor * first_gmax(base, splits, cfg, seed, method)
+    return kw
+
+
 def run_one(base: nn.Module, mcfg: ModelConfig, method: str, seed: int, splits: Splits,
             cfg: ExperimentConfig, exact_before: dict[str, Any], log: Log) -> dict[str, Any]:
     """Rectify a copy of ``base`` with ``method``, measure held-out scores, train; one run record."""
     from initscore import nio
 
-    kw = _rect_kwargs(cfg, method)
-    if cfg.init.gamma_factor is not None and method in ("nio", "gradinit"):
-        kw["gamma"] = cfg.init.gamma_factor * first_gmax(base, splits, cfg, seed, method)
+    kw = rect_kwargs_for(base, splits, cfg, seed, method)
     try:
         rect = nio.rectify(base, splits.train, method=method, seed=seed, heldout=splits.heldout, **kw)
     except (InitscoreError, RuntimeError) as exc:  # recorded, never dropped silently
