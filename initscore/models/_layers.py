@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from initscore.grad_samplers import register_grad_sampler
 
 
 class ChannelBias(nn.Module):
@@ -21,6 +23,13 @@ class ChannelBias(nn.Module):
 
     def extra_repr(self) -> str:
         return str(self.bias.numel())
+
+
+@register_grad_sampler(ChannelBias)
+def _channel_bias_grad(mod: nn.Module, owned: frozenset[str], a: Tensor, o: Tensor, d: Tensor) -> dict[str, Tensor]:
+    """g_n(b) = sum over positions of d_n (y = a + b broadcast over channels)."""
+    dims = list(range(2, a.dim()))
+    return {"bias": d.sum(dim=dims) if dims else d}
 
 
 def norm2d(channels: int, bn: bool) -> nn.Module:

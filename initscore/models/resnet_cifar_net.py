@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from initscore.grad_samplers import register_samplewise
 from initscore.models._layers import kaiming_init_, norm2d
 from initscore.models.resnet_cifar import WIDTHS
 
@@ -25,6 +26,9 @@ class PadShortcut(nn.Module):
         if self.norm is not None:
             x = self.norm(x)
         return F.pad(x, (0, 0, 0, 0, 0, self.c_out - self.c_in))
+
+
+register_samplewise(PadShortcut)  # its norm child, if any, is checked on its own
 
 
 class BasicBlock(nn.Module):

@@ -161,3 +161,42 @@ def test_engine_sample_mode_on_hooks_equals_the_vmap_path():
     vm = gradcosine(model, (x, y), bn="per_sample", loss=lambda z, t: nn.functional.cross_entropy(z, t))
     for attr in ("gc", "gn", "g_max", "g_min"):
         assert getattr(hooked, attr) == pytest.approx(getattr(vm, attr), rel=1e-10, abs=1e-14)
+
+
+class _Scale(nn.Module):
+    """A layer no registry model has: y = a * s, one learnable scale per channel."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.linspace(0.5, 1.5, c, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight.view(1, -1, 1, 1)
+
+
+class _Square(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x
+
+
+def test_a_registered_layer_type_takes_the_hook_path_and_matches_vmap():
+    """Opacus-style registration: an unknown layer is refused by name until a rule is registered for its type;
+    a registered rule (here g_n(s) = sum_hw d_n a_n) is then used and must equal vmap's gradients."""
+    from initscore.grad_samplers import register_grad_sampler, register_samplewise
+
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), _Scale(4), _Square(), nn.Flatten(),
+                          nn.Linear(4 * 32 * 32, 10)).double()
+    x, y = _batch(3, seed=9)
+    net, params = _scoring(model, "calibrated", x)
+    assert "no grad sampler" in unsupported_reason(net, params)
+
+    @register_grad_sampler(_Scale)
+    def _scale_grad(mod, owned, a, o, d):
+        return {"weight": (d * a).sum(dim=(2, 3))}
+
+    assert "_Square is not known to be sample-wise" in unsupported_reason(net, params)
+    register_samplewise(_Square)
+    assert unsupported_reason(net, params) is None
+    hooked = hook_grad_fn(net, params, when="always")(params, x, y)
+    assert _close(sample_grad_fn(net, default_loss)(params, x, y), hooked) < 1e-12
