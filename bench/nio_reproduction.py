@@ -28,13 +28,13 @@ def main(argv: list[str] | None = None) -> int:
         import json
         from pathlib import Path
 
-        from initscore.experiments.ablation import ablation_markdown, run_ablation
+        from research.ablation import ablation_markdown, run_ablation
 
         seeds = [int(s) for s in a.seeds.split(",")] if a.seeds else [0, 1, 2]
         t0 = time.perf_counter()
         rows = run_ablation({"arch": "resnet20", "args": {"bn": False}}, seeds)
         rows += run_ablation({"arch": "resnet20", "args": {"bn": True}}, seeds,
-                             variants={k: v for k, v in __import__("initscore.experiments.ablation", fromlist=["VARIANTS"]).VARIANTS.items()
+                             variants={k: v for k, v in __import__("research.ablation", fromlist=["VARIANTS"]).VARIANTS.items()
                                        if not k.startswith("sample")})
         Path(a.out).mkdir(parents=True, exist_ok=True)
         (Path(a.out) / "ablation.json").write_text(json.dumps(rows, indent=1))

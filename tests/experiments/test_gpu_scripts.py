@@ -1,14 +1,19 @@
-"""bench/gpu_check.py and bench/nio_exploding_init.py: the device-run scripts, exercised on the CPU with real CIFAR-10."""
+"""bench/gpu_check.py and research/nio_exploding_init.py: the device-run scripts, exercised on the CPU with real CIFAR-10."""
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import sys
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+if str(ROOT) not in sys.path:  # research/ is not installed: it is imported from the checkout
+    sys.path.insert(0, str(ROOT))
 
 
 def _load(name: str):
@@ -45,7 +50,7 @@ def test_nio_exploding_init_rows(tmp_path, capsys):
     """One cheap run (ResNet-20, 2 iterations, the absolute bound): the row records the bound it was given,
     held-out scores before/after on the same network, and the g_max trajectory it printed."""
     out = tmp_path / "rows.json"
-    rows = _load("nio_exploding_init").main(["--arch", "resnet20", "--iters", "2", "--seeds", "10", "--pool", "200",
+    rows = importlib.import_module("research.nio_exploding_init").main(["--arch", "resnet20", "--iters", "2", "--seeds", "10", "--pool", "200",
                                              "--variants", "adam gamma 5", "--json", str(out)])
     assert json.loads(out.read_text()) == rows and len(rows) == 1
     r = rows[0]

@@ -25,9 +25,9 @@ GradCosine there measures how confidently the network predicts one class for eve
 :func:`anatomy` measures these quantities on held-out batches; :func:`scale_sweep` along a global scale or a
 scale of chosen tensors; :func:`main` is the command line::
 
-    python -m initscore.experiments.gc_anatomy sweep --seeds 10,11 [--bn]       # tuning data (data seed 1)
-    python -m initscore.experiments.gc_anatomy nio --seeds 0,1,2 --data-seed 0 --pool 10000 [--bn]
-    python -m initscore.experiments.gc_anatomy report runs/exp_cpu [--methods kaiming,nio]   # a finished run
+    python -m research.gc_anatomy sweep --seeds 10,11 [--bn]       # tuning data (data seed 1)
+    python -m research.gc_anatomy nio --seeds 0,1,2 --data-seed 0 --pool 10000 [--bn]
+    python -m research.gc_anatomy report runs/exp_cpu [--methods kaiming,nio]   # a finished run
 """
 from __future__ import annotations
 
@@ -203,10 +203,10 @@ def from_results(results: dict[str, Any], methods: Sequence[str] = ("kaiming", "
 def main(argv: list[str] | None = None) -> int:
     from initscore import models, nio
     from initscore.experiments.config import DataConfig
-    from initscore.experiments.nobn_study import PRESET_NIO
+    from research.nobn_study import PRESET_NIO
     from initscore.experiments.runner import load_splits
 
-    ap = argparse.ArgumentParser(prog="python -m initscore.experiments.gc_anatomy", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m research.gc_anatomy", description=__doc__.split("\n")[0])
     ap.add_argument("what", choices=["sweep", "nio", "report"])
     ap.add_argument("results", nargs="?", help="report: a run folder or its results.json")
     ap.add_argument("--methods", default="kaiming,nio", help="report: methods to show")

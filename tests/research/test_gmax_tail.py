@@ -8,7 +8,7 @@ import torch
 
 from initscore import models, nio
 from initscore.experiments import parse_config, run_experiment
-from initscore.experiments.gmax_tail import _tail_stats, gmax_tail, markdown
+from research.gmax_tail import _tail_stats, gmax_tail, markdown
 from initscore.experiments.runner import load_splits
 from initscore.scores import gradcosine
 

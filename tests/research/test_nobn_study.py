@@ -6,7 +6,7 @@ import torch
 
 from initscore import models, nio
 from initscore.experiments.config import DataConfig
-from initscore.experiments.nobn_study import prototype_rectify, scale_slopes
+from research.nobn_study import prototype_rectify, scale_slopes
 from initscore.experiments.runner import load_splits
 
 SPEC = {"arch": "mlp", "args": {"in_features": 48, "hidden": 8, "depth": 2}}

@@ -10,8 +10,8 @@ iterations) and variants of the bound and the scale optimizer, and prints for ea
 before -> after, held-out g_max, the returned iterate, the number of constraint steps, the spread of the
 learned scales (min/max), and where the trajectory went (g_max after 1, 5, 20 and 100 steps).
 
-    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python bench/nio_exploding_init.py
-    ... bench/nio_exploding_init.py --seeds 10,11 --variants "adam gamma 2x,adam gamma 5" --iters 100
+    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python -m research.nio_exploding_init
+    ... -m research.nio_exploding_init --seeds 10,11 --variants "adam gamma 2x,adam gamma 5" --iters 100
 
 Seeds 10/11 and data seed 1 (the tuning seeds of docs/results.md); ``--seeds 0 --data-seed 0`` repeats the H200
 run's network and pool on the CPU. Rows are written to runs/nio_exploding_init.json.

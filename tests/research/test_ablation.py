@@ -1,7 +1,7 @@
 """Rectification-only ablation on a tiny MLP and synthetic data: fields, before == same init across variants."""
 from __future__ import annotations
 
-from initscore.experiments.ablation import ablation_markdown, per_seed_lines, run_ablation
+from research.ablation import ablation_markdown, per_seed_lines, run_ablation
 from initscore.experiments.config import DataConfig
 
 
@@ -32,7 +32,7 @@ def test_tuning_main_runs_the_bench_scripts_command_line(tmp_path, capsys):
     variant restricted to the classifier): the JSON rows and the printed per-seed row agree."""
     import json
 
-    from initscore.experiments.ablation import tuning_main
+    from research.ablation import tuning_main
 
     out = tmp_path / "rows.json"
     rows = tuning_main({"fc, 1 iteration": {"iters": 1, "mode": "sample", "batch_size": 16,

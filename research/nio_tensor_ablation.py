@@ -1,19 +1,19 @@
 """Which tensors get scales? The cpu preset's NIO with ``scale_tensors`` restricted (issue 5, item 3).
 
 Rectification only (no training) on the tuning seeds 10/11 and data seed 1 (never the reported run's), held-out
-exact GradCosine before/after, via ``initscore.experiments.ablation.run_ablation``. Prints one markdown row per
+exact GradCosine before/after, via ``research.ablation.run_ablation``. Prints one markdown row per
 variant (per-seed values) and writes the rows as JSON.
 
-    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python bench/nio_tensor_ablation.py --pool 2000
-    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python bench/nio_tensor_ablation.py --pool 10000
-    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python bench/nio_tensor_ablation.py --pool 2000 --bn
-    ... bench/nio_tensor_ablation.py --pool 2000 --seeds 10,11,12,13 --variants "fc only,fc only margin 0.4,fc only margin 0.5"
-    ... bench/nio_tensor_ablation.py --pool 10000 --seeds 10,11,12,13 --variants "fc only,fc only verify 4"
+    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python -m research.nio_tensor_ablation --pool 2000
+    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python -m research.nio_tensor_ablation --pool 10000
+    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python -m research.nio_tensor_ablation --pool 2000 --bn
+    ... -m research.nio_tensor_ablation --pool 2000 --seeds 10,11,12,13 --variants "fc only,fc only margin 0.4,fc only margin 0.5"
+    ... -m research.nio_tensor_ablation --pool 10000 --seeds 10,11,12,13 --variants "fc only,fc only verify 4"
 """
 from __future__ import annotations
 
-from initscore.experiments.ablation import tuning_main
-from initscore.experiments.nobn_study import PRESET_NIO
+from research.ablation import tuning_main
+from research.nobn_study import PRESET_NIO
 
 # ResNet-20 parameter names: conv1.weight, layer{1,2,3}.{0,1,2}.conv{1,2}.weight, fc.weight (+ BN affine / biases)
 VARIANTS = {

@@ -1,4 +1,4 @@
-"""initscore.experiments.gc_anatomy: GradCosine of the classifier = error cosine x feature cosine, and the
+"""research.gc_anatomy: GradCosine of the classifier = error cosine x feature cosine, and the
 constant-prediction ceiling, checked against the engine's own per-tensor GC and closed forms."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from initscore.errors import OptionsError
-from initscore.experiments.gc_anatomy import (
+from research.gc_anatomy import (
     anatomy,
     classifier_of,
     constant_prediction_ceiling,
@@ -110,7 +110,7 @@ def test_from_results_rebuilds_the_recorded_networks(tmp_path):
     """The report rebuilds every run's network from its spec, seed and recorded scales: its held-out GC is the
     one the run recorded (checked inside from_results; a mismatch is an error), and NIO's rows differ."""
     from initscore.experiments import run_experiment
-    from initscore.experiments.gc_anatomy import from_results
+    from research.gc_anatomy import from_results
 
     cfg = {"name": "micro", "models": [{"arch": "mlp", "args": {"in_features": 192, "hidden": 16, "depth": 2}}],
            "data": {"kind": "synthetic", "shape": [3, 8, 8], "train_size": 96, "test_size": 16, "heldout_size": 32,

@@ -2,12 +2,12 @@
 
 Reproduces the reported run's rectifications (``initscore experiment --preset cpu``: same data, seeds 0/1/2 and
 options, no training) and measures g_max / gamma on every batch of 64 of N CIFAR-10 test images, for Kaiming and
-for the returned weights (``initscore.experiments.gmax_tail``). Measurement only: nothing is chosen from it.
+for the returned weights (``research.gmax_tail``). Measurement only: nothing is chosen from it.
 
-    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python bench/heldout_gmax_tail.py --images 2048
-    ... bench/heldout_gmax_tail.py --models resnet20_nobn --methods nio,gradinit
+    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python -m research.heldout_gmax_tail --images 2048
+    ... -m research.heldout_gmax_tail --models resnet20_nobn --methods nio,gradinit
     tuning seeds/data (never the reported ones) with the verification sized for 5 % (19 batches of 64):
-    ... bench/heldout_gmax_tail.py --models resnet20_nobn --seeds 10,11,12,13 --data-seed 1 --verify-batches 19
+    ... -m research.heldout_gmax_tail --models resnet20_nobn --seeds 10,11,12,13 --data-seed 1 --verify-batches 19
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from initscore.experiments.config import PRESETS
-from initscore.experiments.gmax_tail import gmax_tail, markdown
+from research.gmax_tail import gmax_tail, markdown
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

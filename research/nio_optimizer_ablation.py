@@ -1,17 +1,17 @@
 """Follow-up 3 of docs/results.md: the cpu preset's NIO with the reference code's optimizer (rescale_adam).
 
 Rectification only (no training) on the tuning seeds 10/11 and data seed 1 (never the reported run's),
-held-out exact GradCosine before/after, via ``initscore.experiments.ablation.run_ablation``. Prints one line
+held-out exact GradCosine before/after, via ``research.ablation.run_ablation``. Prints one line
 per (variant, seed) and writes the rows as JSON.
 
-    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python bench/nio_optimizer_ablation.py --pool 2000
-    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python bench/nio_optimizer_ablation.py --pool 10000
-    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python bench/nio_optimizer_ablation.py --pool 2000 --bn
+    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python -m research.nio_optimizer_ablation --pool 2000
+    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python -m research.nio_optimizer_ablation --pool 10000
+    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python -m research.nio_optimizer_ablation --pool 2000 --bn
 """
 from __future__ import annotations
 
-from initscore.experiments.ablation import tuning_main
-from initscore.experiments.nobn_study import PRESET_NIO
+from research.ablation import tuning_main
+from research.nobn_study import PRESET_NIO
 
 RA = {**PRESET_NIO, "optimizer": "rescale_adam"}
 VARIANTS = {

@@ -15,17 +15,17 @@ data seed 1), never on the reported run's:
   (the constraint step descends log GN, whose gradient dGN/GN is of the size of the GC
   terms, instead of GN) and ``split_optimizer`` (one Adam per branch instead of one shared
   Adam). With ``constraint="gn"`` and ``split_optimizer=False`` it is ``nio.rectify(mode="sample",
-  select="feasible")`` step for step (tests/experiments/test_nobn_study.py).
+  select="feasible")`` step for step (tests/research/test_nobn_study.py).
 * ``trace=True`` prints every step: branch, GC, GN, g_max/gamma, the scales and Adam's
   m / sqrt(v) (the sign-like step Adam takes).
 
 Command line (under the bench lock on this machine)::
 
-    python -m initscore.experiments.nobn_study ablation --seeds 10,11   # engine options only (run_ablation)
-    python -m initscore.experiments.nobn_study slopes --seed 10 [--float64]
-    python -m initscore.experiments.nobn_study proto --seeds 10,11 --gn-weight 0 --lr 0.03 --constraint loggn
-    python -m initscore.experiments.nobn_study proto --seeds 10 --gn-weight 0 --lr 0.1 --trace
-    python -m initscore.experiments.nobn_study proto --seeds 10,11 --gn-weight 0 --lr 0.03 --constraint loggn \
+    python -m research.nobn_study ablation --seeds 10,11   # engine options only (run_ablation)
+    python -m research.nobn_study slopes --seed 10 [--float64]
+    python -m research.nobn_study proto --seeds 10,11 --gn-weight 0 --lr 0.03 --constraint loggn
+    python -m research.nobn_study proto --seeds 10 --gn-weight 0 --lr 0.1 --trace
+    python -m research.nobn_study proto --seeds 10,11 --gn-weight 0 --lr 0.03 --constraint loggn \
         --train tune.json      # rectify on the config's 10k pool, then train with its recipe
 """
 from __future__ import annotations
@@ -209,7 +209,7 @@ def prototype_rectify(splits: Splits, seed: int, *, spec: dict[str, Any] | None 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m initscore.experiments.nobn_study", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m research.nobn_study", description=__doc__.split("\n")[0])
     ap.add_argument("what", choices=["slopes", "proto", "ablation"])
     ap.add_argument("--seed", type=int, default=10)
     ap.add_argument("--seeds", default="10,11")
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     splits = load_splits(cfg.data if cfg else TUNING_DATA, torch.device("cpu"))
     out: list[dict[str, Any]] = []
     if a.what == "ablation":
-        from initscore.experiments.ablation import per_seed_lines, run_ablation
+        from research.ablation import per_seed_lines, run_ablation
 
         seeds = [int(s) for s in a.seeds.split(",")]
         rows = run_ablation(NOBN_SPEC, seeds, data=TUNING_DATA,
