@@ -185,10 +185,10 @@ def score_cmd(
     as_json: bool = typer.Option(False, "--json", help="print a ScoreResult JSON object"),
 ) -> None:
     """GradCosine and gradient norm of a freshly initialized architecture on one batch."""
+    spec = _spec(arch, args)  # torch-free: a typo answers before torch is imported
     from initscore.contract import ScoreResult
     from initscore.scores import gradcosine
 
-    spec = _spec(arch, args)
     td = _load(_data_ref(spec, data, root, split, batch_size, seed, limit))
     x, y = td.batch(batch_size, seed)
     model = _build(spec, init_seed)

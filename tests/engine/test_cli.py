@@ -125,3 +125,13 @@ def test_bad_input_exits_2_with_one_line(args, needle):
     lines = [line for line in p.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], p.stderr
     assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("verb", ["score", "rectify"])
+def test_unknown_arch_answers_before_torch_is_imported(verb):
+    """A typo in --arch is a torch-free registry check: exit 2, one line, and torch never loaded."""
+    code = ("import sys\nfrom initscore.cli import main\nsys.argv = ['initscore', %r, '--arch', 'nope']\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    print(e.code, 'torch' in sys.modules)\n") % verb
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.stdout.split() == ["2", "False"], (p.stdout, p.stderr)
+    assert p.stderr.startswith("error: unknown architecture 'nope'") and len(p.stderr.strip().splitlines()) == 1
