@@ -202,9 +202,15 @@ class Client:
         return path
 
     def load_rectified(self, job: JobRef, model: Any, *, strict: bool = True) -> Any:
-        """Load a rectify job's weights into a torch `model` (imports torch and safetensors.torch here only)."""
-        from safetensors.torch import load as load_safetensors
+        """Load a rectify job's weights into a torch `model` (imports torch and safetensors here only)."""
+        from initscore.weights_file import load
 
-        state = load_safetensors(self.weights_bytes(job))
+        state, _ = load(self.weights_bytes(job))
         model.load_state_dict(state, strict=strict)
         return model
+
+    def provenance(self, job: JobRef) -> Any:
+        """The weights file's :class:`initscore.weights_file.Provenance` (request, hash, versions, summary; no torch)."""
+        from initscore.weights_file import read_provenance
+
+        return read_provenance(self.weights_bytes(job))

@@ -20,7 +20,6 @@ that RQ's ``Retry`` runs the job again.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -73,14 +72,6 @@ def classify_failure(exc: BaseException, request: dict[str, Any]) -> JobError:
     if isinstance(exc, StoreError):
         return JobError(type="store-error", title="Artifact store failure", detail=str(exc))
     return JobError(type="internal-error", title="Internal error", detail=f"{type(exc).__name__}: {str(exc)[:300]}")
-
-
-def weights_to_safetensors(weights: dict[str, Any], provenance: dict[str, str]) -> bytes:
-    """Serialize a state dict to safetensors bytes with string provenance metadata (imports torch)."""
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in weights.items()}
-    return save(tensors, metadata=provenance)
 
 
 class _Heartbeat:
@@ -215,24 +206,17 @@ def _execute(
     job_id: str, attempt: int, request: dict[str, Any], rec: JobRecord, index: JobIndex, store: ArtifactStore,
     progress: Callable[..., None], t0: float, allowed_roots: list[str],
 ) -> str:
-    from initscore.contract import ENGINE_VERSION
     from initscore.jobs import run_job
 
     result, weights, png = run_job(request, progress=progress, allowed_roots=allowed_roots)
     update: dict[str, Any] = {}
     weights_sha = plot_sha = None
     if weights is not None:
-        provenance = {
-            "format": "initscore-weights",
-            "job_kind": rec.kind,
-            "arch": str(request.get("model", {}).get("arch", "")),
-            "model": json.dumps(request.get("model", {}), sort_keys=True),
-            "method": str(request.get("options", {}).get("method", "")),
-            "request_hash": rec.request_hash,
-            "request": json.dumps(request, sort_keys=True),
-            "engine_version": ENGINE_VERSION,
-        }
-        weights_sha = store.put_bytes(weights_to_safetensors(weights, provenance))
+        from initscore import weights_file
+
+        provenance = weights_file.Provenance.for_request(
+            request, rec.request_hash, weights_file.summary_of(result.model_dump(mode="json")))
+        weights_sha = store.put_bytes(weights_file.to_bytes(weights, provenance))
         if "weights_sha256" in type(result).model_fields:
             update["weights_sha256"] = weights_sha
     if png is not None:

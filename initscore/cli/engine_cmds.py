@@ -8,7 +8,6 @@ Examples:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -133,25 +132,19 @@ def _layers_table(layers):
     return t
 
 
-def _versions() -> dict[str, str]:
-    import torch
+def _rectify_request(spec: dict[str, Any], ref: dict[str, Any], options: dict[str, Any], init_seed: int
+                     ) -> dict[str, Any]:
+    """The contract request this rectification answers (what the service would receive), validated torch-free."""
+    from pydantic import ValidationError
 
-    import initscore
-    from initscore.contract import ENGINE_VERSION
+    from initscore.contract import RectifyRequest
 
-    return {"initscore": initscore.__version__, "engine": ENGINE_VERSION, "torch": torch.__version__}
-
-
-def save_weights(path: Path, state_dict: dict, metadata: dict[str, Any]) -> str:
-    """Write a .safetensors file with string metadata (each value JSON-encoded); return its sha256."""
-    from safetensors.torch import save_file
-
-    if path.suffix != ".safetensors":
-        raise OptionsError(f"--out must end in .safetensors, got {str(path)!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().clone() for k, v in state_dict.items()}
-    save_file(tensors, str(path), metadata={k: json.dumps(v, sort_keys=True) for k, v in metadata.items()})
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    try:
+        req = RectifyRequest(model=spec, data=ref, options=options, init_seed=init_seed)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        raise OptionsError(f"{'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+    return req.model_dump(mode="json")
 
 
 def _heldout_batches(td, n_batches: int, batch_size: int, seed: int):
@@ -282,24 +275,22 @@ def rectify_cmd(
     if data == "synthetic" and limit is None:
         limit = (heldout_batches + 8) * batch_size
     ref = _data_ref(spec, data, root, split, batch_size, seed, limit)
-    td = _load(ref)
-    train, held = _heldout_batches(td, heldout_batches, batch_size, seed)
-    model = _build(spec, init_seed)
-    _check_compatible(model, train.x[:2], td.num_classes)
     hyper = dict(method=method, iters=iters, lr=lr, gamma=gamma, sub_batches=sub_batches, overlap=overlap,
                  mode=mode, min_scale=min_scale, optimizer=optimizer, seed=seed, bn=bn, gn_weight=gn_weight,
                  grad_clip=grad_clip, scale_tensors=csv_list(scale_tensors, "scale-tensors"),
                  gamma_margin=gamma_margin, select=select, verify_batches=verify_batches)
+    request = _rectify_request(spec, ref, {**hyper, "heldout_batches": heldout_batches}, init_seed)
+    td = _load(ref)
+    train, held = _heldout_batches(td, heldout_batches, batch_size, seed)
+    model = _build(spec, init_seed)
+    _check_compatible(model, train.x[:2], td.num_classes)
     r = _run_rectify(model, train, held, quiet=quiet or as_json, batch_size=batch_size, **hyper)
     sha = None
     if out is not None:
-        sha = save_weights(out, r.state_dict, {
-            "spec": spec, "data": ref, "init_seed": init_seed, "seed": seed,
-            "hyperparameters": {**hyper, "batch_size": batch_size, "heldout_batches": heldout_batches,
-                                "gamma_used": r.gamma},
-            "versions": _versions(), "scales": r.scales, "unscalable": list(r.unscalable), "fixed": list(r.fixed),
-            "heldout_before": r.heldout_before, "heldout_after": r.heldout_after,
-            "returned_iterate": r.returned_iterate, "verification": r.verification})
+        from initscore import weights_file
+
+        sha = weights_file.save(out, r.state_dict,
+                                weights_file.Provenance.for_request(request, summary=weights_file.summary_of(r.to_dict())))
     d = r.to_dict()
     result = RectifyResult(arch=arch, params=sum(p.numel() for p in model.parameters()), weights_sha256=sha, **d)
     if as_json:
@@ -406,12 +397,12 @@ def demo_cmd(
     exact_before = heldout_scores(model, None, held, mode="sample", sub_batches=2, overlap=0.0, bn=None, loss=None)
     exact_after = heldout_scores(model, r.state_dict, held, mode="sample", sub_batches=2, overlap=0.0, bn=None,
                                  loss=None)
-    sha = save_weights(out, r.state_dict, {
-        "spec": spec, "data": ref, "init_seed": 0, "seed": 0,
-        "hyperparameters": {**hyper, "batch_size": DEMO_BATCH, "heldout_batches": 2, "gamma_used": r.gamma},
-        "versions": _versions(), "scales": r.scales, "unscalable": list(r.unscalable),
-        "heldout_before": r.heldout_before, "heldout_after": r.heldout_after,
-        "heldout_exact_before": exact_before, "heldout_exact_after": exact_after})
+    from initscore import weights_file
+
+    request = _rectify_request(spec, ref, {**hyper, "heldout_batches": 2}, 0)
+    summary = {**weights_file.summary_of(r.to_dict()), "heldout_exact_before": exact_before,
+               "heldout_exact_after": exact_after}
+    sha = weights_file.save(out, r.state_dict, weights_file.Provenance.for_request(request, summary=summary))
     _print_rectification(r, out, exact=(exact_before, exact_after))
     d_gc = exact_after["gc"] - exact_before["gc"]
     con.print(f"held-out exact GradCosine {'rose' if d_gc > 0 else 'did not rise'}: "

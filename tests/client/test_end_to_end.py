@@ -95,6 +95,8 @@ def test_rectify_roundtrip_gc_matches(stack, redis_conn) -> None:
     torch.manual_seed(12345)
     net = models.build(req["model"])
     c.load_rectified(job, net)
+    prov = c.provenance(job)  # the weights file's own record of what made it
+    assert prov.request_hash == cur["request_hash"] and prov.request["options"] == cur["request"]["options"]
     ref = DataRef.model_validate(req["data"])
     td = load(ref)
     _, held = td.split(ref.batch_size, ref.seed)

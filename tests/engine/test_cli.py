@@ -51,16 +51,22 @@ def test_rectify_writes_safetensors_with_provenance(tmp_path):
     from safetensors import safe_open
 
     assert d["weights_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    from initscore.contract import RectifyRequest, request_hash
+    from initscore.weights_file import load
+
     with safe_open(str(out), "pt") as f:
-        meta = f.metadata()
         keys = set(f.keys())
     assert keys == {"net.1.weight", "net.1.bias", "net.3.weight", "net.3.bias"}
-    assert json.loads(meta["spec"]) == {"arch": "mlp", "args": json.loads(MLP)}
-    assert json.loads(meta["data"])["kind"] == "synthetic"
-    hp = json.loads(meta["hyperparameters"])
-    assert hp["iters"] == 3 and hp["mode"] == "sample" and hp["gamma_used"] == d["gamma"]
-    assert (hp["optimizer"], hp["grad_clip"]) == ("rescale_adam", 0.5)
-    assert "torch" in json.loads(meta["versions"])
+    state, prov = load(out)
+    assert set(state) == keys
+    req = prov.request
+    assert req["kind"] == "rectify" and req["model"] == {"arch": "mlp", "args": json.loads(MLP)}
+    assert req["data"]["kind"] == "synthetic" and req["data"]["batch_size"] == 8
+    assert req["options"]["iters"] == 3 and req["options"]["mode"] == "sample"
+    assert (req["options"]["optimizer"], req["options"]["grad_clip"]) == ("rescale_adam", 0.5)
+    assert prov.request_hash == request_hash(RectifyRequest.model_validate(req))  # the service's hash of it
+    assert prov.summary["gamma"] == d["gamma"] and prov.summary["scales"] == d["scales"]
+    assert "torch" in prov.versions and prov.arch == "mlp"
 
 
 def test_rectify_scale_tensors(tmp_path):
@@ -71,12 +77,11 @@ def test_rectify_scale_tensors(tmp_path):
     d = json.loads(p.stdout)
     assert d["fixed"] == ["net.1.weight", "net.1.bias"] and d["scales"]["net.1.weight"] == 1.0
     assert d["scales"]["net.3.weight"] != 1.0
-    from safetensors import safe_open
+    from initscore.weights_file import read_provenance
 
-    with safe_open(str(out), "pt") as f:
-        meta = f.metadata()
-    assert json.loads(meta["fixed"]) == ["net.1.weight", "net.1.bias"]
-    assert json.loads(meta["hyperparameters"])["scale_tensors"] == ["net.3.*"]
+    prov = read_provenance(out)
+    assert prov.summary["fixed"] == ["net.1.weight", "net.1.bias"]
+    assert prov.request["options"]["scale_tensors"] == ["net.3.*"]
 
 
 def test_rectify_select_and_verify_batches(tmp_path):
@@ -90,12 +95,11 @@ def test_rectify_select_and_verify_batches(tmp_path):
     assert d["select"] == "feasible" and d["gamma_margin"] == 0.2
     v = d["verification"]
     assert v["batches"] == 2 and v["checked"] and v["checked"][-1]["iterate"] == d["returned_iterate"]
-    from safetensors import safe_open
+    from initscore.weights_file import read_provenance
 
-    with safe_open(str(out), "pt") as f:
-        meta = f.metadata()
-    assert json.loads(meta["verification"]) == v
-    assert json.loads(meta["hyperparameters"])["verify_batches"] == 2
+    prov = read_provenance(out)
+    assert prov.summary["verification"] == v
+    assert prov.request["options"]["verify_batches"] == 2
     p = _run("rectify", "--arch", "mlp", "--args", MLP, "--batch-size", "8", "--iters", "4", "--heldout-batches", "1",
              "--select", "feasible", "--verify-batches", "2", "--quiet")
     assert p.returncode == 0, p.stderr

@@ -88,14 +88,12 @@ def test_rectify_weights_download_and_etag(queued) -> None:
     sha = hashlib.sha256(w.content).hexdigest()
     assert w.headers["etag"] == f'"{sha}"' and got["result"]["weights_sha256"] == sha == got["weights_sha256"]
     assert tc.get(f"/v1/jobs/{job['id']}/weights", headers={"If-None-Match": f'"{sha}"'}).status_code == 304
-    from safetensors import safe_open
+    from initscore.weights_file import load
 
-    p = settings.artifact_dir / "w.safetensors"
-    p.write_bytes(w.content)
-    with safe_open(str(p), framework="pt") as fh:
-        meta = fh.metadata()
-        assert meta["arch"] == "mlp" and meta["request_hash"] == got["request_hash"]
-        assert json.loads(meta["request"])["kind"] == "rectify"
+    state, prov = load(w.content)  # the one weights-file reader, as the CLI's files are read
+    assert prov.arch == "mlp" and prov.request_hash == got["request_hash"]
+    assert prov.request["kind"] == "rectify" and prov.summary["scales"] == got["result"]["scales"]
+    assert set(state) == set(got["result"]["scales"]) | set(got["result"]["unscalable"])
 
 
 def test_list_filters_and_cursor(queued) -> None:
