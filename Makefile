@@ -11,7 +11,7 @@ setup: $(STAMP) redis
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[all,test]'
 	touch $(STAMP)
 
 # redis-server from Debian's packages when the binary is missing (tests start their own on a free port)

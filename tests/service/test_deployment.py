@@ -70,7 +70,15 @@ def test_dockerfiles() -> None:
     wrk = (REPO / "docker" / "Dockerfile.worker").read_text()
     assert "slim" in api.splitlines()[[i for i, l in enumerate(api.splitlines()) if l.startswith("FROM")][0]]
     install = " ".join(l for l in api.splitlines() if "pip install" in l or l.strip().startswith('"'))
-    assert "torch" not in install and "--no-deps ." in api
+    assert "torch" not in install and 'pip install ".[server]"' in api  # core + server extra, nothing else
+    assert 'pip install ".[engine,server]"' in wrk
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    api_deps = " ".join(project["dependencies"] + extras["server"]).lower()
+    assert not any(heavy in api_deps for heavy in ("torch", "timm", "numpy", "matplotlib", "safetensors"))
+    assert any(d.startswith("torch") for d in extras["engine"]) and extras["all"] == ["initscore[engine,server]"]
     assert "assert 'torch' not in sys.modules" in api
     assert "cuda" in [l for l in wrk.splitlines() if l.startswith("FROM")][0]
     assert "worker.main" in wrk
