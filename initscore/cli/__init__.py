@@ -6,6 +6,7 @@ Verb groups live in their own modules, each exposing `register(app)`:
   experiment_cmds   experiment                    (training comparisons)
   propagation_cmds  propagation, lipschitz        (signal propagation)
   nas_cmds          proxies                       (zero-cost NAS proxies)
+  models_cmds       models                        (registered architectures, timm catalog)
 
 Any `InitscoreError` (bad spec, bad data ref, bad options) is printed as ONE
 line on stderr with exit code 2, never a traceback.
@@ -21,7 +22,7 @@ from initscore.errors import InitscoreError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Zero-cost initialization and architecture scoring.")
 
-_GROUPS = ("engine_cmds", "remote_cmds", "experiment_cmds", "propagation_cmds", "nas_cmds")
+_GROUPS = ("engine_cmds", "remote_cmds", "experiment_cmds", "propagation_cmds", "nas_cmds", "models_cmds")
 for _name in _GROUPS:
     try:
         _mod = importlib.import_module(f"initscore.cli.{_name}")

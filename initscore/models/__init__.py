@@ -11,11 +11,15 @@ from initscore.models.registry import (
     Arg,
     ModelEntry,
     build,
+    count_params,
     create,
     get_entry,
     list_models,
     register_model,
+    register_prefix,
+    sources,
     validate_spec,
 )
 
-__all__ = ["Arg", "ModelEntry", "build", "create", "get_entry", "list_models", "register_model", "validate_spec"]
+__all__ = ["Arg", "ModelEntry", "build", "count_params", "create", "get_entry", "list_models", "register_model",
+           "register_prefix", "sources", "validate_spec"]

@@ -133,6 +133,8 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+# "prefix:" -> (entry for a full name or None, every full name): families too large to register one by one
+_PREFIXES: dict[str, tuple[Callable[[str], ModelEntry | None], Callable[[], list[str]]]] = {}
 
 
 def register_model(
@@ -163,6 +165,18 @@ def register_model(
     return deco
 
 
+def register_prefix(prefix: str, resolve: Callable[[str], ModelEntry | None], names: Callable[[], list[str]]) -> None:
+    """Route every architecture name starting with ``prefix`` (e.g. ``"timm:"``) to ``resolve``.
+
+    ``resolve(name)`` returns the entry or None when the family has no such architecture; ``names()``
+    lists the family's full names (for listings and suggestions). Entries are made on demand, so a
+    family of a thousand architectures costs nothing until one is named.
+    """
+    if prefix in _PREFIXES:
+        raise RuntimeError(f"model prefix {prefix!r} registered twice")
+    _PREFIXES[prefix] = (resolve, names)
+
+
 def _load_families() -> None:
     """Import every family module of the package once (torch-free: builders import lazily)."""
     import importlib
@@ -171,7 +185,7 @@ def _load_families() -> None:
     import initscore.models as pkg
 
     for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name in ("registry",) or info.name.startswith("_") or info.name.endswith("_net"):
+        if info.name in ("registry", "timm_catalog") or info.name.startswith("_") or info.name.endswith("_net"):
             continue
         importlib.import_module(f"initscore.models.{info.name}")
 
@@ -189,15 +203,44 @@ def _registry() -> dict[str, ModelEntry]:
 
 def get_entry(name: str) -> ModelEntry:
     reg = _registry()
-    if not isinstance(name, str) or name not in reg:
-        close = sorted(reg)
-        raise SpecError(f"unknown architecture {name!r}; known: {close}")
-    return reg[name]
+    if isinstance(name, str) and name in reg:
+        return reg[name]
+    if isinstance(name, str):
+        for prefix, (resolve, names) in _PREFIXES.items():
+            if name.startswith(prefix):
+                entry = resolve(name)
+                if entry is not None:
+                    return entry
+                import difflib
+
+                close = difflib.get_close_matches(name, names(), n=5, cutoff=0.6)
+                hint = f"; did you mean {close}?" if close else ""
+                raise SpecError(f"unknown architecture {name!r}{hint} (`initscore models --source "
+                                f"{prefix.rstrip(':')}` lists them)")
+    raise SpecError(f"unknown architecture {name!r}; known: {sorted(reg)} and the prefixes "
+                    f"{sorted(_PREFIXES)}")
 
 
-def list_models() -> list[dict[str, Any]]:
-    """Describe every registered architecture (name, family, argument schema)."""
-    return [e.describe() for _, e in sorted(_registry().items())]
+def sources() -> list[str]:
+    """'builtin' and every registered prefix family ('timm', ...)."""
+    _registry()
+    return ["builtin", *(p.rstrip(":") for p in _PREFIXES)]
+
+
+def list_models(source: str = "builtin", filter: str | None = None) -> list[dict[str, Any]]:
+    """Describe the architectures of one source: 'builtin' (the registry's own families) or a prefix family
+    such as 'timm'; ``filter`` keeps names containing it (case-insensitive)."""
+    reg = _registry()
+    if source == "builtin":
+        names = sorted(reg)
+        get = reg.__getitem__
+    else:
+        pair = _PREFIXES.get(f"{source}:")
+        if pair is None:
+            raise SpecError(f"unknown model source {source!r}; known: {sources()}")
+        names, get = sorted(pair[1]()), get_entry
+    f = (filter or "").lower()
+    return [get(n).describe() for n in names if f in n.lower()]
 
 
 def validate_spec(spec: Mapping[str, Any]) -> tuple[ModelEntry, dict[str, Any]]:
@@ -220,7 +263,27 @@ def create(name: str, **kwargs: Any) -> Any:
     return entry.builder(**entry.validate(kwargs))
 
 
-def build(spec: Mapping[str, Any]) -> Any:
-    """Build a torch module from a JSON spec (imports torch)."""
+def count_params(spec: Mapping[str, Any]) -> int:
+    """Parameters of the spec's model: the family's pure-Python counter, else a build on torch's meta
+    device (shapes only: no memory is allocated and the global RNG is not advanced)."""
     entry, args = validate_spec(spec)
+    n = entry.num_params(args)
+    if n is not None:
+        return n
+    import torch
+
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        model = entry.builder(**args)
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def build(spec: Mapping[str, Any], *, max_params: int | None = None) -> Any:
+    """Build a torch module from a JSON spec (imports torch). With ``max_params`` the parameter count is
+    checked first (:func:`count_params`) and a model over the cap is refused before it is allocated."""
+    entry, args = validate_spec(spec)
+    if max_params is not None:
+        n = count_params(spec)
+        if n > max_params:
+            raise SpecError(f"{entry.name} with these arguments has {n:,} parameters, over the cap of "
+                            f"{max_params:,}; choose a smaller model")
     return entry.builder(**args)

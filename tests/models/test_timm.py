@@ -1,0 +1,96 @@
+"""timm architectures as `timm:<name>`: a shipped catalog validated torch-free, models built by timm with
+pretrained=False, and a parameter cap enforced on the meta device before anything is allocated."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from initscore import models
+from initscore.errors import SpecError
+from initscore.models import timm_models
+
+timm = pytest.importorskip("timm")
+
+
+def test_catalog_matches_the_installed_timm():
+    """Regenerate with `python -m initscore.models.timm_catalog` when timm is upgraded."""
+    cat = timm_models.catalog()
+    assert cat["timm_version"] == timm.__version__
+    assert set(cat["models"]) | set(cat["skipped"]) == set(timm.list_models())
+    assert len(cat["models"]) > 1000
+    for name in ("resnet18", "vit_tiny_patch16_224", "mobilenetv3_small_100"):
+        from initscore.models.timm_catalog import describe
+
+        assert cat["models"][name] == describe(name), name
+
+
+def test_validation_needs_neither_torch_nor_timm():
+    code = ("import sys\nfrom initscore.models import validate_spec\n"
+            "e, a = validate_spec({'arch': 'timm:vit_tiny_patch16_224', 'args': {'num_classes': 10, 'img_size': 32}})\n"
+            "print(e.family, a['num_classes'], a['img_size'], "
+            "any(m.split('.')[0] in ('torch', 'timm') for m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["timm", "10", "32", "False"], out.stderr
+
+
+@pytest.mark.parametrize("spec,needle", [
+    ({"arch": "timm:resnet1B"}, "did you mean"),
+    ({"arch": "timm:"}, "unknown architecture"),
+    ({"arch": "timm:resnet18", "args": {"num_classes": "10"}}, "must be an integer"),
+    ({"arch": "timm:resnet18", "args": {"num_classes": 0}}, ">= 1"),
+    ({"arch": "timm:resnet18", "args": {"img_size": 32}}, "unknown argument"),  # resnet's constructor has none
+    ({"arch": "timm:resnet18", "args": {"pretrained": True}}, "unknown argument"),  # never downloads
+])
+def test_bad_timm_specs_name_the_cause(spec, needle):
+    with pytest.raises(SpecError, match=needle):
+        models.validate_spec(spec)
+
+
+def test_timm_model_is_timms_own_init_and_scores_at_32px():
+    from initscore.scores import gradcosine
+
+    spec = {"arch": "timm:resnet18", "args": {"num_classes": 10}}
+    torch.manual_seed(3)
+    ours = models.build(spec)
+    torch.manual_seed(3)
+    theirs = timm.create_model("resnet18", pretrained=False, num_classes=10)
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    assert all(torch.equal(ours.state_dict()[k], theirs.state_dict()[k]) for k in ours.state_dict())
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 10, (4,), generator=g)
+    s = gradcosine(ours, (x, y), mode="batch", sub_batches=2)
+    assert 0.0 < s.gc <= 1.0 and s.gn > 0
+
+
+def test_cap_is_checked_on_the_meta_device_without_allocating_or_drawing_random_numbers():
+    import resource
+
+    spec = {"arch": "timm:vit_huge_patch14_224", "args": {"num_classes": 10}}  # ~630M parameters, 2.5 GB in float32
+    n = models.count_params(spec)
+    assert n > 600_000_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    torch.manual_seed(0)
+    with pytest.raises(SpecError, match="over the cap of 100,000,000"):
+        models.build(spec, max_params=100_000_000)
+    drawn = torch.rand(1)
+    torch.manual_seed(0)
+    assert torch.equal(drawn, torch.rand(1))  # the meta build did not advance the RNG
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing like 2.5 GB
+    small = {"arch": "timm:resnet18", "args": {"num_classes": 10}}
+    assert models.count_params(small) == sum(p.numel() for p in models.build(small, max_params=10**8).parameters())
+
+
+def test_models_command_lists_the_timm_catalog():
+    out = subprocess.run([sys.executable, "-m", "initscore", "models", "--source", "timm", "--filter", "vit_tiny",
+                          "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert rows and all(r["name"].startswith("timm:") and "vit_tiny" in r["name"] for r in rows)
+    assert "timm:vit_tiny_patch16_224" in {r["name"] for r in rows}
+    bad = subprocess.run([sys.executable, "-m", "initscore", "models", "--source", "nope"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: unknown model source 'nope'")
