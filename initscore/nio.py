@@ -395,7 +395,7 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     gn_weight: weight w of GN in the unconstrained NIO step, which raises GC + w GN
     (w = 1 is Algorithm 3; w = 0 ascends GC alone under the same g_max <= gamma constraint; on
     ResNet-20 without BN that collapses every scale: one constraint step, whose gradient is
-    ~2,600x the GC gradient, dominates the shared Adam moments; docs/results.md).
+    ~2,600x the GC gradient, dominates the shared Adam moments; research/nio_investigation.md).
     gamma_margin: m in [0, 1); the constraint branch is taken when g_max > (1 - m) gamma, so
     the iterates stay a margin below gamma (g_max varies from batch to batch, and held-out
     batches are not the ones NIO sees). With gamma=None, gamma is set from the first batch
@@ -417,7 +417,7 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     test (NIO: g_max <= gamma; GradInit: ||g|| <= gamma). The margin m steers the iterations below
     gamma because g_max, a maximum over samples, varies from batch to batch; the verification
     checks the bound itself on V x batch_size samples the iterate was not measured on. It certifies
-    those samples only: on unseen ones the largest norm can still exceed gamma (docs/results.md,
+    those samples only: on unseen ones the largest norm can still exceed gamma (research/nio_investigation.md,
     "Follow-up 6"). Candidates are checked lazily in the select rule's order
     ("feasible": latest first; "best": largest objective first) and the first one that passes is
     returned; if none does, every iterate is checked and the one with the smallest g_max over its

@@ -19,12 +19,12 @@ clamps after it, the same thing). Two things this changes against one shared Ada
   ResNet-20) is clipped to +-1 before it reaches the moments, and
 * it lives in its own first moment, so after a constraint step the next ascent step is
   not pushed down by it (the collapse of GC-only ascent under one shared Adam,
-  docs/results.md, investigation item 3). The shared second moment makes the ascent steps
+  research/nio_investigation.md, investigation item 3). The shared second moment makes the ascent steps
   after a large constraint gradient smaller.
 
 When every scale's gradient is larger than ``grad_clip`` in both branches (d GN / d s is in the
 hundreds on the no-BN ResNet-20), every step moves every scale by about +-lr and the iterates
-oscillate across the bound (docs/results.md, "Follow-up 3").
+oscillate across the bound (research/nio_investigation.md, "Follow-up 3").
 """
 from __future__ import annotations
 

@@ -97,7 +97,7 @@ def run_ablation(spec: dict[str, Any], seeds: list[int], *, iters: int = 20, bat
 def per_seed_lines(rows: list[dict[str, Any]]) -> list[str]:
     """One markdown row per variant, per-seed values comma-separated: Δ exact GC (held-out), GN after / before,
     held-out g_max / gamma, returned iterate, constraint steps, held-out batches with g_max <= gamma (the tables
-    of docs/results.md's follow-ups)."""
+    of research/nio_investigation.md's follow-ups)."""
     out = []
     for r in rows:
         runs = r["runs"]

@@ -16,7 +16,7 @@ labels and 1/2 for different ones (0 for y_i = k: a zero gradient has no directi
 
     EC_k = sum_{a,b != k} pi_a pi_b (1 + [a = b]) / 2 = ((1 - pi_k)^2 + sum_{a != k} pi_a^2) / 2   (``ceiling``)
 
-which is 0.45 for 10 balanced classes. Measured on the no-BN ResNet-20 at Kaiming init (docs/results.md,
+which is 0.45 for 10 balanced classes. Measured on the no-BN ResNet-20 at Kaiming init (research/nio_investigation.md,
 "Follow-up 4"; tuning seeds 10/11): feature cosine 0.995, 99-100 % of held-out images predicted as the same
 class, and the whole network's exact GC within 0.02 of EC (reported seeds 0-2: 78-100 %, within 0.01-0.08) --
 GradCosine there measures how confidently the network predicts one class for every input, and it rises toward the

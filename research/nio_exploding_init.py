@@ -2,7 +2,7 @@
 
 Without BatchNorm every residual block of a Kaiming-initialized ResNet doubles the signal's variance, so the
 no-BN ResNet-110 (54 blocks) starts with per-sample gradient norms near 1e10-1e11 (a one-epoch check on an H200
-measured a held-out g_max of 9.3e10, docs/results.md "GPU configurations"). There the ``gpu`` preset's relative
+measured a held-out g_max of 9.3e10, docs/results/training.md "GPU configurations"). There the ``gpu`` preset's relative
 bound (gamma = 2x the first batch's g_max) bounded nothing, and the first gradients, of a GN near 1e10, are
 orders of magnitude above the later ones, so Adam's moments remember them for the whole run. This script rectifies the network (no training) with
 the preset's NIO settings (sample mode, batches of 64, Adam lr 0.1, margin 0.3, last feasible iterate, 100
@@ -13,7 +13,7 @@ learned scales (min/max), and where the trajectory went (g_max after 1, 5, 20 an
     flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=2 .venv/bin/python -m research.nio_exploding_init
     ... -m research.nio_exploding_init --seeds 10,11 --variants "adam gamma 2x,adam gamma 5" --iters 100
 
-Seeds 10/11 and data seed 1 (the tuning seeds of docs/results.md); ``--seeds 0 --data-seed 0`` repeats the H200
+Seeds 10/11 and data seed 1 (the tuning seeds of research/nio_investigation.md); ``--seeds 0 --data-seed 0`` repeats the H200
 run's network and pool on the CPU. Rows are written to runs/nio_exploding_init.json.
 """
 from __future__ import annotations

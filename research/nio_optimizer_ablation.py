@@ -1,4 +1,4 @@
-"""Follow-up 3 of docs/results.md: the cpu preset's NIO with the reference code's optimizer (rescale_adam).
+"""Follow-up 3 of research/nio_investigation.md: the cpu preset's NIO with the reference code's optimizer (rescale_adam).
 
 Rectification only (no training) on the tuning seeds 10/11 and data seed 1 (never the reported run's),
 held-out exact GradCosine before/after, via ``research.ablation.run_ablation``. Prints one line

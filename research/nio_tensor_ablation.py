@@ -27,7 +27,7 @@ VARIANTS = {
     "fc only margin 0.4": {**PRESET_NIO, "scale_tensors": ["fc.weight"], "gamma_margin": 0.4},
     "fc only margin 0.5": {**PRESET_NIO, "scale_tensors": ["fc.weight"], "gamma_margin": 0.5},
     # the returned iterate also checked on 4 more training batches (256 images, twice the held-out 128;
-    # docs/results.md "Follow-up 6")
+    # research/nio_investigation.md "Follow-up 6")
     "fc only verify 4": {**PRESET_NIO, "scale_tensors": ["fc.weight"], "verify_batches": 4},
 }
 

@@ -1,4 +1,4 @@
-"""Why NIO's GradCosine gain needs GradNorm growth on the no-BN ResNet-20 (docs/results.md, investigation).
+"""Why NIO's GradCosine gain needs GradNorm growth on the no-BN ResNet-20 (research/nio_investigation.md, investigation).
 
 Three tools, all on the tuning seeds/data of the investigation (network seeds 10/11,
 data seed 1), never on the reported run's:

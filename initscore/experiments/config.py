@@ -267,7 +267,7 @@ _RESNET20_NOBN = ModelConfig(arch="resnet20", args={"bn": False}, label="resnet2
 # The cpu preset's no-BN model: NIO scales only the classifier's weight (scale_tensors applies to NIO only; the
 # baselines scale every tensor, as published). On the tuning seeds 10-13 (data seed 1, pools of 2k and 10k) this
 # raised held-out exact GC on 8/8 rectification-only runs against 6/8 with every tensor scaled, and on seeds 10/11
-# trained at least as well as Kaiming (docs/results.md, "Follow-up 4").
+# trained at least as well as Kaiming (research/nio_investigation.md, "Follow-up 4").
 _RESNET20_NOBN_CPU = _RESNET20_NOBN.model_copy(update={"init": {"scale_tensors": ["fc.weight"]}})
 _RESNET20_BN = ModelConfig(arch="resnet20", args={"bn": True}, label="resnet20_bn")
 
@@ -281,7 +281,7 @@ PRESETS: dict[str, ExperimentConfig] = {
         recipe=RecipeConfig(epochs=2, batch_size=128, lr=0.1),
         # NIO: exact sample-wise objective (Algorithm 1's GC; batch-mode GC with D=2, r=0.6 is
         # saturated near 1 and gives no signal) on batches of 64, g_max kept 30 % below gamma and
-        # the last iterate within that bound returned (docs/results.md: chosen on seeds 10/11,
+        # the last iterate within that bound returned (research/nio_investigation.md: chosen on seeds 10/11,
         # data seed 1). GradInit/MetaInit keep their batch-mode loop on batches of 64.
         init=InitConfig(iters=20, lr=0.1, batch_size=64, mode="sample", gamma_margin=0.3, select="feasible",
                         baseline_mode="batch", baseline_batch_size=64, sub_batches=2, overlap=0.6),
@@ -295,7 +295,7 @@ PRESETS: dict[str, ExperimentConfig] = {
         models=(
             # Kaiming init of the no-BN ResNet-110 explodes (54 residual blocks, each doubling the variance:
             # per-sample gradient norms ~1e10-1e11), so gamma = 2x its first g_max bounds nothing; the paper's
-            # absolute CIFAR bound (gamma 2-5) instead, for NIO and GradInit (docs/results.md, "Follow-up 5")
+            # absolute CIFAR bound (gamma 2-5) instead, for NIO and GradInit (research/nio_investigation.md, "Follow-up 5")
             ModelConfig(arch="resnet110", args={"bn": False}, label="resnet110_nobn", init={"gamma": 5.0}),
             ModelConfig(arch="resnet110", args={"bn": True}, label="resnet110_bn"),
             ModelConfig(arch="wrn28_10", args={"bn": False}, label="wrn28_10_nobn"),

@@ -4,7 +4,7 @@
 comparison per model: the paired (same seed, same initial weights) difference of
 held-out GradCosine, its mean and sample std over seeds, and Kaiming's own
 seed-to-seed std, which is the spread the issue's target compares against.
-``markdown(result_dict)`` renders the tables of docs/results.md.
+``markdown(result_dict)`` renders the tables of docs/results/training.md.
 """
 from __future__ import annotations
 
