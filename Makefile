@@ -5,9 +5,9 @@ PIP := .venv/bin/pip
 STAMP := .venv/.installed
 DATA ?= ../shared/data
 
-.PHONY: setup demo test soak bench redis clean
+.PHONY: setup demo test soak bench redis browser clean
 
-setup: $(STAMP) redis
+setup: $(STAMP) redis browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -20,6 +20,13 @@ redis:
 	  echo "installing redis-server from Debian's packages"; \
 	  (apt-get update -qq && apt-get install -y -qq redis-server) >/dev/null || \
 	  (sudo apt-get update -qq && sudo apt-get install -y -qq redis-server) >/dev/null; }
+
+# Debian's chromium + chromium-driver for the /ui browser test (headless; no download by the test tool itself)
+browser:
+	@{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || { \
+	  echo "installing chromium and chromium-driver from Debian's packages"; \
+	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) >/dev/null || \
+	  (sudo apt-get update -qq && sudo apt-get install -y -qq chromium chromium-driver) >/dev/null; }
 
 demo: setup
 	$(PY) -m initscore demo

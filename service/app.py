@@ -18,6 +18,7 @@ from service.deps import AppContext, make_result_cache
 from service.metrics import ServiceMetrics
 from service.problems import PROBLEM_JSON, install_handlers, problem_body
 from service.queue import Backend, make_backend
+from service import ui
 from service.routes import groups, jobs, meta
 from service.settings import Settings, get_settings
 
@@ -120,5 +121,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(jobs.router)
     app.include_router(groups.router)
     app.include_router(meta.router)
+    app.include_router(ui.router)
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
     return app

@@ -84,3 +84,31 @@ def load_record(ctx: AppContext, job_id: str, who: Principal) -> JobRecord:
     if rec is None or not who.can_see(rec.owner):
         raise ProblemError(404, "Not found", f"no job {job_id!r} for this API key", slug="job-not-found")
     return rec
+
+
+def list_summaries(ctx: AppContext, who: Principal, *, status: str | None = None, kind: str | None = None,
+                   limit: int = 50, before: int | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """``who``'s job summaries (every job for an admin), newest first, filtered; and the next page's cursor."""
+    limit = min(limit, ctx.settings.max_list_limit)
+    owner = None if who.admin else who.owner
+    items: list[dict[str, Any]] = []
+    scanned, next_cursor = 0, None
+    while len(items) < limit and scanned < 20 * limit:
+        rows = ctx.index.page(owner, before, max(limit, 50))
+        if not rows:
+            break
+        recs = ctx.index.get_many([i for _, i in rows])
+        for (seq, _), rec in zip(rows, recs):
+            scanned += 1
+            before = seq
+            if rec is None or (status and rec.status != status) or (kind and rec.kind != kind):
+                continue
+            items.append(summary(rec))
+            if len(items) == limit:
+                break
+        if len(rows) < max(limit, 50) and len(items) < limit:
+            before = None
+            break
+    if before is not None and (len(items) == limit or scanned >= 20 * limit):
+        next_cursor = str(before)
+    return items, next_cursor

@@ -15,7 +15,7 @@ from service.problems import PROBLEM_JSON, ProblemError
 from service.records import JobRecord, group_id_for, new_job_id
 from service.storage import StoreError
 from service.validation import check_request
-from service.views import job_view, load_record, summary
+from service.views import job_view, list_summaries, load_record
 from worker import defaults
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
@@ -122,29 +122,8 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$", description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
     ctx = get_ctx(request)
-    limit = min(limit, ctx.settings.max_list_limit)
-    owner = None if who.admin else who.owner
-    before = int(cursor) if cursor is not None else None
-    items: list[dict[str, Any]] = []
-    scanned, next_cursor = 0, None
-    while len(items) < limit and scanned < 20 * limit:
-        rows = ctx.index.page(owner, before, max(limit, 50))
-        if not rows:
-            break
-        recs = ctx.index.get_many([i for _, i in rows])
-        for (seq, _), rec in zip(rows, recs):
-            scanned += 1
-            before = seq
-            if rec is None or (status and rec.status != status) or (kind and rec.kind != kind):
-                continue
-            items.append(summary(rec))
-            if len(items) == limit:
-                break
-        if len(rows) < max(limit, 50) and len(items) < limit:
-            before = None
-            break
-    if before is not None and (len(items) == limit or scanned >= 20 * limit):
-        next_cursor = str(before)
+    items, next_cursor = list_summaries(ctx, who, status=status, kind=kind, limit=limit,
+                                        before=int(cursor) if cursor is not None else None)
     return {"items": items, "next_cursor": next_cursor}
 
 

@@ -1,0 +1,94 @@
+"""How fast the /ui job list renders for a key with 1,000 jobs (target < 300 ms), through the real service.
+
+A private redis-server and the API under uvicorn (queued mode, keys configured, no worker so every job stays
+queued); 1,000 score jobs are submitted for one key and 50 for another. Then the list fragment the page loads,
+``GET /ui/fragments/jobs?limit=1000`` (all 1,000 rows) and the default ``limit=200``, is fetched --repeats times
+each by one client, and the JSON listing ``GET /v1/jobs?limit=1000`` beside it. Prints median and p95 wall time
+per request and the ratio of the median to the 300 ms target.
+
+    flock /tmp/initscore-bench.lock .venv/bin/python bench/ui_joblist.py [--jobs 1000] [--repeats 30]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--jobs", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=30)
+    a = ap.parse_args(argv)
+    import httpx
+
+    sys.path.insert(0, str(REPO))
+    from service.deps import hash_key
+
+    tmp = Path(tempfile.mkdtemp(prefix="ui-bench-"))
+    rport, port = free_port(), free_port()
+    redis = subprocess.Popen([shutil.which("redis-server"), "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL)
+    env = dict(os.environ, PYTHONPATH=str(REPO), INITSCORE_REDIS_URL=f"redis://127.0.0.1:{rport}/0",
+               INITSCORE_ARTIFACT_DIR=str(tmp / "artifacts"), INITSCORE_ALLOWED_ROOTS=str(tmp),
+               INITSCORE_API_KEYS=f"{hash_key('k-a')},{hash_key('k-b')}")
+    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(port),
+                            "--log-level", "warning"], cwd=REPO, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            for _ in range(200):
+                try:
+                    if c.get("/healthz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            t0 = time.perf_counter()
+            for key, n in (("k-a", a.jobs), ("k-b", 50)):
+                for i in range(n):
+                    r = c.post("/v1/jobs", headers={"Authorization": f"Bearer {key}"}, json={
+                        "kind": "score", "model": {"arch": "mlp", "args": {"hidden": 8}},
+                        "data": {"kind": "synthetic", "batch_size": 4, "seed": i}})
+                    assert r.status_code == 202, r.text
+            print(f"submitted {a.jobs} + 50 jobs in {time.perf_counter() - t0:.1f} s")
+            head = {"Authorization": "Bearer k-a"}
+            rows = {}
+            for name, path in (("ui list, 1000 rows", "/ui/fragments/jobs?limit=1000"),
+                               ("ui list, default 200 rows", "/ui/fragments/jobs"),
+                               ("json list, 1000", "/v1/jobs?limit=1000")):
+                times = []
+                for _ in range(a.repeats):
+                    t = time.perf_counter()
+                    r = c.get(path, headers=head)
+                    times.append(time.perf_counter() - t)
+                    assert r.status_code == 200
+                n_rows = r.text.count("<tr>") - 1 if path.startswith("/ui") else len(r.json()["items"])
+                rows[name] = (statistics.median(times), statistics.quantiles(times, n=20)[18], n_rows)
+            for name, (med, p95, n_rows) in rows.items():
+                print(f"{name:28s} {n_rows:5d} rows  median {med * 1e3:7.1f} ms  p95 {p95 * 1e3:7.1f} ms  "
+                      f"median / 300 ms target = {med / 0.3:.2f}")
+    finally:
+        api.terminate()
+        api.wait(timeout=10)
+        redis.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
