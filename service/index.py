@@ -49,7 +49,7 @@ class RedisJobIndex:
     """Keys (prefix ``initscore:``): ``job:<id>`` JSON record; ``jobs`` and ``owner:<o>:jobs``
     sorted sets (score = submission sequence number); ``state:<s>`` sets; ``hb:<id>:<attempt>``
     heartbeat keys with a TTL; ``cancel:<id>`` flags; ``idem:<owner>:<key sha>``; ``duration:<kind>``
-    histogram hashes; ``seq`` counter."""
+    histogram hashes; ``seq`` counter; ``workers`` sorted set (worker name -> time of its last beat)."""
 
     def __init__(self, redis: Any, *, prefix: str = "initscore:", record_ttl: int = 30 * 24 * 3600) -> None:
         self.r = redis
@@ -151,6 +151,28 @@ class RedisJobIndex:
 
     def request_cancel(self, job_id: str) -> None:
         self.r.set(self._k("cancel", job_id), "1", ex=self.record_ttl)
+
+    # worker liveness (``workers`` sorted set: worker name -> Redis server time of its last beat)
+    def _server_time(self) -> float:
+        sec, usec = self.r.time()
+        return float(sec) + float(usec) / 1e6
+
+    def worker_beat(self, name: str) -> None:
+        """Record that worker `name` is alive now (Redis server time, so API and worker clocks need not agree)."""
+        self.r.zadd(self._k("workers"), {name: self._server_time()})
+
+    def worker_gone(self, name: str) -> None:
+        self.r.zrem(self._k("workers"), name)
+
+    def live_workers(self, window: float) -> list[str]:
+        """Workers that beat within the last `window` seconds (entries older than 100 windows are dropped)."""
+        now = self._server_time()
+        key = self._k("workers")
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zremrangebyscore(key, "-inf", now - 100 * window)
+        pipe.zrangebyscore(key, now - window, "+inf")
+        _, names = pipe.execute()
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in names)
 
     def cancel_requested(self, job_id: str) -> bool:
         return bool(self.r.exists(self._k("cancel", job_id)))

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     inline_workers: int = Field(default=1, ge=1, description="threads that run jobs in inline mode")
     heartbeat_ttl: float = Field(default=30.0, gt=0, description="a running job without a heartbeat this long is abandoned")
     reaper_interval: float = Field(default=5.0, gt=0, description="seconds between abandoned-job sweeps in the API")
+    worker_beat_window: float = Field(
+        default=20.0, gt=0, description="/readyz counts a worker as alive if it beat within this many seconds (it beats every window/4)"
+    )
+    redis_patience: float = Field(
+        default=300.0, ge=0, description="seconds a worker retries Redis for a running job before handing the attempt to RQ's retry"
+    )
     max_attempts: int = Field(default=2, ge=1, description="runs of a job whose worker died (1 = never re-queue)")
     record_ttl: int = Field(default=30 * 24 * 3600, ge=60, description="seconds a job record stays in Redis")
     result_cache_bytes: int = Field(
