@@ -27,6 +27,7 @@ class JobIndex(Protocol):
     def update(self, job_id: str, fn: Updater) -> JobRecord | None: ...
     def page(self, owner: str | None, before_seq: int | None, count: int) -> list[tuple[int, str]]: ...
     def idem_reserve(self, owner: str, key_hash: str, job_id: str, request_hash: str, ttl: int) -> dict | None: ...
+    def idem_release(self, owner: str, key_hash: str, job_id: str) -> None: ...
     def counts(self) -> dict[str, int]: ...
     def running_ids(self) -> list[str]: ...
     def heartbeat(self, job_id: str, attempt: int, ttl: float) -> None: ...
@@ -133,6 +134,12 @@ class RedisJobIndex:
             return None
         raw = self.r.get(key)
         return json.loads(raw) if raw else None
+
+    _RELEASE = "local v = redis.call('GET', KEYS[1]) if v and cjson.decode(v)['job_id'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+    def idem_release(self, owner: str, key_hash: str, job_id: str) -> None:
+        """Drop the reservation of an idempotency key if it still names `job_id` (its submit failed)."""
+        self.r.eval(self._RELEASE, 1, self._k("idem", owner, key_hash), job_id)
 
     def counts(self) -> dict[str, int]:
         pipe = self.r.pipeline(transaction=False)
@@ -261,6 +268,12 @@ class MemoryJobIndex:
                 return hit[1]
             self._idem[(owner, key_hash)] = (now + ttl, {"job_id": job_id, "request_hash": request_hash})
             return None
+
+    def idem_release(self, owner: str, key_hash: str, job_id: str) -> None:
+        with self._lock:
+            hit = self._idem.get((owner, key_hash))
+            if hit and hit[1]["job_id"] == job_id:
+                del self._idem[(owner, key_hash)]
 
     def counts(self) -> dict[str, int]:
         with self._lock:
