@@ -6,6 +6,9 @@ functions again when it actually reads the files (and confines every file it ope
 
 Confinement rule: with ``allowed_roots`` given, ``os.path.realpath(root)`` (symlinks
 and ``..`` resolved) must equal or lie under ``os.path.realpath`` of one allowed root.
+A relative root is then looked up under each allowed root in turn (the first where
+it exists), never against the process's working directory; a path inside the roots
+that is missing is "does not exist", one that resolves outside is "outside".
 ``allowed_roots=None`` means no confinement (library and CLI use); an empty list
 allows no path at all (only ``synthetic`` data).
 """
@@ -76,10 +79,28 @@ def resolve_root(ref: DataRef, allowed_roots: Iterable[str | os.PathLike[str]] |
     assert ref.root is not None  # DataRef's validator guarantees it for non-synthetic kinds
     if "\x00" in ref.root:
         raise DataError("data root contains a NUL byte")
-    real = confine(os.path.expanduser(ref.root), allowed_roots)
+    raw = os.path.expanduser(ref.root)
+    if allowed_roots is not None and not os.path.isabs(raw):
+        return _under_roots(ref.root, raw, allowed_roots)
+    real = confine(raw, allowed_roots)
     if not os.path.exists(real):
         raise DataError(f"data root {ref.root!r} does not exist")
     return real
+
+
+def _under_roots(shown: str, rel: str, allowed_roots: Iterable[str | os.PathLike[str]]) -> str:
+    """A relative root on the service path: the first allowed root under which it exists (never the cwd)."""
+    inside = False
+    for root in _real_roots(allowed_roots):
+        real = os.path.realpath(os.path.join(root, rel))
+        if real != root and os.path.commonpath([real, root]) != root:
+            continue
+        inside = True
+        if os.path.exists(real):
+            return real
+    if not inside:
+        raise DataError(f"data path {shown!r} is outside the allowed dataset roots; use a path under one of the configured roots")
+    raise DataError(f"data root {shown!r} does not exist under the allowed dataset roots")
 
 
 def validate_ref(

@@ -103,7 +103,8 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
             log.warning("!" * 72)
             log.warning("OPEN MODE: no API keys configured (INITSCORE_API_KEYS); anyone who can reach this API can use it")
             log.warning("!" * 72)
-        log.info("initscore service: %s mode, artifacts in %s", backend.mode, settings.artifact_dir)
+        log.info("initscore service: %s mode, artifacts in %s, data roots %s", backend.mode, settings.artifact_dir,
+                 list(settings.allowed_roots) or "(none: synthetic data only)")
         backend.start()
         try:
             yield

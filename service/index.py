@@ -27,6 +27,7 @@ class JobIndex(Protocol):
     def update(self, job_id: str, fn: Updater) -> JobRecord | None: ...
     def page(self, owner: str | None, before_seq: int | None, count: int) -> list[tuple[int, str]]: ...
     def idem_reserve(self, owner: str, key_hash: str, job_id: str, request_hash: str, ttl: int) -> dict | None: ...
+    def idem_release(self, owner: str, key_hash: str, job_id: str) -> None: ...
     def counts(self) -> dict[str, int]: ...
     def running_ids(self) -> list[str]: ...
     def heartbeat(self, job_id: str, attempt: int, ttl: float) -> None: ...
@@ -49,7 +50,7 @@ class RedisJobIndex:
     """Keys (prefix ``initscore:``): ``job:<id>`` JSON record; ``jobs`` and ``owner:<o>:jobs``
     sorted sets (score = submission sequence number); ``state:<s>`` sets; ``hb:<id>:<attempt>``
     heartbeat keys with a TTL; ``cancel:<id>`` flags; ``idem:<owner>:<key sha>``; ``duration:<kind>``
-    histogram hashes; ``seq`` counter."""
+    histogram hashes; ``seq`` counter; ``workers`` sorted set (worker name -> time of its last beat)."""
 
     def __init__(self, redis: Any, *, prefix: str = "initscore:", record_ttl: int = 30 * 24 * 3600) -> None:
         self.r = redis
@@ -134,6 +135,12 @@ class RedisJobIndex:
         raw = self.r.get(key)
         return json.loads(raw) if raw else None
 
+    _RELEASE = "local v = redis.call('GET', KEYS[1]) if v and cjson.decode(v)['job_id'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+    def idem_release(self, owner: str, key_hash: str, job_id: str) -> None:
+        """Drop the reservation of an idempotency key if it still names `job_id` (its submit failed)."""
+        self.r.eval(self._RELEASE, 1, self._k("idem", owner, key_hash), job_id)
+
     def counts(self) -> dict[str, int]:
         pipe = self.r.pipeline(transaction=False)
         for s in STATES:
@@ -151,6 +158,28 @@ class RedisJobIndex:
 
     def request_cancel(self, job_id: str) -> None:
         self.r.set(self._k("cancel", job_id), "1", ex=self.record_ttl)
+
+    # worker liveness (``workers`` sorted set: worker name -> Redis server time of its last beat)
+    def _server_time(self) -> float:
+        sec, usec = self.r.time()
+        return float(sec) + float(usec) / 1e6
+
+    def worker_beat(self, name: str) -> None:
+        """Record that worker `name` is alive now (Redis server time, so API and worker clocks need not agree)."""
+        self.r.zadd(self._k("workers"), {name: self._server_time()})
+
+    def worker_gone(self, name: str) -> None:
+        self.r.zrem(self._k("workers"), name)
+
+    def live_workers(self, window: float) -> list[str]:
+        """Workers that beat within the last `window` seconds (entries older than 100 windows are dropped)."""
+        now = self._server_time()
+        key = self._k("workers")
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zremrangebyscore(key, "-inf", now - 100 * window)
+        pipe.zrangebyscore(key, now - window, "+inf")
+        _, names = pipe.execute()
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in names)
 
     def cancel_requested(self, job_id: str) -> bool:
         return bool(self.r.exists(self._k("cancel", job_id)))
@@ -239,6 +268,12 @@ class MemoryJobIndex:
                 return hit[1]
             self._idem[(owner, key_hash)] = (now + ttl, {"job_id": job_id, "request_hash": request_hash})
             return None
+
+    def idem_release(self, owner: str, key_hash: str, job_id: str) -> None:
+        with self._lock:
+            hit = self._idem.get((owner, key_hash))
+            if hit and hit[1]["job_id"] == job_id:
+                del self._idem[(owner, key_hash)]
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -44,9 +44,11 @@ class ProblemError(Exception):
 
 
 def problem_body(
-    status: int, title: str, detail: str, slug: str, errors: list[dict[str, Any]] | None = None, instance: str | None = None
+    status: int, title: str, detail: str, slug: str, errors: list[dict[str, Any]] | None = None, instance: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {"type": TYPE_PREFIX + slug, "title": title, "status": status, "detail": detail}
+    """The problem object; `extra` adds extension members (RFC 9457 section 3.2), e.g. /readyz's ``checks``."""
+    body: dict[str, Any] = {"type": TYPE_PREFIX + slug, "title": title, "status": status, "detail": detail, **(extra or {})}
     if instance:
         body["instance"] = instance
     if errors:
@@ -62,9 +64,10 @@ def problem_response(
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
     instance: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> JSONResponse:
     return JSONResponse(
-        problem_body(status, title, detail, slug, errors, instance), status_code=status, media_type=PROBLEM_JSON, headers=headers
+        problem_body(status, title, detail, slug, errors, instance, extra), status_code=status, media_type=PROBLEM_JSON, headers=headers
     )
 
 

@@ -1,7 +1,7 @@
 """Submitting jobs: the queued backend (RQ on Redis, JSON serializer) and the inline backend.
 
 Both expose the same small interface to the API:
-``enqueue(record)``, ``cancel_queued(record)``, ``progress(record)``, ``ready()``,
+``enqueue(record)``, ``cancel_queued(record)``, ``progress(record)``, ``readiness()``,
 ``queue_depths()``, ``start()``/``stop()``.
 
 Abandoned jobs (queued mode). A worker refreshes ``hb:<job>:<attempt>`` every
@@ -107,11 +107,25 @@ class RQBackend:
 
         return {name: len(Worker.all(queue=q)) for name, q in self.queues.items()}
 
-    def ready(self) -> tuple[bool, dict[str, Any]]:
-        self.redis.ping()
-        w = self.workers()
-        ok = sum(w.values()) > 0
-        return ok, {"redis": "ok", "workers": w}
+    def readiness(self) -> tuple[dict[str, str], dict[str, Any]]:
+        """Checks ``redis`` and ``workers`` ("ok..." or "failed: why") and the live worker names.
+
+        A worker is live if it beat ``initscore:workers`` within ``settings.worker_beat_window``
+        seconds (RQ's own worker keys outlive a SIGKILLed worker by the job timeout).
+        """
+        window = self.settings.worker_beat_window
+        try:
+            self.redis.ping()
+        except Exception as exc:
+            why = f"failed: the job queue (Redis) is unreachable ({type(exc).__name__})"
+            return {"redis": why, "workers": "failed: unknown while Redis is unreachable"}, {"workers": []}
+        try:
+            live = self.index.live_workers(window)
+        except Exception as exc:
+            return {"redis": "ok", "workers": f"failed: cannot read worker beats ({type(exc).__name__})"}, {"workers": []}
+        if not live:
+            return {"redis": "ok", "workers": f"failed: no worker beat within the last {window:g} s; start `initscore worker`"}, {"workers": []}
+        return {"redis": "ok", "workers": f"ok: {len(live)} beat within {window:g} s"}, {"workers": live}
 
     def queue_depths(self) -> dict[str, int]:
         return {name: q.count for name, q in self.queues.items()}
@@ -286,8 +300,9 @@ class InlineBackend:
     def progress(self, rec: JobRecord) -> dict[str, Any] | None:
         return rec.progress if rec.status == "running" else None
 
-    def ready(self) -> tuple[bool, dict[str, Any]]:
-        return True, {"mode": "inline", "threads": self.settings.inline_workers}
+    def readiness(self) -> tuple[dict[str, str], dict[str, Any]]:
+        n = self.settings.inline_workers
+        return {"workers": f"ok: {n} inline thread(s)"}, {"threads": n}
 
     def workers(self) -> dict[str, int]:
         return {"inline": self.settings.inline_workers}

@@ -2,10 +2,13 @@
 
 Every field below is read from ``INITSCORE_<FIELD NAME IN CAPITALS>``; list fields
 accept JSON (``["a","b"]``) or a comma-separated string (``a,b``). See
-docs/service.md for the table.
+docs/service.md for the table. Paths are made absolute when the settings are built
+(``artifact_dir`` against the working directory, ``allowed_roots`` to their real
+paths), so nothing later depends on a process's working directory.
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +24,12 @@ def _default_roots() -> list[str]:
     return [str(_SHARED_DATA)] if _SHARED_DATA.is_dir() else []
 
 
+def default_artifact_dir() -> Path:
+    """``$XDG_DATA_HOME/initscore/artifacts`` (``~/.local/share/...`` when unset): the same for every process of a user."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "initscore" / "artifacts"
+
+
 CsvList = Annotated[list[str], NoDecode]
 
 
@@ -33,7 +42,10 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="Redis URL of the queue and job index; unset -> inline mode only"
     )
-    artifact_dir: Path = Field(default=Path("artifacts"), description="content-addressed artifact store (shared by API and workers)")
+    artifact_dir: Path = Field(
+        default_factory=default_artifact_dir,
+        description="content-addressed artifact store shared by API and workers (absolute; a relative value is resolved once, at start-up)",
+    )
     allowed_roots: CsvList = Field(default_factory=_default_roots, description="dataset roots a data ref may point under")
 
     # access
@@ -57,6 +69,12 @@ class Settings(BaseSettings):
     inline_workers: int = Field(default=1, ge=1, description="threads that run jobs in inline mode")
     heartbeat_ttl: float = Field(default=30.0, gt=0, description="a running job without a heartbeat this long is abandoned")
     reaper_interval: float = Field(default=5.0, gt=0, description="seconds between abandoned-job sweeps in the API")
+    worker_beat_window: float = Field(
+        default=20.0, gt=0, description="/readyz counts a worker as alive if it beat within this many seconds (it beats every window/4)"
+    )
+    redis_patience: float = Field(
+        default=300.0, ge=0, description="seconds a worker retries Redis for a running job before handing the attempt to RQ's retry"
+    )
     max_attempts: int = Field(default=2, ge=1, description="runs of a job whose worker died (1 = never re-queue)")
     record_ttl: int = Field(default=30 * 24 * 3600, ge=60, description="seconds a job record stays in Redis")
     result_cache_bytes: int = Field(
@@ -75,6 +93,16 @@ class Settings(BaseSettings):
                 return json.loads(s)
             return [p.strip() for p in s.split(",") if p.strip()]
         return v
+
+    @field_validator("artifact_dir", mode="after")
+    @classmethod
+    def _absolute_dir(cls, v: Path) -> Path:
+        return Path(os.path.abspath(os.path.expanduser(v)))
+
+    @field_validator("allowed_roots", mode="after")
+    @classmethod
+    def _real_roots(cls, v: list[str]) -> list[str]:
+        return [os.path.realpath(os.path.expanduser(r)) for r in v]
 
     @field_validator("api_keys", "admin_keys")
     @classmethod

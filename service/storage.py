@@ -40,6 +40,7 @@ class ArtifactStore(Protocol):
     def put_ref(self, namespace: str, name: str, doc: dict[str, Any]) -> None: ...
     def get_ref(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def writable(self) -> bool: ...
+    def probe(self) -> str | None: ...
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -157,12 +158,28 @@ class FileArtifactStore:
             raise StoreError(f"ref {namespace}/{name} unreadable: {exc}") from exc
 
     def writable(self) -> bool:
-        """True if a probe file can be written and replaced into place (used by /readyz)."""
+        """True if :meth:`probe` finds nothing wrong."""
+        return self.probe() is None
+
+    def probe(self) -> str | None:
+        """Write, fsync and remove a 4 KiB probe file; None if that worked, else why not (used by /readyz).
+
+        The probe holds data, not just an inode: an empty file can still be created on a full disk.
+        """
+        tmp = None
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".probe-", dir=self.root)
-            os.close(fd)
-            os.unlink(tmp)
-            return True
-        except OSError:
-            return False
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+                os.fsync(fh.fileno())
+            return None
+        except OSError as exc:
+            return f"cannot write to the artifact store: {exc.strerror or type(exc).__name__}"
+        finally:
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass

@@ -17,6 +17,12 @@ Failures: deterministic ones (``InitscoreError``, out of memory, non-finite
 gradients, timeouts, a failing artifact store, bugs) are recorded as ``failed``
 with a one-line reason and NOT retried; only Redis connection faults propagate so
 that RQ's ``Retry`` runs the job again.
+
+Redis outages (queued mode): every record transition, heartbeat and duration write
+of a running job retries with backoff for up to ``settings.redis_patience`` seconds
+(:mod:`worker.reconnect`), so a job that runs or ends while Redis restarts is
+recorded once Redis answers; progress and cancel checks never wait (the job computes
+on). Past the patience the connection error propagates to RQ's retry rules.
 """
 from __future__ import annotations
 
@@ -90,13 +96,42 @@ class _Heartbeat:
                 pass
 
     def __enter__(self) -> "_Heartbeat":
-        self.index.heartbeat(self.job_id, self.attempt, self.ttl)
+        try:
+            self.index.heartbeat(self.job_id, self.attempt, self.ttl)
+        except Exception:  # Redis away: the start transition below waits for it
+            pass
         self._t.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._t.join(timeout=1)
+
+
+class _PatientIndex:
+    """The job index of one running job, every call retried through a Redis outage (see worker.reconnect).
+
+    Calls give up after `patience` seconds and re-raise, so RQ's retry rules take over;
+    ``cancel_requested_now`` is the one call that does not wait (progress checks).
+    """
+
+    def __init__(self, index: JobIndex, job_id: str, patience: float) -> None:
+        self._index, self._job_id, self._patience = index, job_id, patience
+
+    def cancel_requested_now(self, job_id: str) -> bool:
+        return self._index.cancel_requested(job_id)
+
+    def __getattr__(self, name: str) -> Any:
+        from worker.reconnect import patiently
+
+        fn = getattr(self._index, name)
+        if not callable(fn):
+            return fn
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return patiently(fn, *args, what=f"{name} of job {self._job_id}", patience=self._patience, **kwargs)
+
+        return call
 
 
 def _persist(store: ArtifactStore, rec: JobRecord | None) -> None:
@@ -133,6 +168,9 @@ def run_recorded(
     heartbeat: bool = True,
 ) -> str:
     """Run one attempt of a recorded job; returns the final status ('skipped' if not ours)."""
+    hb = _Heartbeat(index, job_id, attempt, settings.heartbeat_ttl) if heartbeat else None
+    if heartbeat:  # queued mode: Redis calls wait out an outage of up to settings.redis_patience
+        index = _PatientIndex(index, job_id, settings.redis_patience)
     rec = index.get(job_id)
     if rec is None:
         log.warning("job %s has no record; skipping", job_id)
@@ -145,7 +183,6 @@ def run_recorded(
         _mark_cancelled(index, store, job_id, None, "cancelled before it started")
         return "cancelled"
 
-    hb = _Heartbeat(index, job_id, attempt, settings.heartbeat_ttl) if heartbeat else None
     if hb:
         hb.__enter__()
     try:
@@ -163,13 +200,21 @@ def run_recorded(
         last = [0.0]
 
         def progress(done: int, total: int, metrics: dict[str, Any] | None = None) -> None:
-            if index.cancel_requested(job_id):
+            # progress never waits for Redis: while it is away the job computes on, unaware of a cancel
+            try:
+                cancelled = index.cancel_requested_now(job_id) if heartbeat else index.cancel_requested(job_id)
+            except _transient_types():
+                cancelled = False
+            if cancelled:
                 raise JobCancelled(job_id)
             now = time.monotonic()
             if publish is not None and (done >= total or now - last[0] >= defaults.PROGRESS_MIN_INTERVAL):
                 last[0] = now
                 clean = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str, bool)) or v is None}
-                publish({"done": int(done), "total": int(total), "fraction": (done / total) if total else None, "metrics": clean})
+                try:
+                    publish({"done": int(done), "total": int(total), "fraction": (done / total) if total else None, "metrics": clean})
+                except _transient_types():
+                    pass
 
         try:
             return _execute(job_id, attempt, request, rec, index, store, progress, t0, list(settings.allowed_roots))

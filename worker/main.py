@@ -10,46 +10,109 @@ job does not pay for the import. At start-up a worker sweeps for abandoned jobs.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
-from typing import Sequence
+import threading
+from typing import Any, Sequence
 
 from worker import defaults
 
 log = logging.getLogger("initscore.worker")
 
 
+class _Liveness:
+    """Beat ``initscore:workers`` every window/4 seconds on a daemon thread, busy or idle (read by /readyz)."""
+
+    def __init__(self, index: Any, name: str, window: float) -> None:
+        self.index, self.name, self.interval = index, name, window / 4
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, name="initscore-liveness", daemon=True)
+
+    def _beat(self) -> bool:
+        try:
+            self.index.worker_beat(self.name)
+            return True
+        except Exception:  # Redis away: the next beat may succeed
+            return False
+
+    def _run(self) -> None:
+        ok = True
+        while not self._stop.wait(self.interval):
+            now_ok = self._beat()
+            if now_ok != ok:
+                log.warning("liveness beat %s", "restored" if now_ok else "failed (Redis unreachable); retrying")
+            ok = now_ok
+
+    def __enter__(self) -> "_Liveness":
+        self._beat()
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        try:
+            self.index.worker_gone(self.name)
+        except Exception:
+            pass
+
+
 def run_worker(
     queues: Sequence[str] = defaults.QUEUES, *, burst: bool = False, name: str | None = None,
     redis_url: str | None = None, preload: bool = True, log_level: str = "INFO",
 ) -> int:
-    """Run one SimpleWorker in this process until stopped (or the queues are empty with `burst`)."""
-    from rq import Queue, SimpleWorker
+    """Run one worker in this process until stopped (or the queues are empty with `burst`).
+
+    The RQ worker is a :class:`~worker.reconnect.ResilientWorker`. Should its loop still end
+    for any reason other than a stop request (a signal) or the end of a burst -- Redis gone
+    during start-up or teardown -- this waits for Redis with backoff and starts a fresh RQ
+    worker (new name) instead of exiting.
+    """
+    from rq import Queue
     from rq.serializers import JSONSerializer
 
+    from service.index import RedisJobIndex
     from service.queue import RQBackend, reap, redis_from_url
     from service.settings import get_settings
+    from worker.reconnect import ResilientWorker, wait_for_redis
 
     settings = get_settings()
     url = redis_url or settings.redis_url
     if not url:
         raise SystemExit("error: set INITSCORE_REDIS_URL (or --redis-url) to run a queued worker")
     conn = redis_from_url(url)
-    try:
-        reap(RQBackend(settings, redis=conn), settings)
-    except Exception as exc:  # never block start-up on the sweep
-        log.warning("start-up sweep skipped: %s", exc)
+    log.info("worker: artifacts in %s, data roots %s", settings.artifact_dir, list(settings.allowed_roots) or "(none)")
     if preload:
         import initscore.jobs  # noqa: F401
         import initscore.nio  # noqa: F401  (imports torch once, here, in the worker process)
         import initscore.scores  # noqa: F401
     qs = [Queue(q, connection=conn, serializer=JSONSerializer) for q in queues]
-    w = SimpleWorker(qs, connection=conn, serializer=JSONSerializer, name=name)
-    ok = w.work(burst=burst, logging_level=log_level, with_scheduler=True)
-    return 0 if ok or burst else 1
+    base = name or f"{socket.gethostname()}.{os.getpid()}"
+    index = RedisJobIndex(conn, record_ttl=settings.record_ttl)
+    stopping = threading.Event()
+    with _Liveness(index, base, settings.worker_beat_window):
+        for generation in itertools.count():
+            try:
+                reap(RQBackend(settings, redis=conn), settings)
+            except Exception as exc:  # never block start-up on the sweep
+                log.warning("start-up sweep skipped: %s", exc)
+            w = ResilientWorker(qs, connection=conn, serializer=JSONSerializer,
+                                name=base if generation == 0 else f"{base}.{generation}")
+            try:
+                ok = w.work(burst=burst, logging_level=log_level, with_scheduler=True)
+            except Exception as exc:
+                log.error("worker loop ended: %s: %s", type(exc).__name__, exc)
+                ok = False
+            if burst or w._stop_requested:
+                return 0 if ok or burst else 1
+            log.warning("worker loop ended without a stop request; waiting for Redis, then starting again")
+            if not wait_for_redis(conn, stop=stopping.is_set):
+                return 1
+    return 1
 
 
 def spawn_per_gpu(gpus: Sequence[str], queues: Sequence[str], *, burst: bool = False) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,7 @@ from service.views import job_view, list_summaries, load_record
 from worker import defaults
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
+log = logging.getLogger("initscore.service")
 
 PROBLEM = {"content": {PROBLEM_JSON: {}}, "description": "problem details (RFC 9457)"}
 ERRORS = {400: PROBLEM, 401: PROBLEM, 404: PROBLEM, 409: PROBLEM, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM, 503: PROBLEM}
@@ -66,7 +68,26 @@ async def submit_job(
                 except ProblemError:
                     await asyncio.sleep(0.02)
             raise ProblemError(409, "Conflict", "the first request with this Idempotency-Key is still being accepted; retry", slug="idempotency-in-progress")
+        created: list[bool] = []
+        try:
+            return _create(ctx, job, who, payload, rhash, job_id, reuse, created)
+        except BaseException:
+            if not created:  # nothing was recorded: free the key so that a retry after the fault can succeed
+                try:
+                    ctx.index.idem_release(who.owner, key_hash, job_id)
+                except Exception as exc:
+                    log.warning("cannot release idempotency key of failed submit %s: %s", job_id, type(exc).__name__)
+            raise
+    return _create(ctx, job, who, payload, rhash, job_id, reuse, [])
 
+
+def _create(ctx: AppContext, job: JobRequest, who: Principal, payload: dict[str, Any], rhash: str, job_id: str,
+            reuse: bool, created: list[bool]) -> JSONResponse:
+    """Record (file, then index) and enqueue a new job, or answer it from a stored identical result.
+
+    `created` gets an entry once the record is in the index: from then on the job exists (the
+    reaper enqueues a queued record whose RQ job is missing), so its idempotency key must stay.
+    """
     rec = JobRecord(
         id=job_id, kind=job.kind, owner=who.owner, request=payload, request_hash=rhash,
         seq=ctx.index.next_seq(), max_attempts=ctx.settings.max_attempts,
@@ -81,6 +102,7 @@ async def submit_job(
         rec.note("answered from the stored result of an identical request (same content hash)")
         _persist(ctx, rec)
         ctx.index.create(rec)
+        created.append(True)
         if ctx.metrics:
             ctx.metrics.submitted.labels(job.kind, "reused").inc()
         return _accepted(rec, ctx)
@@ -88,6 +110,7 @@ async def submit_job(
     rec.note("accepted")
     _persist(ctx, rec)
     ctx.index.create(rec)
+    created.append(True)
     ctx.backend.enqueue(rec)
     if ctx.metrics:
         ctx.metrics.submitted.labels(job.kind, "queued").inc()

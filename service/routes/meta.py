@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
 
 from initscore.contract import ENGINE_VERSION
 from initscore.models import list_models
@@ -25,23 +26,24 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["health"], summary="Readiness: queue reachable, a worker listening, artifact store writable")
-async def readyz(request: Request) -> Response:
-    ctx = get_ctx(request)
-    try:
-        ok, detail = ctx.backend.ready()
-    except Exception as exc:
-        return problem_response(503, "Service unavailable", f"the job queue (Redis) is unreachable ({type(exc).__name__})",
-                                "queue-unavailable", headers={"Retry-After": "5"})
-    if not ok:
-        return problem_response(503, "Service unavailable", "no worker is listening on the job queues; start `initscore worker`",
-                                "no-worker", headers={"Retry-After": "5"})
-    if not ctx.store.writable():
-        return problem_response(503, "Service unavailable", f"the artifact store at {ctx.settings.artifact_dir} is not writable",
-                                "store-unavailable", headers={"Retry-After": "30"})
-    from fastapi.responses import JSONResponse
+_SLUG = {"redis": ("queue-unavailable", "5"), "store": ("store-unavailable", "30"), "workers": ("no-worker", "5")}
 
-    return JSONResponse({"status": "ready", "mode": ctx.backend.mode, **detail})
+
+@router.get("/readyz", tags=["health"], summary="Readiness: Redis answers, the artifact store is writable, a worker beat recently")
+def readyz(request: Request) -> Response:
+    """200 only if every check passes; else 503 problem+json whose ``checks`` say which failed and why."""
+    ctx = get_ctx(request)
+    checks, info = ctx.backend.readiness()
+    problem = ctx.store.probe()
+    checks = {"redis": checks.get("redis"), "store": "ok" if problem is None else f"failed: {problem}", "workers": checks["workers"]}
+    checks = {k: v for k, v in checks.items() if v is not None}
+    failed = [k for k, v in checks.items() if not v.startswith("ok")]
+    if failed:
+        slug, retry = _SLUG[failed[0]]
+        detail = "; ".join(f"{k}: {checks[k].removeprefix('failed: ')}" for k in failed)
+        return problem_response(503, "Service unavailable", f"not ready -- {detail}", slug, headers={"Retry-After": retry},
+                                extra={"checks": checks})
+    return JSONResponse({"status": "ready", "mode": ctx.backend.mode, "checks": checks, **info})
 
 
 @router.get("/metrics", tags=["health"], summary="Prometheus metrics (needs a key when keys are configured)")
