@@ -167,6 +167,12 @@ def _heldout_batches(td, n_batches: int, batch_size: int, seed: int):
 
 
 # ------------------------------------------------------------------- score
+SUB_BATCH_SPLIT_HELP = ("batch mode: eq7 (the paper's Eq. 7) | cover (equal sub-batches from 0 to B) | official (the "
+                        "released code's slicing); default by profile")
+PROFILE_HELP = ("paper (Zhu et al. 2022) | official (the authors' released code: off-diagonal GC, Conv/Linear/"
+                "LayerNorm gradients, shared BN statistics, mean-norm bound; batch mode)")
+
+
 def score_cmd(
     arch: str = typer.Option(..., "--arch", help="registered architecture (initscore proxies --list / models)"),
     args: str = typer.Option("{}", "--args", help="architecture arguments as a JSON object"),
@@ -178,9 +184,12 @@ def score_cmd(
     seed: int = typer.Option(0, "--seed", help="which samples"),
     init_seed: int = typer.Option(0, "--init-seed", help="torch seed of the initial weights"),
     mode: str = typer.Option("sample", "--mode", help="sample (exact) or batch (Eq. 7)"),
-    bn: Optional[str] = typer.Option(None, "--bn", help="batch|calibrated|per_sample (default by mode)"),
+    bn: Optional[str] = typer.Option(None, "--bn", help="batch|calibrated|per_sample|shared (default by mode and "
+                                                        "profile)"),
     sub_batches: int = typer.Option(2, "--sub-batches"),
-    overlap: float = typer.Option(0.0, "--overlap"),
+    overlap: Optional[float] = typer.Option(None, "--overlap", help="batch mode; default 0.6 (paper), 0.0 (official)"),
+    sub_batch_split: Optional[str] = typer.Option(None, "--sub-batch-split", help=SUB_BATCH_SPLIT_HELP),
+    profile: str = typer.Option("paper", "--profile", help=PROFILE_HELP),
     layers: bool = typer.Option(False, "--layers", help="print the per-tensor breakdown"),
     as_json: bool = typer.Option(False, "--json", help="print a ScoreResult JSON object"),
 ) -> None:
@@ -194,7 +203,8 @@ def score_cmd(
     model = _build(spec, init_seed)
     _check_compatible(model, x, td.num_classes)
     t0 = time.perf_counter()
-    s = gradcosine(model, (x, y), mode=mode, bn=bn, sub_batches=sub_batches, overlap=overlap)
+    s = gradcosine(model, (x, y), mode=mode, bn=bn, sub_batches=sub_batches, overlap=overlap, split=sub_batch_split,
+                   profile=profile)
     secs = time.perf_counter() - t0
     result = ScoreResult(arch=arch, params=sum(p.numel() for p in model.parameters()), gc=s.gc, gn=s.gn,
                          g_max=s.g_max, g_min=s.g_min, n=s.n, mode=s.mode, bn=s.bn,
@@ -254,9 +264,16 @@ def rectify_cmd(
     mode: str = typer.Option("batch", "--mode"),
     bn: Optional[str] = typer.Option(None, "--bn"),
     sub_batches: int = typer.Option(2, "--sub-batches"),
-    overlap: float = typer.Option(0.6, "--overlap"),
+    overlap: Optional[float] = typer.Option(None, "--overlap", help="default 0.6 (paper), 0.0 (official)"),
+    sub_batch_split: Optional[str] = typer.Option(None, "--sub-batch-split", help=SUB_BATCH_SPLIT_HELP),
+    profile: str = typer.Option("paper", "--profile", help=PROFILE_HELP),
+    objective: Optional[str] = typer.Option(None, "--objective", help="official profile: gc | gc_gn | gc_gn_sqrt | gv | "
+                                                                      "gv_gn | gv_gn_sqrt (default gc)"),
+    gn_mul: float = typer.Option(1.0, "--gn-mul", help="official profile: weight of the GN term of --objective"),
     min_scale: float = typer.Option(0.01, "--min-scale"),
-    optimizer: str = typer.Option("adam", "--optimizer", help="adam | sgd | rescale_adam (NIO's reference optimizer)"),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adam | sgd | rescale_adam (NIO's reference "
+                                                                      "optimizer); default adam (paper), rescale_adam "
+                                                                      "(official)"),
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="rescale_adam: clip each scale's gradient to +-this"),
     scale_tensors: Optional[str] = typer.Option(
         None, "--scale-tensors", help="comma-separated name patterns of the tensors that get a scale ('!' excludes), "
@@ -289,7 +306,8 @@ def rectify_cmd(
     hyper = dict(method=method, iters=iters, lr=lr, gamma=gamma, sub_batches=sub_batches, overlap=overlap,
                  mode=mode, min_scale=min_scale, optimizer=optimizer, seed=seed, bn=bn, gn_weight=gn_weight,
                  grad_clip=grad_clip, scale_tensors=csv_list(scale_tensors, "scale-tensors"),
-                 gamma_margin=gamma_margin, select=select, verify_batches=verify_batches)
+                 gamma_margin=gamma_margin, select=select, verify_batches=verify_batches, profile=profile,
+                 split=sub_batch_split, objective=objective, gn_mul=gn_mul)
     r = _run_rectify(model, train, held, quiet=quiet or as_json, batch_size=batch_size, **hyper)
     sha = None
     if out is not None:

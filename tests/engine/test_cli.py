@@ -118,6 +118,11 @@ def test_rectify_select_and_verify_batches(tmp_path):
     (["rectify", "--arch", "mlp", "--iters", "1", "--verify-batches", "2"], "select='feasible' or 'best'"),
     (["rectify", "--arch", "mlp", "--iters", "1", "--select", "feasible", "--verify-batches", "-1"], "verify_batches"),
     (["rectify", "--arch", "mlp", "--iters", "1", "--select", "first"], "select"),
+    (["score", "--arch", "mlp", "--mode", "batch", "--profile", "released"], "profile"),
+    (["score", "--arch", "mlp", "--profile", "official"], "batch mode only"),
+    (["score", "--arch", "mlp", "--mode", "batch", "--sub-batch-split", "halves"], "split"),
+    (["rectify", "--arch", "mlp", "--iters", "1", "--objective", "gc_gn"], "profile='official'"),
+    (["rectify", "--arch", "mlp", "--iters", "1", "--profile", "official", "--objective", "gn"], "objective"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle):
     p = _run(*args)
@@ -125,3 +130,28 @@ def test_bad_input_exits_2_with_one_line(args, needle):
     lines = [line for line in p.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_official_profile_through_the_cli_matches_the_library():
+    p = _run("score", "--arch", "mlp", "--args", MLP, "--batch-size", "16", "--mode", "batch", "--profile", "official",
+             "--sub-batches", "4", "--overlap", "0.2", "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    import torch
+
+    from initscore import data, models
+    from initscore.scores import gradcosine
+
+    td = data.load({"kind": "synthetic", "shape": [12], "num_classes": 10, "batch_size": 16, "seed": 0})
+    torch.manual_seed(0)
+    net = models.build({"arch": "mlp", "args": json.loads(MLP)})
+    s = gradcosine(net, td.batch(16, 0), mode="batch", sub_batches=4, overlap=0.2, profile="official")
+    paper = gradcosine(net, td.batch(16, 0), mode="batch", sub_batches=4, overlap=0.2)
+    assert d["gc"] == pytest.approx(s.gc, rel=1e-6) and d["n"] == 4
+    assert abs(s.gc - paper.gc) > 1e-4
+    p = _run("rectify", "--arch", "mlp", "--args", MLP, "--batch-size", "16", "--iters", "2", "--profile", "official",
+             "--objective", "gc_gn_sqrt", "--sub-batches", "4", "--overlap", "0.2", "--gamma", "1e6",
+             "--heldout-batches", "1", "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert len(r["history"]) == 2 and not any(h["constrained"] for h in r["history"])
