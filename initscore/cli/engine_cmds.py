@@ -247,7 +247,32 @@ def _run_rectify(model, train, heldout, *, quiet: bool, **kw):
         return rectify(model, train, heldout=heldout, progress=progress, **kw)
 
 
+# NIO preset keys (initscore.experiments.config.NIO_PRESETS) -> rectify_cmd parameter names
+_PRESET_PARAMS = {"profile": "profile", "mode": "mode", "sub_batches": "sub_batches", "overlap": "overlap",
+                  "split": "sub_batch_split", "bn": "bn", "lr": "lr", "iters": "iters", "gamma": "gamma",
+                  "optimizer": "optimizer", "grad_clip": "grad_clip", "min_scale": "min_scale",
+                  "objective": "objective", "gn_mul": "gn_mul", "batch_size": "batch_size"}
+
+
+def apply_nio_preset(ctx: typer.Context, name: str, arch: str, spec_args: dict[str, Any],
+                     values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (rectify_cmd's parameters) with the preset's settings in place of every one NOT given on the
+    command line (an explicit flag wins)."""
+    from initscore.experiments.config import nio_preset
+
+    p = nio_preset(name)
+    kw = {**p.kwargs_for(arch, spec_args.get("bn")), "batch_size": p.batch_size}
+    out = dict(values)
+    for key, val in kw.items():
+        param = _PRESET_PARAMS[key]
+        # compared by name: typer's click may not be the installed click module (its enum is another class)
+        if getattr(ctx.get_parameter_source(param), "name", None) != "COMMANDLINE":
+            out[param] = val
+    return out
+
+
 def rectify_cmd(
+    ctx: typer.Context,
     arch: str = typer.Option(..., "--arch"),
     args: str = typer.Option("{}", "--args", help="architecture arguments as a JSON object"),
     data: str = typer.Option("synthetic", "--data"),
@@ -289,6 +314,9 @@ def rectify_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="write the rectified weights (.safetensors)"),
     as_json: bool = typer.Option(False, "--json"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="named NIO settings: paper-cifar | paper-imagenet | "
+                                                                "official-imagenet (docs/engine.md); flags given "
+                                                                "explicitly win"),
 ) -> None:
     """Rectify an initialization (NIO, Algorithm 3, or a baseline) and report held-out scores before/after."""
     from initscore.contract import RectifyResult
@@ -296,6 +324,12 @@ def rectify_cmd(
     if out is not None and out.suffix != ".safetensors":
         raise OptionsError(f"--out must end in .safetensors, got {str(out)!r}")
     spec = _spec(arch, args)
+    if preset is not None:
+        names = list(_PRESET_PARAMS.values())
+        local = locals()
+        v = apply_nio_preset(ctx, preset, arch, spec.get("args", {}), {n: local[n] for n in names})
+        (profile, mode, sub_batches, overlap, sub_batch_split, bn, lr, iters, gamma, optimizer, grad_clip, min_scale,
+         objective, gn_mul, batch_size) = (v[n] for n in names)
     if data == "synthetic" and limit is None:
         limit = (heldout_batches + 8) * batch_size
     ref = _data_ref(spec, data, root, split, batch_size, seed, limit)
@@ -313,7 +347,7 @@ def rectify_cmd(
     if out is not None:
         sha = save_weights(out, r.state_dict, {
             "spec": spec, "data": ref, "init_seed": init_seed, "seed": seed,
-            "hyperparameters": {**hyper, "batch_size": batch_size, "heldout_batches": heldout_batches,
+            "hyperparameters": {**hyper, "batch_size": batch_size, "heldout_batches": heldout_batches, "preset": preset,
                                 "gamma_used": r.gamma},
             "versions": _versions(), "scales": r.scales, "unscalable": list(r.unscalable), "fixed": list(r.fixed),
             "heldout_before": r.heldout_before, "heldout_after": r.heldout_after,

@@ -155,3 +155,22 @@ def test_official_profile_through_the_cli_matches_the_library():
     assert p.returncode == 0, p.stderr
     r = json.loads(p.stdout)
     assert len(r["history"]) == 2 and not any(h["constrained"] for h in r["history"])
+
+
+def test_rectify_preset_fills_what_the_command_line_leaves_out(tmp_path):
+    """--preset official-imagenet sets the released config's settings; flags given explicitly win."""
+    out = tmp_path / "p.safetensors"
+    p = _run("rectify", "--arch", "mlp", "--args", MLP, "--preset", "official-imagenet", "--iters", "2",
+             "--batch-size", "16", "--gamma", "1e6", "--heldout-batches", "1", "--out", str(out), "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert len(d["history"]) == 2 and d["gamma"] == 1e6
+    from safetensors import safe_open
+
+    with safe_open(str(out), "pt") as f:
+        hp = json.loads(f.metadata()["hyperparameters"])
+    assert hp["preset"] == "official-imagenet" and hp["batch_size"] == 16 and hp["iters"] == 2
+    assert (hp["profile"], hp["objective"], hp["sub_batches"], hp["overlap"], hp["lr"], hp["optimizer"], hp["split"]) \
+        == ("official", "gc_gn_sqrt", 4, 0.2, 0.003, "rescale_adam", "official")
+    p = _run("rectify", "--arch", "mlp", "--preset", "paper-galaxy", "--iters", "1")
+    assert p.returncode == 2 and p.stderr.startswith("error:") and "paper-galaxy" in p.stderr

@@ -170,3 +170,28 @@ def test_batch_mode_overlap_defaults_agree():
     assert a == b and DEFAULT_OVERLAP["paper"] == 0.6
     assert inspect.signature(rectify).parameters["overlap"].default is None
     assert ScoreOptions().overlap is None and RectifyOptions().overlap is None
+
+
+def test_named_presets_hold_the_sources_values_and_run():
+    from initscore.experiments.config import NIO_PRESETS, PRESETS
+
+    off = NIO_PRESETS["official-imagenet"].rectify
+    assert (off["profile"], off["lr"], off["sub_batches"], off["overlap"], off["gamma"], off["objective"],
+            off["optimizer"], off["bn"]) == ("official", 3e-3, 4, 0.2, 10.0, "gc_gn_sqrt", "rescale_adam", "shared")
+    assert NIO_PRESETS["official-imagenet"].batch_size == 64 and NIO_PRESETS["paper-imagenet"].batch_size == 64
+    cifar = PRESETS["paper-cifar"]
+    assert cifar.recipe.epochs == 500 and cifar.recipe.batch_size == 128 and cifar.recipe.bn_weight_decay
+    assert {m.name: (m.init or {}).get("gamma") for m in cifar.models}["resnet110_nobn"] == 4.0
+    assert {m.name: (m.init or {}).get("gamma") for m in cifar.models}["resnet110_bn"] == 5.0
+    c100 = {m.name: (m.init or {}).get("gamma") for m in PRESETS["paper-cifar100"].models}
+    assert c100["resnet110_nobn"] == 8.0 and c100["resnet110_bn"] == 10.0
+    assert NIO_PRESETS["paper-cifar"].kwargs_for("resnet110", False)["gamma"] == 4.0
+    # every preset's settings are accepted by the engine
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3))
+    for name, p in NIO_PRESETS.items():
+        x, y = torch.randn(p.batch_size, 3, 8, 8), torch.randint(0, 3, (p.batch_size,))
+        kw = {**p.kwargs_for("net", True), "iters": 1}
+        r = rectify(net, (x, y), batch_size=p.batch_size, **kw)
+        assert len(r.history) == 1, name
