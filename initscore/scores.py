@@ -26,7 +26,13 @@ identity on that tensor's slices g_i^l, ``gc = ||sum_i g_i^l/||g_i^l|| ||^2 / B^
 Batch relaxation (``mode="batch"``): D sub-batches of N = ceil(B / (D - r))
 samples, sub-batch d (1-based) starting at round(N (d-1)(1-r)) (Eq. 7), the last
 clipped to B; the same formulas over the D sub-batch gradients (each the gradient
-of the sub-batch's mean loss).
+of the sub-batch's mean loss). ``split="cover"`` / ``"official"`` cut the batch otherwise
+(:func:`batch_splits`).
+
+``profile="official"`` (batch mode): the definitions of the authors' released code
+(HarborYuan/GradCosine): GC = mean of the D(D-1) off-diagonal cosines, the gradients of
+Conv2d/Linear/LayerNorm weights and biases only, its slicing, and BatchNorm with the statistics
+of the whole batch shared by all sub-batches (``bn="shared"``); docs/engine.md lists every difference.
 
 BatchNorm: see :mod:`initscore.bn` (``bn="batch" | "calibrated" | "per_sample"``).
 The caller's model is never modified: scoring runs on a private copy.
