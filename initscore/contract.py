@@ -67,15 +67,39 @@ class DataRef(_Model):
         return self
 
 
+Profile = Literal["paper", "official"]
+Split = Literal["eq7", "cover", "official"]
+BnMode = Literal["batch", "calibrated", "per_sample", "shared"]
+OVERLAP_DOC = "batch-mode sub-batch overlap r; default: the profile's (0.6 paper, 0.0 official)"
+SPLIT_DOC = ("how batch mode cuts the batch: 'eq7' (the paper's Eq. 7), 'cover' (equal sub-batches from 0 to B), "
+             "'official' (the released code's slicing); default: the profile's")
+PROFILE_DOC = ("'paper' (Zhu et al. 2022) or 'official' (the authors' released code: off-diagonal GC, "
+               "Conv/Linear/LayerNorm gradients, shared BN statistics; batch mode only)")
+
+
+def _check_profile(opts: Any) -> None:
+    if opts.profile == "official" and opts.mode != "batch":
+        raise ValueError("profile='official' exists in batch mode only; use mode='batch'")
+    if opts.bn == "shared" and opts.mode != "batch":
+        raise ValueError("bn='shared' is a batch-mode option")
+
+
 class ScoreOptions(_Model):
     """Options of a score job: GradCosine/GradNorm mode, BN handling, extra zero-cost proxies."""
 
     mode: Literal["sample", "batch"] = "sample"
     sub_batches: int = Field(default=2, ge=2, le=1024)
-    overlap: float = Field(default=0.0, ge=0.0, lt=1.0)
-    bn: Literal["batch", "calibrated", "per_sample"] | None = None
+    overlap: float | None = Field(default=None, ge=0.0, lt=1.0, description=OVERLAP_DOC)
+    bn: BnMode | None = None
+    split: Split | None = Field(default=None, description=SPLIT_DOC)
+    profile: Profile = Field(default="paper", description=PROFILE_DOC)
     proxies: list[str] = Field(default_factory=list, max_length=32)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _profile(self) -> "ScoreOptions":
+        _check_profile(self)
+        return self
 
 
 class RectifyOptions(_Model):
@@ -86,10 +110,16 @@ class RectifyOptions(_Model):
     lr: float = Field(default=0.1, gt=0.0, le=100.0)
     gamma: float | None = Field(default=None, gt=0.0, description="bound on g_max; default: 2x the initial g_max")
     sub_batches: int = Field(default=2, ge=2, le=1024)
-    overlap: float = Field(default=0.6, ge=0.0, lt=1.0)
+    overlap: float | None = Field(default=None, ge=0.0, lt=1.0, description=OVERLAP_DOC)
     mode: Literal["sample", "batch"] = "batch"
-    bn: Literal["batch", "calibrated", "per_sample"] | None = Field(
-        default=None, description="BatchNorm statistics; default: 'batch' in batch mode, 'calibrated' in sample mode")
+    bn: BnMode | None = Field(
+        default=None, description="BatchNorm statistics; default: 'batch' in batch mode, 'calibrated' in sample mode, "
+                                  "'shared' in the official profile")
+    split: Split | None = Field(default=None, description=SPLIT_DOC)
+    profile: Profile = Field(default="paper", description=PROFILE_DOC)
+    objective: Literal["gc", "gc_gn", "gc_gn_sqrt", "gv", "gv_gn", "gv_gn_sqrt"] | None = Field(
+        default=None, description="official profile: the released code's ascent target (default 'gc')")
+    gn_mul: float = Field(default=1.0, ge=0.0, le=1e6, description="official profile: weight of the GN term")
     gn_weight: float = Field(default=1.0, ge=0.0, le=1e6,
                              description="weight of GN in the unconstrained step, which raises GC + gn_weight*GN "
                                          "(1 = Algorithm 3; 0 = GradCosine-only ascent)")
@@ -99,9 +129,10 @@ class RectifyOptions(_Model):
         default="last", description="'last' (Algorithm 3), 'feasible': the last iterate with g_max <= gamma, or "
                                     "'best' (nio only): the within-bound iterate with the largest GC + gn_weight*GN")
     min_scale: float = Field(default=0.01, gt=0.0, le=1.0)
-    optimizer: Literal["adam", "sgd", "rescale_adam"] = Field(
-        default="adam", description="'adam' (one Adam for both branches), 'sgd', or 'rescale_adam' (the NIO/GradInit "
-                                    "reference optimizer: clipped scale gradients, one first moment per branch)")
+    optimizer: Literal["adam", "sgd", "rescale_adam"] | None = Field(
+        default=None, description="'adam' (one Adam for both branches), 'sgd', or 'rescale_adam' (the NIO/GradInit "
+                                  "reference optimizer: clipped scale gradients, one first moment per branch); "
+                                  "default: 'adam' (paper profile), 'rescale_adam' (official profile)")
     grad_clip: float = Field(default=1.0, ge=0.0, le=1e6,
                              description="rescale_adam: each scale's gradient is clipped to +-grad_clip (0 = off)")
     scale_tensors: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] | None = Field(
@@ -123,6 +154,13 @@ class RectifyOptions(_Model):
                              "'last' or 'feasible'")
         if self.verify_batches and self.select == "last":
             raise ValueError("verify_batches checks the iterate that select returns; use select='feasible' or 'best'")
+        _check_profile(self)
+        if self.profile == "official" and self.method not in ("nio", "kaiming"):
+            raise ValueError(f"profile='official' is the released code's NIO; method {self.method!r} takes 'paper'")
+        if self.objective is not None and self.profile != "official":
+            raise ValueError("objective selects a target of the released code; it needs profile='official'")
+        if self.optimizer is None:
+            object.__setattr__(self, "optimizer", "rescale_adam" if self.profile == "official" else "adam")
         return self
 
 

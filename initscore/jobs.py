@@ -79,7 +79,8 @@ def _score_one(spec: Any, batch: tuple[Any, Any], opts: ScoreOptions) -> ScoreRe
 
     t0 = time.perf_counter()
     model = _build(spec, opts.seed)
-    gs = gradcosine(model, batch, mode=opts.mode, sub_batches=opts.sub_batches, overlap=opts.overlap, bn=opts.bn)
+    gs = gradcosine(model, batch, mode=opts.mode, sub_batches=opts.sub_batches, overlap=opts.overlap, bn=opts.bn,
+                    split=opts.split, profile=opts.profile)
     proxies: dict[str, float] = {}
     proxy_errors: dict[str, str] = {}
     if opts.proxies:
@@ -175,7 +176,8 @@ def _run_rectify(req: RectifyRequest, allowed_roots: list[str] | None, progress:
         sub_batches=opts.sub_batches, overlap=opts.overlap, mode=opts.mode, min_scale=opts.min_scale,
         optimizer=opts.optimizer, seed=opts.seed, heldout=heldout, progress=_prog, bn=opts.bn,
         gn_weight=opts.gn_weight, gamma_margin=opts.gamma_margin, select=opts.select, grad_clip=opts.grad_clip,
-        scale_tensors=opts.scale_tensors, verify_batches=opts.verify_batches,
+        scale_tensors=opts.scale_tensors, verify_batches=opts.verify_batches, profile=opts.profile, split=opts.split,
+        objective=opts.objective, gn_mul=opts.gn_mul,
     )
     result = RectifyResult(
         arch=req.model.arch,

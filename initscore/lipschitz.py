@@ -40,43 +40,72 @@ from torch import nn
 from initscore.errors import OptionsError
 
 
+INITS = ("normal", "pytorch")
+
+
 class LDLTLipschitzLinear(nn.Module):
-    """L-Lipschitz linear map y = gamma W0 (alpha I + W0^T W0)^{-1/2} x + b (see module docstring)."""
+    """L-Lipschitz linear map y = gamma W0 (alpha I + W0^T W0)^{-1/2} x + b (see module docstring).
+
+    init: "normal" (W0 ~ N(0, init_scale^2 / n), b = 0; init_scale 1 is the paper's "He") or "pytorch"
+    (torch's nn.Linear default, as in the authors' code Marius-Juston/LDLTFlossing: W0 ~ U(+-init_scale/sqrt(n)),
+    i.e. variance init_scale^2 / (3n), and b ~ U(+-1/sqrt(n))).
+    learnable_alpha: alpha = exp(theta) with theta a trainable scalar starting at log(alpha) (positive, starts at
+    ``alpha``; the authors' code learns alpha the same way, through an exponential parametrization starting at 1).
+    """
 
     def __init__(self, in_features: int, out_features: int, *, lipschitz: float = 1.0, alpha: float = 1.0,
-                 init_scale: float = 1.0, bias: bool = True) -> None:
+                 init_scale: float = 1.0, bias: bool = True, init: str = "normal",
+                 learnable_alpha: bool = False) -> None:
         super().__init__()
         if in_features < 1 or out_features < 1:
             raise OptionsError("in_features and out_features must be >= 1")
         for name, v in (("lipschitz", lipschitz), ("alpha", alpha), ("init_scale", init_scale)):
             if not (math.isfinite(v) and v > 0):
                 raise OptionsError(f"{name} must be a positive finite number, got {v!r}")
+        if init not in INITS:
+            raise OptionsError(f"init must be one of {list(INITS)}, got {init!r}")
         self.in_features = in_features
         self.out_features = out_features
         self.lipschitz = float(lipschitz)
-        self.alpha = float(alpha)
+        self.init = init
         self.init_scale = float(init_scale)
+        if learnable_alpha:
+            self.log_alpha = nn.Parameter(torch.tensor(math.log(alpha)))
+        else:
+            self.register_buffer("log_alpha", torch.tensor(math.log(alpha)), persistent=False)
+        self.learnable_alpha = bool(learnable_alpha)
         self.weight = nn.Parameter(torch.empty(out_features, in_features))  # W0
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.reset_parameters()
 
+    @property
+    def alpha(self) -> torch.Tensor:
+        """alpha = exp(log_alpha) (> 0), a 0-dim tensor."""
+        return self.log_alpha.exp()
+
     def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.in_features)
         with torch.no_grad():
-            self.weight.normal_(0.0, self.init_scale / math.sqrt(self.in_features))
-            if self.bias is not None:
-                self.bias.zero_()
+            if self.init == "pytorch":
+                self.weight.uniform_(-self.init_scale * bound, self.init_scale * bound)
+                if self.bias is not None:
+                    self.bias.uniform_(-bound, bound)
+            else:
+                self.weight.normal_(0.0, self.init_scale * bound)
+                if self.bias is not None:
+                    self.bias.zero_()
 
     def effective_weight(self) -> torch.Tensor:
         """M (out x in), with ||M||_2 < lipschitz."""
         w = self.weight
         m, n = w.shape
         if n <= m:
-            gram = w.T @ w + self.alpha * torch.eye(n, dtype=w.dtype, device=w.device)
+            gram = w.T @ w + self.alpha.to(w.dtype) * torch.eye(n, dtype=w.dtype, device=w.device)
             c = torch.linalg.cholesky(gram)
             # M = gamma W0 C^{-T}  <=>  M C^T = gamma W0
             mt = torch.linalg.solve_triangular(c, w.T, upper=False)  # C^{-1} W0^T = M^T / gamma
             return self.lipschitz * mt.T
-        gram = w @ w.T + self.alpha * torch.eye(m, dtype=w.dtype, device=w.device)
+        gram = w @ w.T + self.alpha.to(w.dtype) * torch.eye(m, dtype=w.dtype, device=w.device)
         c = torch.linalg.cholesky(gram)
         return self.lipschitz * torch.linalg.solve_triangular(c, w, upper=False)  # gamma C^{-1} W0
 
@@ -85,7 +114,8 @@ class LDLTLipschitzLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, lipschitz={self.lipschitz:g}, "
-                f"alpha={self.alpha:g}, init_scale={self.init_scale:g}, bias={self.bias is not None}")
+                f"alpha={float(self.alpha):g}{' (learnable)' if self.learnable_alpha else ''}, init={self.init}, "
+                f"init_scale={self.init_scale:g}, bias={self.bias is not None}")
 
 
 class MaxMin(nn.Module):

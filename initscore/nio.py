@@ -66,6 +66,9 @@ from initscore.segments import SegmentedNet, for_batch_mode
 from initscore.scores import (
     LossFn,
     batch_splits,
+    official_gc,
+    official_params,
+    resolve_profile,
     check_batch,
     coupled_sample_grads,
     fast_layout,
@@ -79,6 +82,11 @@ from initscore.scores import (
 METHODS = ("nio", "gradinit", "metainit", "kaiming")
 OPTIMIZERS = ("adam", "sgd", "rescale_adam")
 SELECTS = ("last", "feasible", "best")
+# the released code's ascent targets (gradcos_initializer.py, opt_target); D = sub-batches, g_d their gradients,
+# GC the off-diagonal mean cosine, GV = sum over parameters of the (biased) variance over d of g_d:
+#   gc: -GC   gc_gn: -GC - gn_mul sum_d ||g_d||^2   gc_gn_sqrt: -GC - gn_mul sum_d ||g_d||
+#   gv: GV    gv_gn: GV - gn_mul sum_d ||g_d||^2    gv_gn_sqrt: GV - gn_mul sum_d ||g_d||
+OBJECTIVES = ("gc", "gc_gn", "gc_gn_sqrt", "gv", "gv_gn", "gv_gn_sqrt")
 GAMMA_FACTOR = 2.0  # gamma=None -> GAMMA_FACTOR x initial g_max
 
 Progress = Callable[[int, int, dict[str, Any]], None]
@@ -140,10 +148,24 @@ class Context:
     gamma: float | None
     gn_weight: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
+    profile: str = "paper"
+    split: str = "eq7"
+    objective: str = "gc"  # official profile only
+    gn_mul: float = 1.0  # official profile only
+    wrt: tuple[str, ...] | None = None  # the differentiated tensors (None: all)
 
     @property
     def coupled(self) -> bool:
         return self.has_bn and self.bn_mode == "batch"
+
+    @property
+    def shared(self) -> bool:
+        return self.has_bn and self.bn_mode == "shared"
+
+    def tested(self, rec: dict[str, float]) -> float:
+        """The quantity compared with gamma: g_max (Algorithm 3) or, in the official profile, the mean
+        sub-batch gradient norm GN (the released code's test)."""
+        return rec["gn"] if self.profile == "official" else rec["g_max"]
 
     @property
     def loss_fn(self) -> LossFn:
@@ -197,10 +219,13 @@ class ScaledParams:
     ``scale_tensors`` (see :func:`select_tensors`) restricts which tensors get a scale; the others
     are ``fixed`` at their initial values (still differentiated: their gradients count in GC/GN)."""
 
-    def __init__(self, w0: dict[str, Tensor], scale_tensors: Sequence[str] | None = None) -> None:
+    def __init__(self, w0: dict[str, Tensor], scale_tensors: Sequence[str] | None = None,
+                 min_scales: dict[str, float] | None = None, only: Sequence[str] | None = None) -> None:
         self.w0 = {n: w.detach().clone() for n, w in w0.items()}
         self.unscalable = tuple(n for n, w in self.w0.items() if not bool((w != 0).any()))
-        kept = set(select_tensors([n for n in self.w0 if n not in self.unscalable], scale_tensors))
+        candidates = [n for n in self.w0 if n not in self.unscalable and (only is None or n in only)]
+        kept = set(select_tensors(candidates, scale_tensors))
+        self.min_scales = dict(min_scales or {})  # per-tensor clamps overriding rectify's min_scale
         self.fixed = tuple(n for n in self.w0 if n not in self.unscalable and n not in kept)
         self.scales = {n: torch.ones((), dtype=w.dtype, device=w.device, requires_grad=True)
                        for n, w in self.w0.items() if n in kept}
@@ -213,8 +238,8 @@ class ScaledParams:
 
     @torch.no_grad()
     def clamp(self, min_scale: float) -> None:
-        for s in self.scales.values():
-            s.clamp_(min=min_scale)
+        for n, s in self.scales.items():
+            s.clamp_(min=self.min_scales.get(n, min_scale))
 
     def values(self) -> dict[str, float]:
         return {n: (float(self.scales[n].detach()) if n in self.scales else 1.0) for n in self.w0}
@@ -229,10 +254,11 @@ def stacked_grads(ctx: Context, params: dict[str, Tensor], x: Tensor, y: Tensor,
     """
     if ctx.mode == "batch":
         segnet = ctx.segnet()
-        splits = batch_splits(x.shape[0], ctx.sub_batches, ctx.overlap)
+        splits = batch_splits(x.shape[0], ctx.sub_batches, ctx.overlap, ctx.split)
+        wrt = tuple(params) if ctx.wrt is None else ctx.wrt
         grads = subbatch_grads(ctx.net, params, x, y, ctx.loss, splits, ctx.coupled, create_graph=create_graph,
-                               segnet=segnet)
-        return {n: torch.stack([g[n] for g in grads]) for n in params}
+                               segnet=segnet, wrt=wrt, shared=ctx.shared)
+        return {n: torch.stack([g[n] for g in grads]) for n in wrt}
     if ctx.coupled:
         return coupled_sample_grads(ctx.net, params, x, y, ctx.loss_fn, range(x.shape[0]))
     fn = ctx.extra.get("sample_fn")
@@ -274,13 +300,47 @@ def measure(ctx: Context, params: dict[str, Tensor], x: Tensor, y: Tensor) -> di
         p = {n: t.detach().requires_grad_(True) for n, t in params.items()}
         stacked = stacked_grads(ctx, p, x, y, create_graph=False)
         gc, norms = grad_terms({n: g.detach() for n, g in stacked.items()})
+    if ctx.profile == "official":
+        gc = official_gc(float(gc), norms.shape[0], int((norms > 1e-300).sum()))
     return {"gc": float(gc), "gn": float(norms.mean()), "g_max": float(norms.max())}
+
+
+def grad_variance(stacked: dict[str, Tensor]) -> Tensor:
+    """GV = sum over all parameter entries of the biased variance over the n stacked gradients (float64)."""
+    return sum(((g - g.mean(0, keepdim=True)).square().mean(0)).sum().double() for g in stacked.values())
+
+
+def official_objective(ctx: Context, params: dict[str, Tensor], x: Tensor, y: Tensor
+                       ) -> tuple[Tensor, dict[str, float], bool]:
+    """The released code's step (profile "official"): GN = mean_d ||g_d||; if GN > gamma minimize GN, else
+    minimize the ``ctx.objective`` target (:data:`OBJECTIVES`). The record's gc is the off-diagonal GC."""
+    ctx.calibrate_for_scores(params, x)
+    stacked = stacked_grads(ctx, params, x, y, create_graph=True)
+    gc_all, norms = grad_terms(stacked)
+    n = norms.shape[0]
+    gc = (gc_all * n * n - n) / (n * (n - 1))  # all norms non-zero here (a zero one clamps to 1e-150)
+    gn, g_max = norms.mean(), norms.max()
+    rec = {"gc": float(gc.detach()), "gn": float(gn.detach()), "g_max": float(g_max.detach())}
+    if ctx.gamma is None:
+        ctx.gamma = GAMMA_FACTOR * rec["gn"]
+    constrained = rec["gn"] > ctx.gamma
+    if constrained:
+        return gn, rec, True
+    target = ctx.objective
+    first = -gc if target.startswith("gc") else grad_variance(stacked)
+    if target.endswith("_gn"):
+        return first - ctx.gn_mul * norms.square().sum(), rec, False
+    if target.endswith("_gn_sqrt"):
+        return first - ctx.gn_mul * norms.sum(), rec, False
+    return first, rec, False
 
 
 def nio_objective(ctx: Context, params: dict[str, Tensor], x: Tensor, y: Tensor
                   ) -> tuple[Tensor, dict[str, float], bool]:
     """Algorithm 3: objective to MINIMIZE (GN under the constraint, else -(GC + GN)), the record, the branch."""
     ctx.calibrate_for_scores(params, x)
+    if ctx.profile == "official":
+        return official_objective(ctx, params, x, y)
     stacked = stacked_grads(ctx, params, x, y, create_graph=True)
     gc, norms = grad_terms(stacked)
     gn, g_max = norms.mean(), norms.max()
@@ -329,7 +389,8 @@ def batch_stream(data: Any, batch_size: int, seed: int) -> Iterator[tuple[Tensor
 
 
 def heldout_scores(model: nn.Module, state: dict[str, Tensor] | None, heldout: list[Any], *, mode: str,
-                   sub_batches: int, overlap: float, bn: str | None, loss: LossFn | None) -> dict[str, float]:
+                   sub_batches: int, overlap: float, bn: str | None, loss: LossFn | None,
+                   split: str | None = None, profile: str = "paper") -> dict[str, float]:
     """Mean gc/gn and max g_max of :func:`gradcosine` over the held-out batches (empty dict if none)."""
     if not heldout:
         return {}
@@ -337,7 +398,8 @@ def heldout_scores(model: nn.Module, state: dict[str, Tensor] | None, heldout: l
     if state is not None:
         m = copy.deepcopy(model)
         m.load_state_dict(state)
-    res = [gradcosine(m, b, mode=mode, sub_batches=sub_batches, overlap=overlap, bn=bn, loss=loss) for b in heldout]
+    res = [gradcosine(m, b, mode=mode, sub_batches=sub_batches, overlap=overlap, bn=bn, loss=loss, split=split,
+                      profile=profile) for b in heldout]
     return {"gc": sum(r.gc for r in res) / len(res), "gn": sum(r.gn for r in res) / len(res),
             "g_max": max(r.g_max for r in res)}
 
@@ -366,7 +428,8 @@ def rectify_net(model: nn.Module, bn_mode: str, *, mode: str, method: str = "nio
     BN kernel's second order is wrong under vmap; MetaInit's Hessian-vector product: third order, which
     torch's batch_norm kernel does not support), and whose convolutions have the hand-written double
     backward (initscore.fast_conv; a batch-mode NIO step on ResNet-20 ~0.85x the time with torch's)."""
-    net = bnmod.scoring_copy(model, bn_mode, primitive=(mode == "sample" or method == "metainit"))
+    net = bnmod.scoring_copy(model, "batch" if bn_mode == "shared" else bn_mode,
+                             primitive=(mode == "sample" or method == "metainit"))
     return fast_conv.install(net)
 
 
@@ -380,12 +443,13 @@ def _optimizer_step(name: str, leaves: list[Tensor], lr: float, grad_clip: float
 
 # ------------------------------------------------------------ public API
 def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 100, lr: float = 0.1,
-            gamma: float | None = None, sub_batches: int = 2, overlap: float = 0.6, mode: str = "batch",
-            min_scale: float = 0.01, optimizer: str = "adam", seed: int = 0, heldout: list[Any] | None = None,
+            gamma: float | None = None, sub_batches: int = 2, overlap: float | None = None, mode: str = "batch",
+            min_scale: float = 0.01, optimizer: str | None = None, seed: int = 0, heldout: list[Any] | None = None,
             progress: Progress | None = None, bn: str | None = None, batch_size: int = 64,
             loss: LossFn | None = None, gn_weight: float = 1.0, gamma_margin: float = 0.0,
             select: str = "last", grad_clip: float = 1.0,
-            scale_tensors: Sequence[str] | None = None, verify_batches: int = 0) -> Rectification:
+            scale_tensors: Sequence[str] | None = None, verify_batches: int = 0, profile: str = "paper",
+            split: str | None = None, objective: str | None = None, gn_mul: float = 1.0) -> Rectification:
     """Rectify the initialization of ``model`` by per-tensor scales (NIO, Algorithm 3) or a baseline.
 
     data: an iterable (cycled) of (x, y) batches, one (x, y) batch, or an
@@ -432,9 +496,30 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     scale_tensors: which parameter tensors get a scale (shell patterns on parameter names, "!" to
     exclude, e.g. ``["fc.weight"]`` or ``["!fc.*"]``; :func:`select_tensors`); the others stay at
     their initial values and are listed in ``Rectification.fixed``. None (default): every non-zero tensor.
+    profile: "paper" (default; Algorithm 3 as above) or "official" (the authors' released code,
+    ``gradcos/gradcos_initializer.py``; batch mode, method "nio"): GC is the off-diagonal mean over the D
+    sub-batches, gradients w.r.t. Conv2d/Linear/LayerNorm weights and biases only, ``bn="shared"`` by
+    default, the constraint test is mean_d ||g_d|| > gamma (gamma=None: 2 x the first batch's GN), the
+    ascent step minimizes ``objective`` (:data:`OBJECTIVES`, default "gc") with ``gn_mul``, the scaled tensors
+    are those whose name contains "weight" (clamped at ``min_scale``) or "bias" (clamped at 0), and the
+    optimizer defaults to "rescale_adam". split: :func:`initscore.scores.batch_splits` ("eq7" default of the
+    paper profile, "official" of the official one, or "cover"). overlap None: the profile's default (0.6 paper,
+    0.0 official). optimizer None: "adam" (paper) or "rescale_adam" (official).
     Returns a :class:`Rectification`; the caller's model is not modified.
     """
     t0 = time.perf_counter()
+    overlap, split = resolve_profile(profile, mode, overlap, split)
+    if optimizer is None:
+        optimizer = "rescale_adam" if profile == "official" else "adam"
+    if profile == "official" and method not in ("nio", "kaiming"):
+        raise OptionsError(f"profile='official' is the released code's NIO; method {method!r} takes profile='paper'")
+    if objective is not None and profile != "official":
+        raise OptionsError("objective selects one of the released code's targets; it needs profile='official' "
+                           "(the paper profile's objective is GC + gn_weight * GN)")
+    target = objective or "gc"
+    if target not in OBJECTIVES:
+        raise OptionsError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
+    _check_number("gn_mul", gn_mul, lo=0.0, lo_open=False)
     if method not in METHODS:
         raise OptionsError(f"method must be one of {list(METHODS)}, got {method!r}")
     if optimizer not in OPTIMIZERS:
@@ -463,14 +548,27 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
                            "'feasible'")
     if progress is not None and not callable(progress):
         raise OptionsError("progress must be a callable progress(iteration, total, metrics) or None")
-    bn_mode = resolve_options(mode, bn, sub_batches, overlap)
+    bn_mode = resolve_options(mode, bn, sub_batches, overlap, profile)
     heldout = list(heldout or [])
     heldout = [check_batch(b) for b in heldout]
-    score_kw = dict(mode=mode, sub_batches=sub_batches, overlap=float(overlap), bn=bn_mode, loss=loss)
+    score_kw = dict(mode=mode, sub_batches=sub_batches, overlap=float(overlap), bn=bn_mode, loss=loss, split=split,
+                    profile=profile)
     before = heldout_scores(model, None, heldout, **score_kw)
 
     net = rectify_net(model, bn_mode, mode=mode, method=method)
-    scaled = ScaledParams(trainable(net), scale_tensors)
+    wrt: tuple[str, ...] | None = None
+    if profile == "official":
+        wrt = official_params(net)
+        if not wrt:
+            raise OptionsError("profile='official' differentiates Conv2d/Linear/LayerNorm weights and biases only; "
+                               "the model has none")
+        names = list(trainable(net))
+        # the released code's two optimizer groups: names containing "weight" (min_scale) and "bias" (0)
+        only = [n for n in names if "weight" in n or "bias" in n]
+        scaled = ScaledParams(trainable(net), scale_tensors, only=only,
+                              min_scales={n: 0.0 for n in names if "bias" in n and "weight" not in n})
+    else:
+        scaled = ScaledParams(trainable(net), scale_tensors)
     if method == "kaiming" or iters == 0 or not scaled.scales:
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return Rectification(method=method, state_dict=state, scales=scaled.values(), unscalable=scaled.unscalable,
@@ -487,7 +585,8 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     keep = 1.0 - float(gamma_margin)
     ctx = Context(net=net, loss=loss, mode=mode, bn_mode=bn_mode, has_bn=bnmod.has_batchnorm(model),
                   sub_batches=sub_batches, overlap=float(overlap), gamma=None if gamma is None else keep * float(gamma),
-                  gn_weight=float(gn_weight))
+                  gn_weight=float(gn_weight), profile=profile, split=split, objective=target, gn_mul=float(gn_mul),
+                  wrt=wrt)
     gamma_value = None if gamma is None else float(gamma)
     leaves = list(scaled.scales.values())
     step = _optimizer_step(optimizer, leaves, lr, float(grad_clip))
@@ -579,7 +678,7 @@ def _verify(evaluate: Callable[[Tensor, Tensor], tuple[Tensor, dict[str, float],
         for x, y in batches:
             if first_order:  # NIO's test reads g_max only: no second-order graph
                 rec = measure(ctx, scaled.params(), x, y)
-                constrained = gamma is not None and rec["g_max"] > gamma
+                constrained = gamma is not None and ctx.tested(rec) > gamma
             else:
                 with torch.enable_grad():
                     obj, rec, constrained = evaluate(x, y)

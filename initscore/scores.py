@@ -26,7 +26,13 @@ identity on that tensor's slices g_i^l, ``gc = ||sum_i g_i^l/||g_i^l|| ||^2 / B^
 Batch relaxation (``mode="batch"``): D sub-batches of N = ceil(B / (D - r))
 samples, sub-batch d (1-based) starting at round(N (d-1)(1-r)) (Eq. 7), the last
 clipped to B; the same formulas over the D sub-batch gradients (each the gradient
-of the sub-batch's mean loss).
+of the sub-batch's mean loss). ``split="cover"`` / ``"official"`` cut the batch otherwise
+(:func:`batch_splits`).
+
+``profile="official"`` (batch mode): the definitions of the authors' released code
+(HarborYuan/GradCosine): GC = mean of the D(D-1) off-diagonal cosines, the gradients of
+Conv2d/Linear/LayerNorm weights and biases only, its slicing, and BatchNorm with the statistics
+of the whole batch shared by all sub-batches (``bn="shared"``); docs/engine.md lists every difference.
 
 BatchNorm: see :mod:`initscore.bn` (``bn="batch" | "calibrated" | "per_sample"``).
 The caller's model is never modified: scoring runs on a private copy.
@@ -90,14 +96,56 @@ def default_loss(logits: Tensor, targets: Tensor) -> Tensor:
     return nn.functional.cross_entropy(logits, targets)
 
 
-def batch_splits(B: int, D: int, r: float) -> list[tuple[int, int]]:
-    """0-based [start, end) of the D sub-batches of Eq. 7.
+SPLITS = ("eq7", "cover", "official")
+PROFILES = ("paper", "official")
+# batch-mode overlap r when none is given (gradcosine, rectify, the job contract and the CLI agree):
+# the paper profile's 0.6 (NIO's CIFAR setting, rectify's long-standing default); the official profile's 0.0
+# (the default of the released code's initializer)
+DEFAULT_OVERLAP = {"paper": 0.6, "official": 0.0}
+DEFAULT_SPLIT = {"paper": "eq7", "official": "official"}
+OFFICIAL_LAYERS = (nn.Conv2d, nn.Linear, nn.LayerNorm)
 
-    N = ceil(B / (D - r)); sub-batch d = 1..D starts at round(N (d-1)(1-r)) and
-    holds N samples, clipped to B. Followed literally: for D > 2 and r > 0 the
-    sub-batches can end before B (e.g. B=100, D=4, r=0.5 -> last ends at 73). Python's round() is used
-    (half to even). Raises OptionsError for D < 1, r outside [0, 1), B < D or an
-    empty sub-batch.
+
+def _split_eq7(B: int, D: int, r: float) -> list[tuple[int, int]]:
+    N = math.ceil(B / (D - r))
+    return [(int(round(N * (d - 1) * (1 - r))), min(int(round(N * (d - 1) * (1 - r))) + N, B)) for d in range(1, D + 1)]
+
+
+def _split_cover(B: int, D: int, r: float) -> list[tuple[int, int]]:
+    N = min(B, math.ceil(B / (D - (D - 1) * r)))
+    starts = [int(round((d - 1) * (B - N) / (D - 1))) if D > 1 else 0 for d in range(1, D + 1)]
+    return [(s0, s0 + N) for s0 in starts]
+
+
+def _split_official(B: int, D: int, r: float) -> list[tuple[int, int]]:
+    L = int(B / D)
+    out = []
+    for i in range(D):
+        start = 0 if i == 0 else int((1 - r) * L * i)
+        end = B if i == D - 1 else int((1 + r) * L * (i + 1))
+        out.append((start, min(end, B)))
+    return out
+
+
+def batch_splits(B: int, D: int, r: float, split: str = "eq7") -> list[tuple[int, int]]:
+    """0-based [start, end) of the D sub-batches of batch mode.
+
+    ``split="eq7"`` (the paper's Eq. 7): N = ceil(B / (D - r)); sub-batch d = 1..D starts at
+    round(N (d-1)(1-r)) and holds N samples, clipped to B. Followed literally: for D > 2 and r > 0 the
+    sub-batches can end before B (B=100, D=4, r=0.5 -> the last ends at 73; B=64, D=4, r=0.2 -> 58).
+    Python's round() is used (half to even).
+
+    ``split="cover"``: D sub-batches of equal length N = ceil(B / (D - (D-1) r)) (consecutive ones
+    share about r N samples), the first starting at 0 and the last ending at B, starts at
+    round((d-1)(B - N)/(D - 1)): every sample is used. For D = 2 this is Eq. 7 up to rounding
+    (B=128, r=0.6: [(0, 92), (36, 128)] against Eq. 7's [(0, 92), (37, 128)]).
+
+    ``split="official"``: the slicing of the authors' released code (``gradcos/gradcos_initializer.py``
+    in HarborYuan/GradCosine, ``batch_settings``), restated: L = int(B / D); slice i = 0..D-1 is
+    [int((1 - r) L i), int((1 + r) L (i + 1))), the first from 0 and the last to B. Slices are of
+    unequal length (B=64, D=4, r=0.2: [(0, 19), (12, 38), (25, 57), (38, 64)]).
+
+    Raises OptionsError for D < 1, r outside [0, 1), B < D, an unknown split or an empty sub-batch.
     """
     if isinstance(B, bool) or not isinstance(B, int) or B < 1:
         raise OptionsError(f"batch size must be a positive integer, got {B!r}")
@@ -105,17 +153,28 @@ def batch_splits(B: int, D: int, r: float) -> list[tuple[int, int]]:
         raise OptionsError(f"sub_batches must be a positive integer, got {D!r}")
     if not (isinstance(r, (int, float)) and 0.0 <= float(r) < 1.0):
         raise OptionsError(f"overlap must be in [0, 1), got {r!r}")
+    if split not in SPLITS:
+        raise OptionsError(f"split must be one of {list(SPLITS)}, got {split!r}")
     if D > B:
         raise OptionsError(f"sub_batches={D} is more than the {B} samples of the batch")
-    N = math.ceil(B / (D - r))
-    out = []
-    for d in range(1, D + 1):
-        start = int(round(N * (d - 1) * (1 - r)))
-        end = min(start + N, B)
+    out = {"eq7": _split_eq7, "cover": _split_cover, "official": _split_official}[split](B, D, float(r))
+    for d, (start, end) in enumerate(out, 1):
         if start >= end:
             raise OptionsError(f"sub-batch {d} of {D} is empty for B={B}, overlap={r}; use fewer sub-batches")
-        out.append((start, end))
     return out
+
+
+def official_params(net: nn.Module) -> tuple[str, ...]:
+    """Names of the parameters the released code differentiates (its ``get_ordered_params``): the weight and
+    bias of every Conv2d, Linear and LayerNorm module (subclasses included), in module order."""
+    names: list[str] = []
+    for mname, m in net.named_modules():
+        if isinstance(m, OFFICIAL_LAYERS):
+            for pname in ("weight", "bias"):
+                p = getattr(m, pname, None)
+                if isinstance(p, nn.Parameter) and p.requires_grad:
+                    names.append(f"{mname}.{pname}" if mname else pname)
+    return tuple(names)
 
 
 def check_batch(batch: Any) -> tuple[Tensor, Tensor]:
@@ -227,16 +286,22 @@ class ScoreAccumulator:
         self.norms.append(norm)
         self.count += norm.shape[0]
 
-    def result(self, mode: str, bn: str | None) -> GradScores:
+    def result(self, mode: str, bn: str | None, offdiag: bool = False) -> GradScores:
+        """``offdiag``: GC as the mean of the B(B-1) cosines i != j (the released code's), not all B^2 pairs."""
         B = self.count
         norms = torch.cat(self.norms)
         gc = sum(float(u.square().sum()) for u in self.u_all.values()) / B**2
+        if offdiag:
+            gc = official_gc(gc, B, int((norms > 0).sum()))
         layers = []
         for n in self.names:
             ln = torch.cat(self.layer_norms[n])
             lo, hi = float(ln.min()), float(ln.max())
+            lgc = float(self.u_layer[n].square().sum()) / B**2
+            if offdiag:
+                lgc = official_gc(lgc, B, int((ln > 0).sum()))
             layers.append(LayerScore(
-                name=n, numel=self.numel[n], gc=float(self.u_layer[n].square().sum()) / B**2,
+                name=n, numel=self.numel[n], gc=lgc,
                 norm_ratio=(hi / lo) if lo > 0 else None, gn=float(ln.mean())))
         return GradScores(gc=gc, gn=float(norms.mean()), g_max=float(norms.max()), g_min=float(norms.min()),
                           n=B, mode=mode, bn=bn, layers=tuple(layers))
@@ -284,7 +349,8 @@ def _auto_chunk(params: dict[str, Tensor], B: int) -> int:
 # ------------------------------------------------------- sub-batch grads
 def subbatch_grads(net: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tensor, loss_fn: LossFn | None,
                    splits: list[tuple[int, int]], coupled: bool, create_graph: bool = False,
-                   segnet: SegmentedNet | None = None) -> list[dict[str, Tensor]]:
+                   segnet: SegmentedNet | None = None, wrt: Sequence[str] | None = None,
+                   shared: bool = False) -> list[dict[str, Tensor]]:
     """Gradients of the mean loss of each sub-batch [s, e).
 
     If the samples are independent (``coupled=False``) and the loss is the default
@@ -295,18 +361,31 @@ def subbatch_grads(net: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tens
     :mod:`initscore.segments`; calibrated BN statistics are then measured in its
     forward) all segments come from one forward and one backward; without it, from
     one forward/backward per segment.
+
+    ``shared=True`` (``bn="shared"``, the released code's BN handling): ONE forward of the whole batch
+    (BatchNorm normalizing with the statistics of all B samples), then the gradient of each sub-batch's
+    mean loss, taken from that one graph, so it flows through the shared batch statistics.
+    ``wrt``: the names differentiated (default: every entry of ``params``); the others are inputs only.
     """
-    names = list(params)
+    names = list(params) if wrt is None else list(wrt)
     tensors = [params[n] for n in names]
-    if segnet is None or not create_graph:
+    # not with bn="shared": its whole-batch BN backward in channels-last moved GC of ResNet-20 by 1.4e-3 relative
+    # against float64 in float32 (default layout: 5e-5; 64 CIFAR-10 images, D=4, r=0.2)
+    if (segnet is None or not create_graph) and not shared:
         # channels-last on the CPU (fast_layout): score 1.59x -> 1.38x a forward+backward with bn="batch", NIO
         # step 5.41x -> 5.13x (3.39x -> 3.19x without BN); only the segmented second-order route got slower
         # with it (NIO calibrated 4.63x -> 4.75x); ResNet-20, B=64, 2 threads, alternating A/B repeats
         x = fast_layout(x)
 
-    def _grad(loss: Tensor) -> dict[str, Tensor]:
-        gs = torch.autograd.grad(loss, tensors, create_graph=create_graph, allow_unused=True)
+    def _grad(loss: Tensor, retain: bool = False) -> dict[str, Tensor]:
+        gs = torch.autograd.grad(loss, tensors, create_graph=create_graph, allow_unused=True,
+                                 retain_graph=retain or create_graph)
         return {n: (g if g is not None else torch.zeros_like(t)) for n, g, t in zip(names, gs, tensors)}
+
+    if shared:
+        fn = loss_fn or default_loss
+        out = functional_call(net, params, (x,))
+        return [_grad(fn(out[s:e], y[s:e]), retain=k < len(splits) - 1) for k, (s, e) in enumerate(splits)]
 
     if not coupled and loss_fn is None:
         cuts = sorted({s for s, _ in splits} | {e for _, e in splits})
@@ -315,7 +394,7 @@ def subbatch_grads(net: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tens
             cuts = sorted(set(cuts) | {0, x.shape[0]})
             segs = list(zip(cuts[:-1], cuts[1:]))
             fused = segnet.segment_grads(params, x, y, [e - s for s, e in segs], create_graph)
-            seg_grads = dict(zip(segs, fused))
+            seg_grads = {k: {n: g[n] for n in names} for k, g in zip(segs, fused)}
         else:
             seg_grads = {}
             for s, e in segs:
@@ -335,52 +414,93 @@ def subbatch_grads(net: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tens
 
 
 # ------------------------------------------------------------ public API
-def resolve_options(mode: str, bn: str | None, sub_batches: int, overlap: float) -> str:
+def resolve_profile(profile: str, mode: str, overlap: float | None, split: str | None) -> tuple[float, str]:
+    """(overlap, split) with the profile's defaults filled in; OptionsError for an unknown profile or split,
+    or the official profile outside batch mode (the released code has no sample-wise mode)."""
+    if profile not in PROFILES:
+        raise OptionsError(f"profile must be one of {list(PROFILES)}, got {profile!r}")
+    if profile == "official" and mode != "batch":
+        raise OptionsError("profile='official' (the released code's definitions) exists in batch mode only; "
+                           "use mode='batch'")
+    if split is not None and split not in SPLITS:
+        raise OptionsError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    return (DEFAULT_OVERLAP[profile] if overlap is None else overlap), (split or DEFAULT_SPLIT[profile])
+
+
+def resolve_options(mode: str, bn: str | None, sub_batches: int, overlap: float, profile: str = "paper") -> str:
+    """The BN mode; checks mode, sub_batches, overlap. ``bn="shared"`` (batch mode only): one forward of the
+    whole batch with its batch statistics, each sub-batch's gradient through them (the released code's BN);
+    it is the official profile's default in batch mode."""
     if mode not in MODES:
         raise OptionsError(f"mode must be 'sample' or 'batch', got {mode!r}")
     if isinstance(sub_batches, bool) or not isinstance(sub_batches, int) or sub_batches < 2:
         raise OptionsError(f"sub_batches must be an integer >= 2, got {sub_batches!r}")
     if not (isinstance(overlap, (int, float)) and 0.0 <= float(overlap) < 1.0):
         raise OptionsError(f"overlap must be in [0, 1), got {overlap!r}")
+    if bn == "shared" or (bn is None and profile == "official"):
+        if mode != "batch":
+            raise OptionsError("bn='shared' is a batch-mode option (in sample mode, bn='batch' already shares the "
+                               "statistics of the whole batch)")
+        return "shared"
     return bnmod.check_bn_mode(bn, "calibrated" if mode == "sample" else "batch")
 
 
+def official_gc(gc_all_pairs: float, n: int, nonzero: int) -> float:
+    """The released code's GC, the mean of the n(n-1) off-diagonal cosines, from the all-pairs GC
+    (Alg. 1, diagonal included): (n^2 GC - #nonzero) / (n (n - 1)); a zero gradient has cosine 0 here."""
+    return (gc_all_pairs * n * n - nonzero) / (n * (n - 1))
+
+
 def gradcosine(model: nn.Module, batch: tuple[Tensor, Tensor], *, mode: str = "sample", sub_batches: int = 2,
-               overlap: float = 0.0, loss: LossFn | None = None, bn: str | None = None,
-               chunk_size: int | None = None) -> GradScores:
+               overlap: float | None = None, loss: LossFn | None = None, bn: str | None = None,
+               chunk_size: int | None = None, split: str | None = None, profile: str = "paper") -> GradScores:
     """GradCosine and gradient norm of ``model`` on ``batch`` (see the module docstring for the formulas).
 
-    mode: "sample" (exact, Alg. 1) or "batch" (Eq. 7 relaxation with ``sub_batches``
-    D and ``overlap`` r). loss: ``loss(logits, targets) -> mean scalar`` (default
-    cross-entropy). bn: None (= "calibrated" for sample mode, "batch" for batch
-    mode), "batch", "calibrated" or "per_sample". chunk_size: samples per vmap
+    mode: "sample" (exact, Alg. 1) or "batch" (sub-batch relaxation with ``sub_batches``
+    D and ``overlap`` r; None = the profile's default, 0.6 for "paper", 0.0 for "official").
+    split: how batch mode cuts the batch (:func:`batch_splits`): "eq7" (the paper's formula, default of the
+    paper profile), "cover" (equal sub-batches from 0 to B) or "official" (the released code's slicing,
+    default of the official profile). loss: ``loss(logits, targets) -> mean scalar`` (default
+    cross-entropy). bn: None (= "calibrated" for sample mode, "batch" for batch mode, "shared" for the
+    official profile), "batch", "calibrated", "per_sample" or "shared" (batch mode: one forward of the
+    whole batch, every sub-batch's gradient through its shared statistics). chunk_size: samples per vmap
     call in sample mode (None: automatic, halved on out-of-memory).
+    profile: "paper" (Zhu et al. 2022: GC over all D^2 pairs, i = j included, every trainable tensor) or
+    "official" (the authors' released code, batch mode only: GC = the mean of the D(D-1) off-diagonal
+    cosines, gradients w.r.t. the weights and biases of Conv2d/Linear/LayerNorm modules only; GN, g_max
+    and the per-layer rows over those tensors). docs/engine.md lists every difference.
     """
-    bn_mode = resolve_options(mode, bn, sub_batches, overlap)
+    overlap, split = resolve_profile(profile, mode, overlap, split)
+    bn_mode = resolve_options(mode, bn, sub_batches, overlap, profile)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise OptionsError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
     if loss is not None and not callable(loss):
         raise OptionsError("loss must be a callable loss(logits, targets) -> scalar")
     x, y = check_batch(batch)
     has_bn = bnmod.has_batchnorm(model)
-    net = bnmod.scoring_copy(model, bn_mode, primitive=(mode == "sample"))
+    net = bnmod.scoring_copy(model, "batch" if bn_mode == "shared" else bn_mode, primitive=(mode == "sample"))
     bnmod.set_first_order(net)  # scores never differentiate through the gradients
     params = trainable(net)
+    wrt = official_params(net) if profile == "official" else tuple(params)
+    if not wrt:
+        raise OptionsError("profile='official' differentiates Conv2d/Linear/LayerNorm weights and biases only; "
+                           "the model has none")
     report_bn = bn_mode if has_bn else None
     coupled = has_bn and bn_mode == "batch"
+    shared = has_bn and bn_mode == "shared"
     segnet = for_batch_mode(net, has_bn=has_bn, bn_mode=bn_mode, default_loss=loss is None) \
         if mode == "batch" else None
     if has_bn and bn_mode == "calibrated" and segnet is None:
         bnmod.calibrate(net, params, fast_layout(x))  # a no-grad forward: channels-last ~0.8x
     B = x.shape[0]
-    acc = ScoreAccumulator(params)
+    acc = ScoreAccumulator({n: params[n] for n in wrt})
     if mode == "batch":
-        splits = batch_splits(B, sub_batches, float(overlap))
+        splits = batch_splits(B, sub_batches, float(overlap), split)
         with torch.enable_grad():
             p = {n: t.requires_grad_(True) for n, t in ((n, t.detach()) for n, t in params.items())}
-            grads = subbatch_grads(net, p, x, y, loss, splits, coupled, segnet=segnet)
-        acc.add({n: torch.stack([g[n] for g in grads]) for n in params})
-        return acc.result("batch", report_bn)
+            grads = subbatch_grads(net, p, x, y, loss, splits, coupled, segnet=segnet, wrt=wrt, shared=shared)
+        acc.add({n: torch.stack([g[n] for g in grads]) for n in wrt})
+        return acc.result("batch", report_bn, offdiag=profile == "official")
 
     loss_fn = loss or default_loss
     chunk = min(chunk_size or _auto_chunk(params, B), B)

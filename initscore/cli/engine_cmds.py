@@ -139,6 +139,7 @@ def _rectify_request(spec: dict[str, Any], ref: dict[str, Any], options: dict[st
 
     from initscore.contract import RectifyRequest
 
+    options = {k: v for k, v in options.items() if v is not None}  # None: the engine's default (by profile)
     try:
         req = RectifyRequest(model=spec, data=ref, options=options, init_seed=init_seed)
     except ValidationError as exc:
@@ -160,6 +161,12 @@ def _heldout_batches(td, n_batches: int, batch_size: int, seed: int):
 
 
 # ------------------------------------------------------------------- score
+SUB_BATCH_SPLIT_HELP = ("batch mode: eq7 (the paper's Eq. 7) | cover (equal sub-batches from 0 to B) | official (the "
+                        "released code's slicing); default by profile")
+PROFILE_HELP = ("paper (Zhu et al. 2022) | official (the authors' released code: off-diagonal GC, Conv/Linear/"
+                "LayerNorm gradients, shared BN statistics, mean-norm bound; batch mode)")
+
+
 def score_cmd(
     arch: str = typer.Option(..., "--arch", help="registered architecture (initscore proxies --list / models)"),
     args: str = typer.Option("{}", "--args", help="architecture arguments as a JSON object"),
@@ -171,9 +178,12 @@ def score_cmd(
     seed: int = typer.Option(0, "--seed", help="which samples"),
     init_seed: int = typer.Option(0, "--init-seed", help="torch seed of the initial weights"),
     mode: str = typer.Option("sample", "--mode", help="sample (exact) or batch (Eq. 7)"),
-    bn: Optional[str] = typer.Option(None, "--bn", help="batch|calibrated|per_sample (default by mode)"),
+    bn: Optional[str] = typer.Option(None, "--bn", help="batch|calibrated|per_sample|shared (default by mode and "
+                                                        "profile)"),
     sub_batches: int = typer.Option(2, "--sub-batches"),
-    overlap: float = typer.Option(0.0, "--overlap"),
+    overlap: Optional[float] = typer.Option(None, "--overlap", help="batch mode; default 0.6 (paper), 0.0 (official)"),
+    sub_batch_split: Optional[str] = typer.Option(None, "--sub-batch-split", help=SUB_BATCH_SPLIT_HELP),
+    profile: str = typer.Option("paper", "--profile", help=PROFILE_HELP),
     layers: bool = typer.Option(False, "--layers", help="print the per-tensor breakdown"),
     as_json: bool = typer.Option(False, "--json", help="print a ScoreResult JSON object"),
 ) -> None:
@@ -187,7 +197,8 @@ def score_cmd(
     model = _build(spec, init_seed)
     _check_compatible(model, x, td.num_classes)
     t0 = time.perf_counter()
-    s = gradcosine(model, (x, y), mode=mode, bn=bn, sub_batches=sub_batches, overlap=overlap)
+    s = gradcosine(model, (x, y), mode=mode, bn=bn, sub_batches=sub_batches, overlap=overlap, split=sub_batch_split,
+                   profile=profile)
     secs = time.perf_counter() - t0
     result = ScoreResult(arch=arch, params=sum(p.numel() for p in model.parameters()), gc=s.gc, gn=s.gn,
                          g_max=s.g_max, g_min=s.g_min, n=s.n, mode=s.mode, bn=s.bn,
@@ -230,7 +241,32 @@ def _run_rectify(model, train, heldout, *, quiet: bool, **kw):
         return rectify(model, train, heldout=heldout, progress=progress, **kw)
 
 
+# NIO preset keys (initscore.experiments.config.NIO_PRESETS) -> rectify_cmd parameter names
+_PRESET_PARAMS = {"profile": "profile", "mode": "mode", "sub_batches": "sub_batches", "overlap": "overlap",
+                  "split": "sub_batch_split", "bn": "bn", "lr": "lr", "iters": "iters", "gamma": "gamma",
+                  "optimizer": "optimizer", "grad_clip": "grad_clip", "min_scale": "min_scale",
+                  "objective": "objective", "gn_mul": "gn_mul", "batch_size": "batch_size"}
+
+
+def apply_nio_preset(ctx: typer.Context, name: str, arch: str, spec_args: dict[str, Any],
+                     values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` (rectify_cmd's parameters) with the preset's settings in place of every one NOT given on the
+    command line (an explicit flag wins)."""
+    from initscore.experiments.config import nio_preset
+
+    p = nio_preset(name)
+    kw = {**p.kwargs_for(arch, spec_args.get("bn")), "batch_size": p.batch_size}
+    out = dict(values)
+    for key, val in kw.items():
+        param = _PRESET_PARAMS[key]
+        # compared by name: typer's click may not be the installed click module (its enum is another class)
+        if getattr(ctx.get_parameter_source(param), "name", None) != "COMMANDLINE":
+            out[param] = val
+    return out
+
+
 def rectify_cmd(
+    ctx: typer.Context,
     arch: str = typer.Option(..., "--arch"),
     args: str = typer.Option("{}", "--args", help="architecture arguments as a JSON object"),
     data: str = typer.Option("synthetic", "--data"),
@@ -247,9 +283,16 @@ def rectify_cmd(
     mode: str = typer.Option("batch", "--mode"),
     bn: Optional[str] = typer.Option(None, "--bn"),
     sub_batches: int = typer.Option(2, "--sub-batches"),
-    overlap: float = typer.Option(0.6, "--overlap"),
+    overlap: Optional[float] = typer.Option(None, "--overlap", help="default 0.6 (paper), 0.0 (official)"),
+    sub_batch_split: Optional[str] = typer.Option(None, "--sub-batch-split", help=SUB_BATCH_SPLIT_HELP),
+    profile: str = typer.Option("paper", "--profile", help=PROFILE_HELP),
+    objective: Optional[str] = typer.Option(None, "--objective", help="official profile: gc | gc_gn | gc_gn_sqrt | gv | "
+                                                                      "gv_gn | gv_gn_sqrt (default gc)"),
+    gn_mul: float = typer.Option(1.0, "--gn-mul", help="official profile: weight of the GN term of --objective"),
     min_scale: float = typer.Option(0.01, "--min-scale"),
-    optimizer: str = typer.Option("adam", "--optimizer", help="adam | sgd | rescale_adam (NIO's reference optimizer)"),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adam | sgd | rescale_adam (NIO's reference "
+                                                                      "optimizer); default adam (paper), rescale_adam "
+                                                                      "(official)"),
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="rescale_adam: clip each scale's gradient to +-this"),
     scale_tensors: Optional[str] = typer.Option(
         None, "--scale-tensors", help="comma-separated name patterns of the tensors that get a scale ('!' excludes), "
@@ -265,6 +308,9 @@ def rectify_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="write the rectified weights (.safetensors)"),
     as_json: bool = typer.Option(False, "--json"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="named NIO settings: paper-cifar | paper-imagenet | "
+                                                                "official-imagenet (docs/engine.md); flags given "
+                                                                "explicitly win"),
 ) -> None:
     """Rectify an initialization (NIO, Algorithm 3, or a baseline) and report held-out scores before/after."""
     from initscore.contract import RectifyResult
@@ -272,13 +318,20 @@ def rectify_cmd(
     if out is not None and out.suffix != ".safetensors":
         raise OptionsError(f"--out must end in .safetensors, got {str(out)!r}")
     spec = _spec(arch, args)
+    if preset is not None:
+        names = list(_PRESET_PARAMS.values())
+        local = locals()
+        v = apply_nio_preset(ctx, preset, arch, spec.get("args", {}), {n: local[n] for n in names})
+        (profile, mode, sub_batches, overlap, sub_batch_split, bn, lr, iters, gamma, optimizer, grad_clip, min_scale,
+         objective, gn_mul, batch_size) = (v[n] for n in names)
     if data == "synthetic" and limit is None:
         limit = (heldout_batches + 8) * batch_size
     ref = _data_ref(spec, data, root, split, batch_size, seed, limit)
     hyper = dict(method=method, iters=iters, lr=lr, gamma=gamma, sub_batches=sub_batches, overlap=overlap,
                  mode=mode, min_scale=min_scale, optimizer=optimizer, seed=seed, bn=bn, gn_weight=gn_weight,
                  grad_clip=grad_clip, scale_tensors=csv_list(scale_tensors, "scale-tensors"),
-                 gamma_margin=gamma_margin, select=select, verify_batches=verify_batches)
+                 gamma_margin=gamma_margin, select=select, verify_batches=verify_batches, profile=profile,
+                 split=sub_batch_split, objective=objective, gn_mul=gn_mul)
     request = _rectify_request(spec, ref, {**hyper, "heldout_batches": heldout_batches}, init_seed)
     td = _load(ref)
     train, held = _heldout_batches(td, heldout_batches, batch_size, seed)
@@ -289,8 +342,8 @@ def rectify_cmd(
     if out is not None:
         from initscore import weights_file
 
-        sha = weights_file.save(out, r.state_dict,
-                                weights_file.Provenance.for_request(request, summary=weights_file.summary_of(r.to_dict())))
+        summary = {**weights_file.summary_of(r.to_dict()), **({"preset": preset} if preset else {})}
+        sha = weights_file.save(out, r.state_dict, weights_file.Provenance.for_request(request, summary=summary))
     d = r.to_dict()
     result = RectifyResult(arch=arch, params=sum(p.numel() for p in model.parameters()), weights_sha256=sha, **d)
     if as_json:

@@ -18,13 +18,17 @@ _ARGS = {
     "lipschitz": Arg("float", 1.0, lo=1e-8, hi=1e8, help="Lipschitz bound of the whole network"),
     "activation": Arg("str", "relu", choices=("relu", "maxmin"), help="1-Lipschitz activation"),
     "bias": Arg("bool", True),
+    "init": Arg("str", "normal", choices=("normal", "pytorch"),
+                help="normal: W0 ~ N(0, init_scale^2/fan_in), bias 0; pytorch: nn.Linear's default U(+-init_scale/"
+                     "sqrt(fan_in)) (variance init_scale^2/(3 fan_in)), bias U(+-1/sqrt(fan_in)) (the authors' code)"),
+    "learnable_alpha": Arg("bool", False, help="alpha = exp(theta), theta trainable, starting at log(alpha)"),
 }
 
 
 def _count(in_features: int, width: int, depth: int, num_classes: int, alpha: float, init_scale: float,
-           lipschitz: float, activation: str, bias: bool) -> int:
+           lipschitz: float, activation: str, bias: bool, init: str = "normal", learnable_alpha: bool = False) -> int:
     dims = [in_features] + [width] * (depth - 1) + [num_classes]
-    return sum(a * b + (b if bias else 0) for a, b in zip(dims[:-1], dims[1:]))
+    return sum(a * b + (b if bias else 0) + (1 if learnable_alpha else 0) for a, b in zip(dims[:-1], dims[1:]))
 
 
 @register_model("lipschitz_mlp", family="lipschitz_mlp", args=_ARGS, count_params=_count, input_shape=(3, 32, 32))

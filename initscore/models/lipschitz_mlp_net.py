@@ -16,13 +16,15 @@ class LipschitzMLP(nn.Module):
     """
 
     def __init__(self, in_features: int, width: int, depth: int, num_classes: int, alpha: float = 1.0,
-                 init_scale: float = 1.0, lipschitz: float = 1.0, activation: str = "relu", bias: bool = True) -> None:
+                 init_scale: float = 1.0, lipschitz: float = 1.0, activation: str = "relu", bias: bool = True,
+                 init: str = "normal", learnable_alpha: bool = False) -> None:
         super().__init__()
         dims = [in_features] + [width] * (depth - 1) + [num_classes]
         per_layer = float(lipschitz) ** (1.0 / depth)
         layers: list[nn.Module] = [nn.Flatten()]
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
-            layers.append(LDLTLipschitzLinear(a, b, lipschitz=per_layer, alpha=alpha, init_scale=init_scale, bias=bias))
+            layers.append(LDLTLipschitzLinear(a, b, lipschitz=per_layer, alpha=alpha, init_scale=init_scale, bias=bias,
+                                              init=init, learnable_alpha=learnable_alpha))
             if i < depth - 1:
                 layers.append(_ACT[activation]())
         self.net = nn.Sequential(*layers)

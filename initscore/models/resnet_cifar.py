@@ -11,6 +11,14 @@ Shortcuts (`shortcut` argument):
          subsampled input, then zero-padding (adds 2*C_in params per stage change).
   "B"    projection shortcut (1x1 strided conv + BN) where the shape changes;
          this is the 272,474-parameter ResNet-20 quoted in many repositories.
+Initialization (`init` argument): "kaiming" (default; He et al. 2015 fan-out normal, see
+`_layers.kaiming_init_`) or "fixup" (Zhang, Dauphin & Ma, "Fixup Initialization: Residual Learning
+Without Normalization", ICLR 2019, Sec. 3; needs bn=False and shortcut "A"): no normalization and no
+per-channel biases; instead a scalar bias before each convolution, before each ReLU and before the
+classifier, and a scalar multiplier at the end of each residual branch (init 1). The last convolution of
+every branch and the classifier (weight and bias) start at 0; the other convolutions inside the branches
+are He-initialized and multiplied by L^(-1/(2m-2)) = L^(-1/2) (L = 3n residual branches, m = 2 layers per
+branch). Extra parameters: 2 + 5 per block.
 Parameter counts for num_classes=10, bn=True (equal to the torch count, tests/models):
 ResNet-20 A: 269,722 (B: 272,474); ResNet-56 A: 853,018; ResNet-110 A: 1,727,962.
 With bn=False every BN (2C parameters) becomes a per-channel bias (C parameters),
@@ -18,6 +26,7 @@ which is the same function as the GradInit/NIO code's conv-with-bias no-BN netwo
 """
 from __future__ import annotations
 
+from initscore.errors import SpecError
 from initscore.models._common import BN, NUM_CLASSES, conv_params, linear_params, norm_params
 from initscore.models.registry import Arg, register_model
 
@@ -33,11 +42,29 @@ _ARGS = {
         choices=("A", "A-bn", "B"),
         help="A: zero-padded strided identity (He et al.); A-bn: GradInit/NIO code's BN on it; B: 1x1 conv+BN projection",
     ),
+    "init": Arg("str", "kaiming", choices=("kaiming", "fixup"),
+                help="kaiming (He et al. 2015) or fixup (Zhang et al. 2019: no norm layers, zero-initialized last "
+                     "layer per residual branch, L^-1/2 rescaling, scalar biases and multipliers; bn=false, shortcut A)"),
 }
 
 
-def count_resnet_cifar(n: int, num_classes: int = 10, bn: bool = True, shortcut: str = "A") -> int:
+def check_fixup(bn: bool, shortcut: str, init: str) -> None:
+    if init == "fixup" and (bn or shortcut != "A"):
+        raise SpecError("init 'fixup' is for networks without normalization: use bn=false and shortcut 'A' "
+                        f"(got bn={bn}, shortcut={shortcut!r})")
+
+
+def count_resnet_cifar(n: int, num_classes: int = 10, bn: bool = True, shortcut: str = "A", init: str = "kaiming") -> int:
     """Exact parameter count of a CIFAR ResNet with n blocks per stage (no torch)."""
+    check_fixup(bn, shortcut, init)
+    if init == "fixup":
+        convs = conv_params(3, WIDTHS[0], 3)
+        c_in = WIDTHS[0]
+        for width in WIDTHS:
+            for _ in range(n):
+                convs += conv_params(c_in, width, 3) + conv_params(width, width, 3) + 5
+                c_in = width
+        return convs + 2 + linear_params(WIDTHS[-1], num_classes)
     total = conv_params(3, WIDTHS[0], 3, bias=False) + norm_params(WIDTHS[0], bn)
     c_in = WIDTHS[0]
     for width in WIDTHS:
@@ -56,8 +83,8 @@ def count_resnet_cifar(n: int, num_classes: int = 10, bn: bool = True, shortcut:
 def _register(name: str, n: int) -> None:
     depth = 6 * n + 2
 
-    def count(num_classes: int, bn: bool, shortcut: str) -> int:
-        return count_resnet_cifar(n, num_classes, bn, shortcut)
+    def count(num_classes: int, bn: bool, shortcut: str, init: str) -> int:
+        return count_resnet_cifar(n, num_classes, bn, shortcut, init)
 
     def build(**kwargs):
         from initscore.models.resnet_cifar_net import CifarResNet

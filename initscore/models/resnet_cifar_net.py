@@ -54,11 +54,67 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class CifarResNet(nn.Module):
-    """ResNet-(6n+2) for 32x32 inputs; `bn=False` puts a per-channel bias in place of each BN."""
+class FixupBasicBlock(nn.Module):
+    """Fixup residual block (Zhang et al. 2019, Fig. 1 right): scalar biases a1, b1, a2, b2 and multiplier s,
+    out = relu(s * conv2(relu(conv1(x + a1) + b1) + a2) + b2 + shortcut(x))."""
 
-    def __init__(self, n: int, num_classes: int = 10, bn: bool = True, shortcut: str = "A") -> None:
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
         super().__init__()
+        self.bias1a = nn.Parameter(torch.zeros(1))
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bias1b = nn.Parameter(torch.zeros(1))
+        self.bias2a = nn.Parameter(torch.zeros(1))
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.scale = nn.Parameter(torch.ones(1))
+        self.bias2b = nn.Parameter(torch.zeros(1))
+        self.shortcut: nn.Module = nn.Identity() if (stride == 1 and c_in == c_out) else PadShortcut(c_in, c_out, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.conv1(x + self.bias1a) + self.bias1b)
+        out = self.conv2(out + self.bias2a) * self.scale + self.bias2b
+        return F.relu(out + self.shortcut(x))
+
+
+def fixup_init_(net: "CifarResNet", branches: int) -> None:
+    """Fixup (Zhang et al. 2019, Sec. 3): classifier and every branch's last conv at 0; the other branch convs
+    He-initialized (fan-out normal, as kaiming_init_) times branches^(-1/2) (L^(-1/(2m-2)), m = 2); the stem conv
+    He-initialized; scalar biases 0, multipliers 1."""
+    kaiming_init_(net)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, FixupBasicBlock):
+                m.conv1.weight.mul_(branches ** -0.5)
+                m.conv2.weight.zero_()
+        net.fc.weight.zero_()
+        net.fc.bias.zero_()
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 inputs; `bn=False` puts a per-channel bias in place of each BN;
+    `init="fixup"` (bn=False, shortcut "A") builds Fixup blocks and Fixup's initialization instead."""
+
+    def __init__(self, n: int, num_classes: int = 10, bn: bool = True, shortcut: str = "A",
+                 init: str = "kaiming") -> None:
+        super().__init__()
+        from initscore.models.resnet_cifar import check_fixup
+
+        check_fixup(bn, shortcut, init)
+        self.fixup = init == "fixup"
+        if self.fixup:
+            self.conv1 = nn.Conv2d(3, WIDTHS[0], 3, 1, 1, bias=False)
+            self.bias1 = nn.Parameter(torch.zeros(1))
+            c_in, stages = WIDTHS[0], []
+            for i, width in enumerate(WIDTHS):
+                blocks = []
+                for b in range(n):
+                    blocks.append(FixupBasicBlock(c_in, width, 2 if (i > 0 and b == 0) else 1))
+                    c_in = width
+                stages.append(nn.Sequential(*blocks))
+            self.layer1, self.layer2, self.layer3 = stages
+            self.bias2 = nn.Parameter(torch.zeros(1))
+            self.fc = nn.Linear(WIDTHS[-1], num_classes)
+            fixup_init_(self, branches=3 * n)
+            return
         self.conv1 = nn.Conv2d(3, WIDTHS[0], 3, 1, 1, bias=False)
         self.bn1 = norm2d(WIDTHS[0], bn)
         stages = []
@@ -75,6 +131,10 @@ class CifarResNet(nn.Module):
         kaiming_init_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fixup:
+            x = F.relu(self.conv1(x) + self.bias1)
+            x = self.layer3(self.layer2(self.layer1(x)))
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1) + self.bias2)
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
         x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)

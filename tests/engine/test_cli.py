@@ -122,6 +122,11 @@ def test_rectify_select_and_verify_batches(tmp_path):
     (["rectify", "--arch", "mlp", "--iters", "1", "--verify-batches", "2"], "select='feasible' or 'best'"),
     (["rectify", "--arch", "mlp", "--iters", "1", "--select", "feasible", "--verify-batches", "-1"], "verify_batches"),
     (["rectify", "--arch", "mlp", "--iters", "1", "--select", "first"], "select"),
+    (["score", "--arch", "mlp", "--mode", "batch", "--profile", "released"], "profile"),
+    (["score", "--arch", "mlp", "--profile", "official"], "batch mode only"),
+    (["score", "--arch", "mlp", "--mode", "batch", "--sub-batch-split", "halves"], "split"),
+    (["rectify", "--arch", "mlp", "--iters", "1", "--objective", "gc_gn"], "profile='official'"),
+    (["rectify", "--arch", "mlp", "--iters", "1", "--profile", "official", "--objective", "gn"], "objective"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle):
     p = _run(*args)
@@ -139,3 +144,47 @@ def test_unknown_arch_answers_before_torch_is_imported(verb):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.stdout.split() == ["2", "False"], (p.stdout, p.stderr)
     assert p.stderr.startswith("error: unknown architecture 'nope'") and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_official_profile_through_the_cli_matches_the_library():
+    p = _run("score", "--arch", "mlp", "--args", MLP, "--batch-size", "16", "--mode", "batch", "--profile", "official",
+             "--sub-batches", "4", "--overlap", "0.2", "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    import torch
+
+    from initscore import data, models
+    from initscore.scores import gradcosine
+
+    td = data.load({"kind": "synthetic", "shape": [12], "num_classes": 10, "batch_size": 16, "seed": 0})
+    torch.manual_seed(0)
+    net = models.build({"arch": "mlp", "args": json.loads(MLP)})
+    s = gradcosine(net, td.batch(16, 0), mode="batch", sub_batches=4, overlap=0.2, profile="official")
+    paper = gradcosine(net, td.batch(16, 0), mode="batch", sub_batches=4, overlap=0.2)
+    assert d["gc"] == pytest.approx(s.gc, rel=1e-6) and d["n"] == 4
+    assert abs(s.gc - paper.gc) > 1e-4
+    p = _run("rectify", "--arch", "mlp", "--args", MLP, "--batch-size", "16", "--iters", "2", "--profile", "official",
+             "--objective", "gc_gn_sqrt", "--sub-batches", "4", "--overlap", "0.2", "--gamma", "1e6",
+             "--heldout-batches", "1", "--json")
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert len(r["history"]) == 2 and not any(h["constrained"] for h in r["history"])
+
+
+def test_rectify_preset_fills_what_the_command_line_leaves_out(tmp_path):
+    """--preset official-imagenet sets the released config's settings; flags given explicitly win."""
+    out = tmp_path / "p.safetensors"
+    p = _run("rectify", "--arch", "mlp", "--args", MLP, "--preset", "official-imagenet", "--iters", "2",
+             "--batch-size", "16", "--gamma", "1e6", "--heldout-batches", "1", "--out", str(out), "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert len(d["history"]) == 2 and d["gamma"] == 1e6
+    from initscore.weights_file import read_provenance
+
+    prov = read_provenance(out)
+    hp = {**prov.request["options"], "batch_size": prov.request["data"]["batch_size"]}
+    assert prov.summary["preset"] == "official-imagenet" and hp["batch_size"] == 16 and hp["iters"] == 2
+    assert (hp["profile"], hp["objective"], hp["sub_batches"], hp["overlap"], hp["lr"], hp["optimizer"], hp["split"]) \
+        == ("official", "gc_gn_sqrt", 4, 0.2, 0.003, "rescale_adam", "official")
+    p = _run("rectify", "--arch", "mlp", "--preset", "paper-galaxy", "--iters", "1")
+    assert p.returncode == 2 and p.stderr.startswith("error:") and "paper-galaxy" in p.stderr

@@ -105,3 +105,21 @@ def test_verify_batches_reach_rectify_and_the_result():
         with pytest.raises(ValidationError):
             RectifyOptions(select="feasible", verify_batches=bad)
     assert RectifyOptions().verify_batches == 0
+
+
+def test_official_profile_reaches_rectify_and_score():
+    """profile/split/objective/gn_mul go through the contract to the engine; the defaults depend on the profile."""
+    res, _, _ = run_job(_with(profile="official", objective="gc_gn_sqrt", gn_mul=0.5, sub_batches=2, overlap=0.2))
+    paper, _, _ = run_job(_with(sub_batches=2, overlap=0.2))
+    assert res.scales != paper.scales
+    req = parse_request(_with(profile="official"))
+    assert req.options.optimizer == "rescale_adam" and req.options.overlap is None
+    assert parse_request(RECTIFY).options.optimizer == "adam"
+    for bad in (dict(objective="gc"), dict(profile="official", mode="sample"), dict(profile="official", method="metainit"),
+                dict(split="halves"), dict(bn="shared", mode="sample")):
+        with pytest.raises(ValidationError):
+            parse_request(_with(**bad))
+    score = {"kind": "score", "model": RECTIFY["model"], "data": RECTIFY["data"],
+             "options": {"mode": "batch", "profile": "official", "sub_batches": 4, "overlap": 0.2, "split": "cover"}}
+    s, _, _ = run_job(score)
+    assert s.n == 4 and s.mode == "batch"

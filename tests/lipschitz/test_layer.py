@@ -101,3 +101,44 @@ def test_layer_monte_carlo_agrees_with_eigenvalue_formula(dist):
         layer_mc, layer_se = layer_variance_mc(m, n, c, layers=150, batch=128, seed=4, input_dist=dist)
         eig_mc, eig_se = variance_mc(m, n, c**2 / n, samples=2000, seed=4)
         assert abs(layer_mc - eig_mc) < 4 * math.hypot(layer_se, eig_se), (c, layer_mc, eig_mc)
+
+
+def test_learnable_alpha_is_positive_trainable_and_keeps_the_bound():
+    torch.manual_seed(0)
+    layer = LDLTLipschitzLinear(6, 5, lipschitz=1.5, alpha=1.0, learnable_alpha=True).double()
+    assert float(layer.alpha) == 1.0 and "log_alpha" in dict(layer.named_parameters())
+    fixed = LDLTLipschitzLinear(6, 5, alpha=1.0)
+    assert "log_alpha" not in dict(fixed.named_parameters()) and "log_alpha" not in fixed.state_dict()
+    x = torch.randn(32, 6, dtype=torch.float64)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.02)
+    for _ in range(20):  # push alpha down hard: it stays positive (exp parametrization), the bound holds
+        opt.zero_grad()
+        (-layer(x).square().mean() + 10 * layer.log_alpha).backward()
+        opt.step()
+    assert 0 < float(layer.alpha) < 1.0
+    sv = torch.linalg.matrix_norm(layer.effective_weight().detach(), ord=2)
+    assert float(sv) < 1.5
+    # its gradient agrees with finite differences (float64)
+    la = layer.log_alpha
+    f = lambda: float(layer(x).square().sum())  # noqa: E731
+    g = torch.autograd.grad(layer(x).square().sum(), la)[0]
+    h = 1e-6
+    with torch.no_grad():
+        la += h
+        up = f()
+        la -= 2 * h
+        down = f()
+        la += h
+    assert float(g) == pytest.approx((up - down) / (2 * h), rel=1e-6)
+
+
+def test_pytorch_default_init_variance():
+    torch.manual_seed(0)
+    layer = LDLTLipschitzLinear(400, 300, init="pytorch")
+    w, b = layer.weight.detach(), layer.bias.detach()
+    assert float(w.abs().max()) <= 1 / 20 and float(w.var()) == pytest.approx(1 / (3 * 400), rel=0.02)
+    assert float(b.abs().max()) <= 1 / 20 and float(b.abs().max()) > 0
+    scaled = LDLTLipschitzLinear(400, 300, init="pytorch", init_scale=10.0)
+    assert float(scaled.weight.detach().var()) == pytest.approx(100 / (3 * 400), rel=0.02)
+    with pytest.raises(Exception, match="init"):
+        LDLTLipschitzLinear(4, 4, init="xavier")

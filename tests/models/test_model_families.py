@@ -27,6 +27,8 @@ VARIANTS: list[tuple[str, dict]] = [
     ("resnet20", {"shortcut": "A-bn", "bn": False}),
     ("resnet32", {"bn": False, "shortcut": "B", "num_classes": 7}),
     ("resnet56", {"bn": False}),
+    ("resnet20", {"bn": False, "init": "fixup"}),
+    ("resnet110", {"bn": False, "init": "fixup", "num_classes": 100}),
     ("resnet110", {"shortcut": "A-bn"}),
     ("densenet100", {"bn": False}),
     ("densenet100", {"num_classes": 100}),
