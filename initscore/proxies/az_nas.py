@@ -1,9 +1,11 @@
 """AZ-NAS (Lee & Ham, CVPR 2024): expressivity, progressivity and trainability of the block features.
 
 A copy is re-initialized as the reference does (Conv/Linear weights Kaiming-normal, fan-in, ReLU gain,
-from a generator seeded with ``seed``; their biases 0; BN affine 1/0), put in training mode, and the
-batch goes forward once keeping the outputs f_0 (stem), f_1..f_L (every cell / reduction block of an
-NB201-style network: a model with ``stem`` and ``cells``).
+from a generator seeded with ``seed``; their biases 0; BN affine 1/0), put in training mode, and a
+batch of N(0, 1) inputs of the batch's shape (from the same generator; the reference's NAS-Bench-201
+search feeds random inputs to AZ-NAS, ``trainloader=None``: the data's values are not used, only
+its shape) goes forward once keeping the outputs f_0 (stem), f_1..f_L (every cell / reduction block
+of an NB201-style network: a model with ``stem`` and ``cells``).
 
 Expressivity of a block: with F = f_l as (B*H*W) x C rows, centered, Sigma = F^T F / (B*H*W),
 s = eigenvalues of Sigma, p = s / sum(s):  e_l = sum_i -p_i log(p_i + 1e-8).
@@ -21,8 +23,9 @@ Source: the paper (Eqs. 2-8) and the authors' code (cvlab-yonsei/AZ-NAS, ``compu
 ``torch.linalg.eigvalsh`` of the covariance, ``-p*log(p+1e-8)``, ``np.min`` of consecutive differences,
 reversed-order ``torch.autograd.grad`` with Bernoulli +-1 cotangents, ``nn.PixelUnshuffle``,
 ``torch.linalg.svdvals``, ``-s - 1/(s+1e-6) + 2``). Differences: float64 eigen/singular values
-(reference float32); seeded generators for the init and the cotangents (reference: global RNG);
-the Kaiming re-init follows the reference's ImageNet code (``init_model('kaiming_norm_fanin')``).
+(reference float32); seeded generators for the init, the inputs and the cotangents (reference: the
+global RNG). Reference file: NB201/ZeroShotProxy/compute_az_nas_score.py with
+``init_method='kaiming_norm_fanin'`` and ``model.extract_cell_features`` (stem + every cell).
 The non-linear rank aggregation of the four scores is set-level: ``initscore.proxies.aggregate``.
 """
 from __future__ import annotations
@@ -91,11 +94,12 @@ def az_nas_proxies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names, *,
     net = private_copy(model).train()
     gen = torch.Generator(device=x.device).manual_seed(seed)
     kaiming_fanin_(net, gen)
+    inputs = torch.randn(x.shape, generator=gen, device=x.device)
     feats: list[torch.Tensor] = []
     hooks = [b.register_forward_hook(lambda m, i, o: feats.append(o)) for b in blocks(net)]
     try:
         with torch.set_grad_enabled("az_trainability" in want):
-            net(x)
+            net(inputs)
     finally:
         for h in hooks:
             h.remove()

@@ -298,17 +298,21 @@ def test_az_nas_on_nb201_progressivity_is_the_min_step_of_block_entropies() -> N
     values, errors = proxies.compute_many(["az_expressivity", "az_progressivity", "az_trainability"], net, (x, y))
     assert not errors and all(math.isfinite(v) for v in values.values())
     ref = copy.deepcopy(net).train()
-    kaiming_fanin_(ref, torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    kaiming_fanin_(ref, gen)
+    noise = torch.randn(x.shape, generator=gen)  # AZ-NAS feeds N(0, 1) inputs of the batch's shape
     feats = []
     hooks = [b.register_forward_hook(lambda m, i, o: feats.append(o.detach())) for b in blocks(ref)]
     with torch.no_grad():
-        ref(x)
+        ref(noise)
     for hk in hooks:
         hk.remove()
     e = [expressivity_entropy(f) for f in feats]
     assert len(e) == 1 + 5  # stem, 3 cells (N=1) and 2 reduction blocks
     assert values["az_expressivity"] == pytest.approx(sum(e), rel=1e-6)
     assert values["az_progressivity"] == pytest.approx(min(b - a for a, b in zip(e, e[1:])), rel=1e-5, abs=1e-6)
+    # the images' values do not matter (only their shape)
+    assert proxies.compute("az_expressivity", net, (x * 3 + 1, y)) == values["az_expressivity"]
 
 
 def test_az_nas_needs_a_cell_network() -> None:
