@@ -207,7 +207,10 @@ def select_cells(args, cells: list[str]) -> list[int]:
 
 
 def score_with_cache(path: Path, specs, idx: list[int], batch, names, seed: int, progress):
-    """Rows for specs, reading finished cells from the JSONL cache and appending the others as they finish."""
+    """Rows for specs, reading finished cells from the JSONL cache and appending the others as they finish.
+
+    A cached cell that lacks some of `names` is scored for the missing ones only (same spec seed, so the same
+    weights) and its record is extended; the last record of a cell in the file wins."""
     from initscore.proxies import ArchScores
     from initscore.proxies.batch import iter_architectures
 
@@ -218,19 +221,39 @@ def score_with_cache(path: Path, specs, idx: list[int], batch, names, seed: int,
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a kill: that cell is rescored
-            have = set(rec.get("values", {})) | set(rec.get("errors", {}))
-            if rec.get("error") or all(n in have for n in names):
-                done[int(rec["nb201_index"])] = rec
-    todo = [k for k, i in enumerate(idx) if i not in done]
+            done[int(rec["nb201_index"])] = rec
+
+    def missing(i: int) -> tuple[str, ...]:
+        rec = done.get(i)
+        if rec is None:
+            return tuple(names)
+        if rec.get("error"):
+            return ()
+        have = set(rec.get("values", {})) | set(rec.get("errors", {}))
+        return tuple(n for n in names if n not in have)
+
+    plan: dict[tuple[str, ...], list[int]] = {}
+    for k, i in enumerate(idx):
+        m = missing(i)
+        if m:
+            plan.setdefault(m, []).append(k)
     path.parent.mkdir(parents=True, exist_ok=True)
+    n_todo = sum(len(v) for v in plan.values())
+    n_done = 0
     with path.open("a") as fh:
-        for n_done, row in enumerate(iter_architectures([specs[k] for k in todo], batch, names, seed=seed)):
-            k = todo[row.index]
-            rec = {**row.to_dict(), "nb201_index": idx[k]}
-            fh.write(json.dumps(rec) + "\n")
-            fh.flush()
-            done[idx[k]] = rec
-            progress(n_done, len(todo), row)
+        for want, todo in plan.items():
+            for row in iter_architectures([specs[k] for k in todo], batch, list(want), seed=seed):
+                k = todo[row.index]
+                new = {**row.to_dict(), "nb201_index": idx[k]}
+                old = done.get(idx[k])
+                if old is not None and not row.error:
+                    new = {**old, "values": {**old["values"], **new["values"]}, "errors": {**old["errors"], **new["errors"]},
+                           "timings": {**old.get("timings", {}), **new["timings"]}, "seconds": old["seconds"] + new["seconds"]}
+                fh.write(json.dumps(new) + "\n")
+                fh.flush()
+                done[idx[k]] = new
+                progress(n_done, n_todo, row)
+                n_done += 1
     rows = []
     for k, i in enumerate(idx):
         r = done[i]
