@@ -170,6 +170,133 @@ def rank_average(scores: dict[str, np.ndarray], names) -> np.ndarray:
     return np.mean([rankdata(scores[p]) for p in names], axis=0)
 
 
+def select_cells(args, cells: list[str]) -> list[int]:
+    """NB201 indices to score: --cells FILE, or a seeded sample (--sample-seed: Python's random, else numpy --seed),
+    then --positions."""
+    if args.cells:
+        pos = {c: i for i, c in enumerate(cells)}
+        idx = []
+        for k, line in enumerate(Path(args.cells).read_text().splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.isdigit() and int(line) < len(cells):
+                idx.append(int(line))
+            elif line in pos:
+                idx.append(pos[line])
+            else:
+                sys.exit(f"error: --cells line {k}: {line[:80]!r} is neither an NB201 index nor a cell string of the table")
+    else:
+        if not 1 <= args.n <= len(cells):
+            sys.exit(f"error: --n must be in 1..{len(cells)}")
+        if args.sample_seed is not None:
+            import random
+
+            idx = random.Random(args.sample_seed).sample(range(len(cells)), args.n)
+        else:
+            idx = [int(i) for i in np.random.default_rng(args.seed).choice(len(cells), size=args.n, replace=False)]
+    if args.positions:
+        keep: list[int] = []
+        for part in args.positions.split(","):
+            a, _, b = part.partition(":")
+            keep.extend(idx[int(a or 0):int(b) if b else len(idx)])
+        idx = keep
+    if not idx:
+        sys.exit("error: no cells selected")
+    return idx
+
+
+def score_with_cache(path: Path, specs, idx: list[int], batch, names, seed: int, progress):
+    """Rows for specs, reading finished cells from the JSONL cache and appending the others as they finish.
+
+    A cached cell that lacks some of `names` is scored for the missing ones only (same spec seed, so the same
+    weights) and its record is extended; the last record of a cell in the file wins."""
+    from initscore.proxies import ArchScores
+    from initscore.proxies.batch import iter_architectures
+
+    done: dict[int, dict] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill: that cell is rescored
+            done[int(rec["nb201_index"])] = rec
+
+    def missing(i: int) -> tuple[str, ...]:
+        rec = done.get(i)
+        if rec is None:
+            return tuple(names)
+        if rec.get("error"):
+            return ()
+        have = set(rec.get("values", {})) | set(rec.get("errors", {}))
+        return tuple(n for n in names if n not in have)
+
+    plan: dict[tuple[str, ...], list[int]] = {}
+    for k, i in enumerate(idx):
+        m = missing(i)
+        if m:
+            plan.setdefault(m, []).append(k)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n_todo = sum(len(v) for v in plan.values())
+    n_done = 0
+    with path.open("a") as fh:
+        for want, todo in plan.items():
+            for row in iter_architectures([specs[k] for k in todo], batch, list(want), seed=seed):
+                k = todo[row.index]
+                new = {**row.to_dict(), "nb201_index": idx[k]}
+                old = done.get(idx[k])
+                if old is not None and not row.error:
+                    new = {**old, "values": {**old["values"], **new["values"]}, "errors": {**old["errors"], **new["errors"]},
+                           "timings": {**old.get("timings", {}), **new["timings"]}, "seconds": old["seconds"] + new["seconds"]}
+                fh.write(json.dumps(new) + "\n")
+                fh.flush()
+                done[idx[k]] = new
+                progress(n_done, n_todo, row)
+                n_done += 1
+    rows = []
+    for k, i in enumerate(idx):
+        r = done[i]
+        rows.append(ArchScores(k, r["spec"], {n: v for n, v in r["values"].items() if n in names},
+                               {n: v for n, v in r["errors"].items() if n in names}, r.get("params"), r["seconds"],
+                               r.get("timings", {}), r.get("error"), r.get("seed")))
+    return rows
+
+
+def search_table(rows, scores: dict[str, np.ndarray], acc: np.ndarray, sizes: list[int], trials: int, seed: int) -> list[dict]:
+    """Best-of-N: per trial, N cells of the sample; each proxy picks its highest-scoring cell (errors never picked
+    unless all error); the accuracy of the pick, mean and std over trials, next to params alone (the parameter count,
+    free), random (the mean accuracy of the trial's cells = a random pick's expectation) and the oracle (the best).
+    Trials are disjoint blocks of a seeded permutation when N * trials <= cells, else seeded draws that overlap.
+    Set-level scores (az_nas) are recomputed on each trial's cells."""
+    from initscore.proxies.aggregate import AZ_NAS_INPUTS, log_rank_aggregate
+
+    n = len(rows)
+    rng = np.random.default_rng(seed)
+    params = np.array([float(r.params) if r.params is not None else -np.inf for r in rows])
+    out = []
+    for N in sizes:
+        if N > n:
+            continue
+        disjoint = N * trials <= n
+        perm = rng.permutation(n)
+        picks: dict[str, list[float]] = {}
+        for t in range(trials):
+            cells = perm[t * N:(t + 1) * N] if disjoint else rng.choice(n, N, replace=False)
+            cols = {p: np.where(np.isnan(v[cells]), -np.inf, v[cells]) for p, v in scores.items() if p != "az_nas"}
+            if "az_nas" in scores:
+                cols["az_nas"] = np.array(log_rank_aggregate(
+                    {p: [None if np.isinf(v) else float(v) for v in cols[p]] for p in AZ_NAS_INPUTS}))
+            cols["params (alone)"] = params[cells]
+            for p, v in cols.items():
+                picks.setdefault(p, []).append(float(acc[cells][int(np.argmax(v))]))
+            picks.setdefault("random", []).append(float(acc[cells].mean()))
+            picks.setdefault("oracle", []).append(float(acc[cells].max()))
+        out.append({"N": N, "trials": trials, "note": "disjoint" if disjoint else f"overlapping draws from {n} cells",
+                    "picks": {p: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v} for p, v in picks.items()}})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-root", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
@@ -192,6 +319,18 @@ def main() -> None:
     ap.add_argument("--images", default=None,
                     help="cifar100 only: the foolbox wheel (or its unpacked folder) whose 20 real CIFAR-100 images "
                          "form the batch of the data-dependent proxies (batch size 20)")
+    ap.add_argument("--sample-seed", type=int, default=None,
+                    help="sample the cells with random.Random(SEED).sample(range(15625), n) instead of --seed's numpy draw")
+    ap.add_argument("--cells", default=None,
+                    help="file with the cells to score, one per line: an NB201 index or a cell string (overrides --n)")
+    ap.add_argument("--positions", default=None,
+                    help="keep only these positions of the sample, e.g. '0:300,500:1200' (calibration cells excluded)")
+    ap.add_argument("--cache", default=None,
+                    help="JSONL file of per-cell results: cells already in it are not rescored, new ones are appended "
+                         "as they finish (resumable; tables recomputed from it without rescoring)")
+    ap.add_argument("--score-only", action="store_true", help="score into --cache and stop (no tables)")
+    ap.add_argument("--search-trials", type=int, default=10, help="seeded trials per N of the best-of-N search table")
+    ap.add_argument("--search-n", default="100,1000", help="comma-separated N of the best-of-N search table ('' = none)")
     ap.add_argument("--json", default="runs/nb201_ranking.json",
                     help="where to write the results (default under the git-ignored runs/; committed results in "
                          "bench/results/ are written only when asked for by path)")
@@ -212,9 +351,7 @@ def main() -> None:
     anchors = ANCHORS_BY_DATASET[args.dataset]
     data_free_only = all(p in DATA_FREE for p in names)
     cells, acc_all = read_ground_truth(root, column)
-    if not 1 <= args.n <= len(cells):
-        sys.exit(f"error: --n must be in 1..{len(cells)}")
-    idx = np.random.default_rng(args.seed).choice(len(cells), size=args.n, replace=False)
+    idx = select_cells(args, cells)
     ref_norm = {}
     if args.dataset == "cifar10":
         if args.images:
@@ -262,9 +399,14 @@ def main() -> None:
             (row,) = proxies.score_architectures([spec], b, names, seed=args.seed + i)  # model seed = seed + i
             rows.append(row)
             progress(i, len(specs), row)
+    elif args.cache:
+        rows = score_with_cache(Path(args.cache), specs, [int(i) for i in idx], (x, y), names, args.seed, progress)
     else:
         rows = proxies.score_architectures(specs, (x, y), names, progress=progress, seed=args.seed)
     wall = time.perf_counter() - t_start
+    if args.score_only:
+        print(f"scored {len(rows)} cells into {args.cache} in {wall:.0f}s")
+        return
     acc = acc_all[idx]
 
     # ---- correlations
@@ -301,6 +443,19 @@ def main() -> None:
         ra = rank_average({p: scores[p][ok] for p in INPUTS}, INPUTS)
         rankavg = {"inputs": list(INPUTS), "spearman": float(spearmanr(ra, acc[ok]).statistic),
                    "kendall": float(kendalltau(ra, acc[ok]).statistic), "n_ok": len(ok)}
+
+    # ---- AZ-NAS's set-level rank aggregation, when its inputs were computed
+    from initscore.proxies.aggregate import AZ_NAS_INPUTS, log_rank_aggregate
+
+    if all(p in names for p in AZ_NAS_INPUTS):
+        agg = np.array(log_rank_aggregate({p: [r.values.get(p) if r.ok else None for r in rows] for p in AZ_NAS_INPUTS}))
+        scores["az_nas"] = agg
+        ci = bootstrap_ci(agg, acc, args.bootstrap, args.seed) if args.bootstrap else None
+        table.append({"proxy": "az_nas", "n_ok": len(rows), "errors": 0,
+                      "spearman": float(spearmanr(agg, acc).statistic), "kendall": float(kendalltau(agg, acc).statistic),
+                      "spearman_errors_last": float(spearmanr(agg, acc).statistic), "anchor": None, "spearman_ci95": ci})
+    search = search_table(rows, scores, acc, [int(n) for n in args.search_n.split(",") if n.strip()],
+                          args.search_trials, args.seed)
 
     # ---- timings: median seconds per architecture per proxy group (from the full run)
     group_times: dict[str, list[float]] = {}
@@ -347,7 +502,7 @@ def main() -> None:
     print(f"\nNAS-Bench-201 {args.dataset} ({column}): n={args.n} cells, seed={args.seed}, batch={data_desc}, "
           f"torch threads={torch.get_num_threads()}, wall {wall:.0f}s, nb201 variant {args.variant}, "
           f"{'zero-cost-nas data protocol (fresh augmented batch per cell)' if args.reference_data else 'one shared batch'}")
-    print(f"{'proxy':<11} {'rho':>7} {'95% CI':>15} {'tau':>7} {'anchor':>7} {'|d|':>6} {'errors':>6} {'rho_el':>7} {'s/arch':>8}")
+    print(f"{'proxy':<16} {'rho':>7} {'95% CI':>15} {'tau':>7} {'anchor':>7} {'|d|':>6} {'errors':>6} {'rho_el':>7} {'s/arch':>8}")
     for t in table:
         g = next((g for g in group_times if t["proxy"] in g.split("+")), None)
         sec = statistics.median(group_times[g]) if g else float("nan")
@@ -355,7 +510,10 @@ def main() -> None:
         anc = f"{t['anchor']:.2f}" if t["anchor"] is not None else ""
         t["seconds_per_arch_group"] = sec
         ci = f"[{t['spearman_ci95'][0]:.3f},{t['spearman_ci95'][1]:.3f}]" if t["spearman_ci95"] else ""
-        print(f"{t['proxy']:<11} {t['spearman']:>7.3f} {ci:>15} {t['kendall']:>7.3f} {anc:>7} {d:>6} {t['errors']:>6} {t['spearman_errors_last']:>7.3f} {sec:>8.3f}")
+        print(f"{t['proxy']:<16} {t['spearman']:>7.3f} {ci:>15} {t['kendall']:>7.3f} {anc:>7} {d:>6} {t['errors']:>6} {t['spearman_errors_last']:>7.3f} {sec:>8.3f}")
+    for s_ in search:
+        print(f"search best-of-{s_['N']} ({s_['trials']} trials, {s_['note']}): " + ", ".join(
+            f"{k} {v['mean']:.2f}+-{v['std']:.2f}" for k, v in s_["picks"].items()))
     if vote is not None:
         print(f"vote synflow+jacob_cov+snip pairwise agreement: {vote:.3f} (published {VOTE_ANCHOR[args.dataset]:.3f})")
     if rankavg is not None:
@@ -375,7 +533,7 @@ def main() -> None:
     out = {"command": " ".join(sys.argv), "dataset": args.dataset, "ground_truth": column, "data": data_desc,
            "n": args.n, "seed": args.seed, "batch_size": int(x.shape[0]),
            "variant": args.variant, "reference_data": args.reference_data,
-           "indices": [int(i) for i in idx], "table": table, "vote_agreement": vote, "rank_average": rankavg,
+           "indices": [int(i) for i in idx], "table": table, "search": search, "vote_agreement": vote, "rank_average": rankavg,
            "wall_s": wall, "median_s_per_arch": per_arch, "timing": timing,
            "rows": [{**r.to_dict(), "nb201_index": int(i), "test_acc": float(a)} for r, i, a in zip(rows, idx, acc)]}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

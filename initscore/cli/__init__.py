@@ -5,7 +5,7 @@ Verb groups live in their own modules, each exposing `register(app)`:
   remote_cmds       submit, status, wait, fetch, serve, worker (service/client)
   experiment_cmds   experiment                    (training comparisons)
   propagation_cmds  propagation, lipschitz        (signal propagation)
-  nas_cmds          proxies                       (zero-cost NAS proxies)
+  nas_cmds          proxies, search               (zero-cost NAS proxies, top-k search)
   models_cmds       models                        (registered architectures, timm catalog)
 
 Any `InitscoreError` (bad spec, bad data ref, bad options) is printed as ONE

@@ -145,3 +145,19 @@ def flops(model: nn.Module, x: torch.Tensor) -> float:
         for h in hooks:
             h.remove()
     return float(total[0])
+
+
+def synflow_group(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names, *, chunks: int = 1) -> dict[str, float]:
+    return {"synflow": synflow(model, x)}
+
+
+def zen_group(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names, *, chunks: int = 1) -> dict[str, float]:
+    return {"zen": zen(model, x)}
+
+
+def params_group(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names, *, chunks: int = 1) -> dict[str, float]:
+    return {"params": params(model)}
+
+
+def flops_group(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names, *, chunks: int = 1) -> dict[str, float]:
+    return {"flops": flops(model, x)}

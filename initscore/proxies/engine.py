@@ -6,8 +6,13 @@ Groups that share work:
                     fisher; with create_graph and one Hessian-vector product when grasp is asked),
                     one input-gradient backward for jacob_cov
   per-sample pass   gradsign, gradcosine, gradnorm: ONE vmap(grad) pass (per_sample.py)
-  ensemble          reuses the synflow, jacob_cov, naswot and params values of the same call
-  alone             synflow (|W| float64 copy without BN), zen (Gaussian re-init copy), params, flops
+  zico              S sub-batch forward/backward passes (zico.py)
+  meco              one forward of one sample with hooks on every module (meco, meco_opt)
+  swap              one no-grad forward of a N(0,1) copy on 16 samples (swap, swap_reg)
+  az_nas            one forward keeping the block outputs + block VJPs (az_expressivity/progressivity/trainability)
+  ensemble          reuses its inputs' values of the same call
+  alone             synflow (|W| float64 copy without BN), zen (Gaussian re-init copy), params, flops, l2_norm
+The groups are the builders of initscore.proxies.registry.
 A proxy's value is the same alone or inside any group (tests/proxies).
 Every group works on a private copy (or never writes), so the caller's model is
 unchanged. An error in one group is reported for its proxies and the others go on;
@@ -25,8 +30,6 @@ from torch import nn
 from initscore.errors import InitscoreError, OptionsError, ResourceError
 from initscore.proxies import PROXIES
 from initscore.proxies.common import is_oom, model_device
-from initscore.proxies.gradient_pass import SHARED, shared_gradient_proxies
-from initscore.proxies.per_sample import PER_SAMPLE, per_sample_proxies
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -59,25 +62,20 @@ def _as_batch(batch: Any, model: nn.Module) -> Batch:
     return x.detach().to(dev, torch.float32), y.detach().to(dev, torch.long)
 
 
-def _plan(names: list[str]) -> list[tuple[tuple[str, ...], Callable[..., dict[str, float]]]]:
-    from initscore.proxies import data_free
+def _plan(names: list[str]) -> list[tuple[tuple[str, ...], Callable[..., Any]]]:
+    """One (proxies, pass) entry per registered builder, in the order the names first need it."""
+    from initscore.proxies.registry import REGISTRY, builder_fn
 
-    plan: list[tuple[tuple[str, ...], Callable[..., dict[str, float]]]] = []
-    shared = tuple(n for n in names if n in SHARED)
-    if shared:
-        plan.append((shared, lambda m, x, y, c, ns=shared: shared_gradient_proxies(m, x, y, ns, chunks=c)))
-    sample = tuple(n for n in names if n in PER_SAMPLE)
-    if sample:
-        plan.append((sample, lambda m, x, y, c, ns=sample: per_sample_proxies(m, x, y, ns, chunks=c)))
-    single: dict[str, Callable[..., float]] = {
-        "synflow": lambda m, x, y, c: data_free.synflow(m, x),
-        "zen": lambda m, x, y, c: data_free.zen(m, x),
-        "params": lambda m, x, y, c: data_free.params(m),
-        "flops": lambda m, x, y, c: data_free.flops(m, x),
-    }
+    groups: dict[str, list[str]] = {}
     for n in names:
-        if n in single:
-            plan.append(((n,), lambda m, x, y, c, n=n, f=single[n]: {n: f(m, x, y, c)}))
+        b = REGISTRY[n].builder
+        if b != "combined":
+            groups.setdefault(b, []).append(n)
+    plan: list[tuple[tuple[str, ...], Callable[..., Any]]] = []
+    for b, members in groups.items():
+        fn = builder_fn(b)
+        ns = tuple(members)
+        plan.append((ns, lambda m, x, y, c, fn=fn, ns=ns: fn(m, x, y, ns, chunks=c)))
     return plan
 
 

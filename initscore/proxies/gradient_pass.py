@@ -26,6 +26,8 @@ Definitions (higher = better, sums over Conv/Linear weight tensors W):
   jacob_cov = -sum_i [log(l_i + k) + 1/(l_i + k)], k = 1e-5, l_i the eigenvalues of
               corrcoef(J) (rows = samples)
   naswot    = log det K, K = sum_ReLU c c^T + (1 - c)(1 - c)^T, c_n = 1[ReLU input > 0]
+  epe_nas   = initscore.proxies.epe_nas.epe_nas_score(J, y) (the same J as jacob_cov)
+  plain     = sum_W sum W * g_W (NASLib plain.py: signed, no absolute value)
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ from torch import nn
 from initscore.errors import NonFiniteError, OptionsError
 from initscore.proxies.common import chunk_bounds, finite, private_copy, weight_layers
 
-SHARED = ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "naswot")
+SHARED = ("grad_norm", "snip", "grasp", "fisher", "jacob_cov", "naswot", "epe_nas", "plain")
 _JACOB_K = 1e-5
 
 
@@ -144,8 +146,9 @@ def shared_gradient_proxies(
     jac_rows: list[torch.Tensor] = []
     try:
         # ---- pass A: loss gradients, fisher, jacobian, naswot codes (and grasp when single)
-        need_loss = bool(want & {"grad_norm", "snip", "grasp", "fisher"})
-        need_jac = "jacob_cov" in want
+        need_loss = bool(want & {"grad_norm", "snip", "grasp", "fisher", "plain"})
+        need_jac = bool(want & {"jacob_cov", "epe_nas"})
+        n_out = 0
         for st, en in bounds:
             xc = x[st:en].detach().clone().requires_grad_(need_jac)
             state["capture"] = "fisher" in want
@@ -154,6 +157,7 @@ def shared_gradient_proxies(
                 out = net(xc)
             state["naswot"] = False
             seen.clear()
+            n_out = out.shape[-1]
             if not torch.isfinite(out).all():
                 raise NonFiniteError("the model's output is NaN/inf on this batch; no data-dependent proxy can be computed")
             if "naswot" in want and not single:
@@ -224,6 +228,11 @@ def shared_gradient_proxies(
             return total
         put("fisher", fisher_total)
         put("jacob_cov", lambda: jacob_cov_score(torch.cat(jac_rows).double().numpy()))
+        put("plain", lambda: sum(float((w.double() * g.double()).sum()) for w, g in zip(weights, grads)))
+        if "epe_nas" in want:
+            from initscore.proxies.epe_nas import epe_nas_score
+
+            put("epe_nas", lambda: epe_nas_score(torch.cat(jac_rows).double().numpy(), y.cpu().numpy(), n_out))
 
         def naswot_total() -> float:
             if single:

@@ -14,6 +14,7 @@ from torch import nn
 
 from initscore import models, proxies
 from initscore.errors import NonFiniteError, OptionsError
+from initscore.proxies.batch import DISCONNECTED
 
 CONV3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
@@ -321,10 +322,11 @@ def test_score_architectures_isolates_failures_and_reports_progress() -> None:
     seen = []
     rows = proxies.score_architectures(specs, (torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))), ["synflow", "params", "jacob_cov"],
                                        progress=lambda i, n, r: seen.append((i, n, r.ok)))
-    assert seen == [(0, 3, True), (1, 3, False), (2, 3, True)]
+    # the all-none cell is disconnected: not scored, its row says why (ranked worst by callers)
+    assert seen == [(0, 3, False), (1, 3, False), (2, 3, True)]
+    assert rows[0].error == DISCONNECTED and rows[0].values == {}
     assert "3 nodes" in rows[1].error
-    assert rows[0].values["params"] == models.get_entry("nb201").num_params(specs[0]["args"])
-    assert "jacob_cov" in rows[0].errors  # input-independent logits: constant Jacobian, reported as an error
+    assert rows[2].values["params"] == models.get_entry("nb201").num_params(specs[2]["args"])
     assert set(rows[2].values) == {"synflow", "params", "jacob_cov"}
 
 
@@ -377,7 +379,8 @@ def test_score_architectures_leaves_no_model_alive() -> None:
 
     from initscore.models.nb201_net import NB201Network
 
-    specs = [{"arch": "nb201", "args": {"cell": c, "C": 2, "N": 1}} for c in (CONV3, NONE, CONV3)]
+    pool = "|avg_pool_3x3~0|+|none~0|none~1|+|none~0|skip_connect~1|none~2|"
+    specs = [{"arch": "nb201", "args": {"cell": c, "C": 2, "N": 1}} for c in (CONV3, pool, CONV3)]
     batch = (torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))
     gc.collect()
     before = sum(isinstance(o, NB201Network) for o in gc.get_objects())
