@@ -201,8 +201,25 @@ class Client:
         path.write_bytes(self._request("GET", f"/v1/jobs/{_id(job)}/plot").content)
         return path
 
+    def upload_model(self, path: str | Path) -> dict[str, Any]:
+        """POST /v1/models: upload your own network as an ONNX file; returns {sha256, spec, summary}. Use
+        ``result["spec"]`` (``{"arch": "onnx", "args": {"sha256": ...}}``) as the model of any job."""
+        data = Path(path).read_bytes()
+        r = self._request("POST", "/v1/models", content=data, headers={"Content-Type": "application/octet-stream"})
+        return r.json()
+
+    def download_onnx(self, job: JobRef, path: str | Path) -> Path:
+        """An ONNX upload's rectify job: write the uploaded graph with the rectified initializers to ``path``."""
+        path = Path(path)
+        path.write_bytes(self._request("GET", f"/v1/jobs/{_id(job)}/onnx").content)
+        return path
+
     def load_rectified(self, job: JobRef, model: Any, *, strict: bool = True) -> Any:
-        """Load a rectify job's weights into a torch `model` (imports torch and safetensors here only)."""
+        """Load a rectify job's weights into a torch `model` by name (imports torch and safetensors here only).
+
+        For an ONNX upload the weights are keyed by the file's initializer names, which are the PyTorch
+        parameter names when the network was exported from PyTorch (``torch.onnx.export``); pass
+        ``strict=False`` to load them into such a module whose buffers the file does not carry."""
         from initscore.weights_file import load
 
         state, _ = load(self.weights_bytes(job))

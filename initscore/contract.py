@@ -285,6 +285,7 @@ class RectifyResult(_Model):
     verification: Verification | None = Field(
         default=None, description="options.verify_batches > 0: the iterates checked on the extra batches")
     weights_sha256: str | None = None
+    onnx_sha256: str | None = Field(default=None, description="an ONNX upload: the file with its rectified initializers")
 
 
 class BatchEntry(_Model):

@@ -13,13 +13,20 @@ Dispatch:
 
 ``progress(done, total, metrics)`` is called as work advances (rectify: every
 iteration; batch: every architecture); it may raise to abort the job.
+
+What the deployment lends a job (``run_job``'s keywords, held in a :class:`JobEnv` for the call):
+``allowed_roots`` confines dataset paths at read time; ``max_params`` refuses a model over the cap
+before it is allocated (a pure-Python count, else a build on the meta device); ``model_file(sha256)``
+returns the bytes of an uploaded ONNX network for ``{"arch": "onnx"}`` specs.
 """
 from __future__ import annotations
 
+import contextvars
 import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from initscore.contract import (
@@ -39,11 +46,23 @@ from initscore.contract import (
     ScoreResult,
     Verification,
 )
-from initscore.errors import InitscoreError, OptionsError
+from initscore.errors import InitscoreError, OptionsError, SpecError
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 
-__all__ = ["parse_request", "run_job"]
+__all__ = ["JobEnv", "parse_request", "run_job"]
+
+
+@dataclass(frozen=True)
+class JobEnv:
+    """What the deployment lends one job (see the module docstring); the defaults are the library's: no limits."""
+
+    allowed_roots: list[str] | None = None
+    max_params: int | None = None
+    model_file: Callable[[str], bytes] | None = None
+
+
+_ENV: contextvars.ContextVar[JobEnv] = contextvars.ContextVar("initscore_job_env", default=JobEnv())
 
 
 def parse_request(request: Any) -> Any:
@@ -66,12 +85,29 @@ def _load_data(ref: Any, allowed_roots: list[str] | None) -> Any:
 
 
 def _build(spec: Any, seed: int) -> Any:
+    """A fresh network for ``spec``: registry models from ``torch.manual_seed(seed)``, ONNX uploads with their
+    own weights; over the job's parameter cap -> SpecError before anything is allocated."""
     import torch
 
     from initscore import models
 
+    env = _ENV.get()
+    raw = spec.model_dump(mode="json")
+    if spec.arch == "onnx":
+        _, args = models.validate_spec(raw)
+        if env.model_file is None:
+            raise SpecError("an 'onnx' spec needs its uploaded file: submit it to the service (initscore upload) or "
+                            "build it with initscore.onnx_model.from_bytes")
+        from initscore.onnx_model import from_bytes
+
+        net = from_bytes(env.model_file(args["sha256"]))
+        n = _num_params(net)
+        if env.max_params is not None and n > env.max_params:
+            raise SpecError(f"onnx with these arguments has {n:,} parameters, over the cap of {env.max_params:,}; "
+                            "choose a smaller model")
+        return net
     torch.manual_seed(seed)
-    return models.build(spec.model_dump(mode="json"))
+    return models.build(raw, max_params=env.max_params)
 
 
 def _score_one(spec: Any, batch: tuple[Any, Any], opts: ScoreOptions) -> ScoreResult:
@@ -197,7 +233,10 @@ def _run_rectify(req: RectifyRequest, allowed_roots: list[str] | None, progress:
         final=None if rect.final is None else IterationRecord(**{k: rect.final[k] for k in ("it", "gc", "gn", "g_max", "constrained")}),
         verification=None if rect.verification is None else Verification(**rect.verification),
     )
-    return result, dict(rect.state_dict)
+    weights = dict(rect.state_dict)
+    if hasattr(model, "onnx_state_dict"):  # an uploaded ONNX network: weights under its initializer names
+        weights = model.onnx_state_dict(weights)
+    return result, weights
 
 
 def _run_propagation(req: PropagationRequest, allowed_roots: list[str] | None) -> tuple[PropagationResult, bytes | None]:
@@ -229,13 +268,24 @@ def _run_propagation(req: PropagationRequest, allowed_roots: list[str] | None) -
 
 
 def run_job(
-    request: Any, *, progress: Progress | None = None, allowed_roots: list[str] | None = None
+    request: Any, *, progress: Progress | None = None, allowed_roots: list[str] | None = None,
+    max_params: int | None = None, model_file: Callable[[str], bytes] | None = None,
 ) -> tuple[Any, dict[str, Any] | None, bytes | None]:
     """Run one job request in this process; returns (JobResult, rectified state dict or None, PNG bytes or None).
 
-    `allowed_roots` confines dataset paths again at read time (the API checked them
-    already); None means unconfined (library/CLI use).
+    `allowed_roots`, `max_params`, `model_file`: what the deployment lends the job (module docstring); None
+    means unconfined / uncapped / no uploads (library and CLI use). A rectified ONNX upload's weights are keyed by
+    the file's initializer names.
     """
+    token = _ENV.set(JobEnv(allowed_roots, max_params, model_file))
+    try:
+        return _run(request, progress, allowed_roots)
+    finally:
+        _ENV.reset(token)
+
+
+def _run(request: Any, progress: Progress | None, allowed_roots: list[str] | None
+         ) -> tuple[Any, dict[str, Any] | None, bytes | None]:
     req = parse_request(request)
     if isinstance(req, ScoreRequest):
         res = _run_score(req, allowed_roots)

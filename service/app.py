@@ -19,7 +19,7 @@ from service.metrics import ServiceMetrics
 from service.problems import PROBLEM_JSON, install_handlers, problem_body
 from service.queue import Backend, make_backend
 from service import ui
-from service.routes import groups, jobs, meta
+from service.routes import groups, jobs, meta, models
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("initscore.service")
@@ -28,11 +28,15 @@ _BODY_METHODS = {b"POST", b"PUT", b"PATCH"}
 
 
 class BodyGuard:
-    """Pure ASGI middleware: 415 for a non-JSON body, 413 for a body over `max_bytes` (problem+json)."""
+    """Pure ASGI middleware: 415 for a non-JSON body, 413 for a body over `max_bytes` (problem+json).
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    ``raw`` lists the paths that take a binary upload instead: path -> (accepted content types, byte limit).
+    """
+
+    def __init__(self, app: Any, max_bytes: int, raw: dict[str, tuple[tuple[str, ...], int]] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.raw = raw or {}
 
     async def _reject(self, send: Any, status: int, title: str, detail: str, slug: str) -> None:
         body = json.dumps(problem_body(status, title, detail, slug)).encode()
@@ -46,7 +50,15 @@ class BodyGuard:
             return
         headers = dict(scope.get("headers") or [])
         ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
-        if not (ctype == "application/json" or (ctype.startswith("application/") and ctype.endswith("+json"))):
+        raw = self.raw.get(scope.get("path", ""))
+        limit = raw[1] if raw else self.max_bytes
+        if raw:
+            if ctype not in raw[0]:
+                await self._reject(send, 415, "Unsupported media type",
+                                   f"send the file's bytes as {' or '.join(raw[0])} (got {ctype or 'no content type'})",
+                                   "unsupported-media-type")
+                return
+        elif not (ctype == "application/json" or (ctype.startswith("application/") and ctype.endswith("+json"))):
             await self._reject(send, 415, "Unsupported media type",
                                f"send the request body as application/json (got {ctype or 'no content type'})", "unsupported-media-type")
             return
@@ -57,8 +69,8 @@ class BodyGuard:
             except ValueError:
                 await self._reject(send, 400, "Bad request", "invalid Content-Length header", "bad-request")
                 return
-            if n > self.max_bytes:
-                await self._reject(send, 413, "Request body too large", f"the body has {n} bytes; the limit is {self.max_bytes}", "body-too-large")
+            if n > limit:
+                await self._reject(send, 413, "Request body too large", f"the body has {n} bytes; the limit is {limit}", "body-too-large")
                 return
             await self.app(scope, receive, send)
             return
@@ -70,8 +82,8 @@ class BodyGuard:
                 return
             chunk = msg.get("body", b"")
             total += len(chunk)
-            if total > self.max_bytes:
-                await self._reject(send, 413, "Request body too large", f"the body exceeds the limit of {self.max_bytes} bytes", "body-too-large")
+            if total > limit:
+                await self._reject(send, 413, "Request body too large", f"the body exceeds the limit of {limit} bytes", "body-too-large")
                 return
             chunks.append(chunk)
             if not msg.get("more_body", False):
@@ -122,6 +134,10 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
     app.include_router(jobs.router)
     app.include_router(groups.router)
     app.include_router(meta.router)
+    app.include_router(models.router)
     app.include_router(ui.router)
-    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
+    from service.routes.models import ONNX_TYPES
+
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes,
+                       raw={"/v1/models": (ONNX_TYPES, settings.max_model_bytes)})
     return app

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=1024, ge=1, description="largest data.batch_size")
     max_iters: int = Field(default=10_000, ge=0, description="largest rectify options.iters")
     max_params: int = Field(default=200_000_000, ge=1, description="parameter cap per model spec")
+    max_model_bytes: int = Field(default=64 * 2**20, ge=1024, description="largest ONNX upload (POST /v1/models)")
     max_batch_models: int = Field(default=1000, ge=1, description="most model specs in one batch job")
     max_input_elements: int = Field(
         default=64 * 3 * 224 * 224 * 4, ge=1, description="cap on batch_size x prod(synthetic shape)"

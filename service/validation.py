@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from initscore.contract import BatchRequest, DataRef, RectifyRequest
 from initscore.errors import InitscoreError
@@ -67,28 +67,33 @@ def check_data(ref: DataRef, settings: Settings, errors: list[dict[str, Any]], *
                 errors.append({"loc": "data.root", "msg": str(exc)})
 
 
-def check_model(spec: Any, loc: str, settings: Settings, errors: list[dict[str, Any]]) -> None:
+def check_model(spec: Any, loc: str, settings: Settings, errors: list[dict[str, Any]],
+                model_visible: Callable[[str], bool] | None = None) -> None:
     try:
         entry, args = validate_spec(spec.model_dump(mode="json"))
         n = entry.num_params(args)
     except InitscoreError as exc:
         errors.append({"loc": loc, "msg": str(exc)})
         return
+    if entry.family == "onnx" and not (model_visible is not None and model_visible(args["sha256"])):
+        errors.append({"loc": f"{loc}.args.sha256", "msg": f"no uploaded model {args['sha256']} for this key; upload the "
+                                                           ".onnx file first (POST /v1/models, initscore upload)"})
     if n is not None and n > settings.max_params:
         errors.append({"loc": f"{loc}.args", "msg": f"{spec.arch} with these arguments has {n:,} parameters, over the cap of {settings.max_params:,}; choose a smaller model"})
 
 
-def check_request(req: Any, settings: Settings) -> None:
-    """Raise a 422 :class:`ProblemError` listing every limit the request breaks."""
+def check_request(req: Any, settings: Settings, model_visible: Callable[[str], bool] | None = None) -> None:
+    """Raise a 422 :class:`ProblemError` listing every limit the request breaks; ``model_visible(sha256)`` says
+    whether the caller may use an ONNX upload (None: no uploads are visible)."""
     errors: list[dict[str, Any]] = []
     if isinstance(req, BatchRequest):
         if len(req.models) > settings.max_batch_models:
             errors.append({"loc": "models", "msg": f"{len(req.models)} models is over the limit of {settings.max_batch_models} per batch; split the sweep"})
         else:
             for i, spec in enumerate(req.models):
-                check_model(spec, f"models[{i}]", settings, errors)
+                check_model(spec, f"models[{i}]", settings, errors, model_visible)
     else:
-        check_model(req.model, "model", settings, errors)
+        check_model(req.model, "model", settings, errors, model_visible)
     check_data(req.data, settings, errors, needs_pairs=req.kind in ("score", "batch", "rectify"))
 
     opts = req.options

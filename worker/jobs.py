@@ -217,7 +217,7 @@ def run_recorded(
                     pass
 
         try:
-            return _execute(job_id, attempt, request, rec, index, store, progress, t0, list(settings.allowed_roots))
+            return _execute(job_id, attempt, request, rec, index, store, progress, t0, settings)
         except _transient_types():
             raise
         except JobCancelled:
@@ -247,13 +247,29 @@ def run_recorded(
             hb.__exit__()
 
 
+def _upload_reader(store: ArtifactStore, cap: int) -> Callable[[str], bytes]:
+    """sha256 -> the bytes of an uploaded ONNX file (the API checked it and the caller's access at submit)."""
+    from initscore.errors import SpecError
+
+    def read(sha: str) -> bytes:
+        with store.open(sha) as fh:
+            data = fh.read(cap + 1)
+        if len(data) > cap:
+            raise SpecError(f"the uploaded model {sha} is over the cap of {cap:,} bytes (INITSCORE_MAX_MODEL_BYTES)")
+        return data
+
+    return read
+
+
 def _execute(
     job_id: str, attempt: int, request: dict[str, Any], rec: JobRecord, index: JobIndex, store: ArtifactStore,
-    progress: Callable[..., None], t0: float, allowed_roots: list[str],
+    progress: Callable[..., None], t0: float, settings: Settings,
 ) -> str:
     from initscore.jobs import run_job
 
-    result, weights, png = run_job(request, progress=progress, allowed_roots=allowed_roots)
+    read_upload = _upload_reader(store, settings.max_model_bytes)
+    result, weights, png = run_job(request, progress=progress, allowed_roots=list(settings.allowed_roots),
+                                   max_params=settings.max_params, model_file=read_upload)
     update: dict[str, Any] = {}
     weights_sha = plot_sha = None
     if weights is not None:
@@ -264,6 +280,11 @@ def _execute(
         weights_sha = store.put_bytes(weights_file.to_bytes(weights, provenance))
         if "weights_sha256" in type(result).model_fields:
             update["weights_sha256"] = weights_sha
+        model = request.get("model") or {}
+        if model.get("arch") == "onnx":  # the upload with the rectified initializers, as ONNX
+            from initscore.onnx_model import rectified_onnx
+
+            update["onnx_sha256"] = store.put_bytes(rectified_onnx(read_upload(model["args"]["sha256"]), weights))
     if png is not None:
         plot_sha = store.put_bytes(png)
         if "plot_sha256" in type(result).model_fields:

@@ -180,11 +180,33 @@ def register(app: typer.Typer) -> None:
             if job["kind"] == "rectify":
                 path = _service_call(lambda: c.download_weights(job_id, out or Path(f"{job_id}.safetensors")))
                 typer.echo(f"weights -> {path} (sha256 {job['weights_sha256']})")
+                if (job.get("result") or {}).get("onnx_sha256"):
+                    onnx_out = (out.with_suffix(".onnx") if out else Path(f"{job_id}.onnx"))
+                    typer.echo(f"rectified ONNX -> {_service_call(lambda: c.download_onnx(job_id, onnx_out))}")
             elif job["kind"] == "propagation" and job.get("plot_sha256"):
                 path = _service_call(lambda: c.download_plot(job_id, out or Path(f"{job_id}.png")))
                 typer.echo(f"plot -> {path}")
             elif result is None:
                 typer.echo(json.dumps(job["result"], indent=2))
+
+    @app.command("upload")
+    def upload(
+        path: Path = typer.Argument(..., help="your network as an .onnx file (its initializers are its weights)"),
+        url: Optional[str] = typer.Option(None), api_key: Optional[str] = typer.Option(None),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Upload your own network (ONNX) to the service; prints the spec to use as a job's model."""
+        if not path.is_file():
+            raise OptionsError(f"{str(path)!r} is not a file")
+        with _client(url, api_key) as c:
+            up = _service_call(lambda: c.upload_model(path))
+        if as_json:
+            typer.echo(json.dumps(up))
+            return
+        s = up["summary"]
+        typer.echo(f"uploaded {path.name}: sha256 {up['sha256']}, {s['params']:,} weights, opset {s['opset']}, "
+                   f"input {s['input_shape']}")
+        typer.echo(f"model spec: {json.dumps(up['spec'])}")
 
     @app.command("serve")
     def serve(

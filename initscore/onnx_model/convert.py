@@ -595,8 +595,9 @@ def from_bytes(data: bytes, *, max_bytes: int = 256 * 2**20) -> OnnxNet:
     return OnnxNet(model)
 
 
-def rectified_onnx(data: bytes, net: OnnxNet, state: dict[str, Tensor]) -> bytes:
-    """The uploaded graph with its initializers replaced by ``state`` (``net``'s keys), as ONNX bytes.
+def rectified_onnx(data: bytes, values: dict[str, Tensor]) -> bytes:
+    """The uploaded graph with its initializers replaced by ``values`` (keyed by initializer name, in the
+    initializers' layout: :meth:`OnnxNet.onnx_state_dict`), as ONNX bytes.
 
     An initializer that Identity nodes aliased becomes one initializer per alias (the Identity nodes go),
     since rectification gives every alias its own value.
@@ -605,7 +606,6 @@ def rectified_onnx(data: bytes, net: OnnxNet, state: dict[str, Tensor]) -> bytes
     from onnx import numpy_helper
 
     model = onnx.load_from_string(data)
-    values = net.onnx_state_dict(state)
     graph = model.graph
     dtypes = {t.name: numpy_helper.to_array(t).dtype for t in graph.initializer}
     keep = []

@@ -14,6 +14,7 @@ from initscore.contract import JobRequest, request_hash
 from service.deps import AppContext, Principal, get_ctx, principal
 from service.problems import PROBLEM_JSON, ProblemError
 from service.records import JobRecord, group_id_for, new_job_id
+from service.routes.models import visible_upload
 from service.storage import StoreError
 from service.validation import check_request
 from service.views import job_view, list_summaries, load_record
@@ -49,7 +50,7 @@ async def submit_job(
     reuse: Annotated[bool, Query(description="answer from a stored result of an identical request")] = True,
 ) -> JSONResponse:
     ctx = get_ctx(request)
-    check_request(job, ctx.settings)
+    check_request(job, ctx.settings, lambda sha: visible_upload(ctx, who, sha) is not None)
     payload: dict[str, Any] = job.model_dump(mode="json")
     rhash = request_hash(job)
     job_id = new_job_id()
@@ -198,6 +199,19 @@ async def get_weights(request: Request, job_id: str, who: Annotated[Principal, D
     if rec.kind != "rectify":
         raise ProblemError(404, "Not found", f"job {job_id} is a {rec.kind} job; only rectify jobs have weights", slug="artifact-not-found")
     return _artifact(ctx, request, rec, rec.weights_sha, "weights", "application/octet-stream", f"{job_id}.safetensors")
+
+
+@router.get("/jobs/{job_id}/onnx", responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+            summary="An ONNX upload's rectify job: the uploaded graph with the rectified initializers")
+def get_onnx(request: Request, job_id: str, who: Annotated[Principal, Depends(principal)]) -> Response:
+    ctx = get_ctx(request)
+    rec = load_record(ctx, job_id, who)
+    if rec.kind != "rectify" or (rec.request.get("model") or {}).get("arch") != "onnx":
+        raise ProblemError(404, "Not found", f"job {job_id} is not a rectify job of an ONNX upload", slug="artifact-not-found")
+    sha = None
+    if rec.status == "finished" and rec.result_sha:
+        sha = (ctx.result_json(rec.result_sha) or {}).get("onnx_sha256")
+    return _artifact(ctx, request, rec, sha, "rectified ONNX file", "application/octet-stream", f"{job_id}.onnx")
 
 
 @router.get("/jobs/{job_id}/plot", responses={**ERRORS, 200: {"content": {"image/png": {}}}},

@@ -143,7 +143,7 @@ def test_rectified_onnx_carries_the_rectified_weights(mode):
 
     r = rectify(net, TensorData(x, y, 5, "random"), iters=3, lr=0.1, batch_size=16, mode=mode)
     assert any(abs(s - 1.0) > 1e-6 for s in r.scales.values())
-    out = from_bytes(rectified_onnx(data, net, r.state_dict)).eval()
+    out = from_bytes(rectified_onnx(data, net.onnx_state_dict(r.state_dict))).eval()
     apply(net, r)
     net.eval()
     with torch.no_grad():
@@ -160,7 +160,7 @@ def test_identity_aliased_initializers_become_separate_parameters():
     assert sum(n.op_type == "Identity" for n in g.graph.node) > 0
     net = from_bytes(data)
     state = {k: v + 0.5 for k, v in net.state_dict().items() if k in net.onnx_names}
-    back = onnx.load_from_string(rectified_onnx(data, net, state))
+    back = onnx.load_from_string(rectified_onnx(data, net.onnx_state_dict(state)))
     names = {t.name for t in back.graph.initializer}
     assert set(net.onnx_names.values()) <= names
     assert not any(n.op_type == "Identity" and n.output[0] in names for n in back.graph.node)
