@@ -58,9 +58,11 @@ def jobs_fragment(
     status: Literal["queued", "running", "finished", "failed", "cancelled"] | None = None,
     kind: Literal["score", "rectify", "batch", "propagation"] | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
 ) -> HTMLResponse:
     ctx = get_ctx(request)
-    items, _ = list_summaries(ctx, who, status=status, kind=kind, limit=limit)
+    items, next_cursor = list_summaries(ctx, who, status=status, kind=kind, limit=limit,
+                                        before=int(cursor) if cursor is not None else None)
     progress: dict[str, dict[str, Any] | None] = {}
     running = [it["id"] for it in items if it["status"] == "running"]
     for rec in ctx.index.get_many(running) if running else []:
@@ -69,7 +71,7 @@ def jobs_fragment(
                 progress[rec.id] = ctx.backend.progress(rec)
             except Exception:  # progress is a courtesy; the status is what counts
                 progress[rec.id] = None
-    return HTMLResponse(render.jobs_list(items, progress))
+    return HTMLResponse(render.jobs_list(items, progress, next_cursor))
 
 
 @router.get("/fragments/jobs/{job_id}", response_class=HTMLResponse)

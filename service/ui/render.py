@@ -40,7 +40,9 @@ def progress_bar(progress: dict[str, Any] | None, status: str) -> str:
             f'<span class="pct">{frac:.0%}</span></div>')
 
 
-def jobs_list(items: list[dict[str, Any]], progress: dict[str, dict[str, Any] | None]) -> str:
+def jobs_list(items: list[dict[str, Any]], progress: dict[str, dict[str, Any] | None],
+              next_cursor: str | None = None) -> str:
+    """The newest jobs first, one page; ``next_cursor``: a link to the older ones."""
     if not items:
         return '<p class="empty">No jobs yet for this key.</p>'
     rows = []
@@ -50,8 +52,9 @@ def jobs_list(items: list[dict[str, Any]], progress: dict[str, dict[str, Any] | 
         rows.append((link, it["kind"], f'<span class="st {e(it["status"])}">{e(it["status"])}</span>',
                      progress_bar(progress.get(it["id"]), it["status"]), it.get("created_at") or "",
                      it.get("finished_at") or "", e(err)))
-    return f'<p class="count">{len(items)} job(s)</p>' + table(
-        ["job", "kind", "status", "progress", "created", "finished", "error"], rows, raw={0, 2, 3, 6})
+    more = f'<p><a class="older" href="#/?cursor={e(next_cursor)}">older jobs</a></p>' if next_cursor else ""
+    return f'<p class="count">{len(items)} job(s) on this page</p>' + table(
+        ["job", "kind", "status", "progress", "created", "finished", "error"], rows, raw={0, 2, 3, 6}) + more
 
 
 def _kv(d: dict[str, Any]) -> str:

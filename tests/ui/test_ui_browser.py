@@ -212,3 +212,21 @@ def test_fragments_follow_the_api_rules_without_a_browser(queued) -> None:
     for path in ("/ui/fragments/whoami", "/ui/fragments/jobs", "/ui/fragments/admin"):
         assert open_tc.get(path).status_code == 200, path
     assert 'data-admin="true"' in open_tc.get("/ui/fragments/whoami").text
+
+
+def test_job_list_pages_with_a_cursor(queued) -> None:
+    import copy
+    import re
+
+    settings, backend, tc = queued(max_list_limit=2)
+    ids = []
+    for seed in range(3):
+        req = copy.deepcopy(MLP_SCORE)
+        req["data"]["seed"] = seed
+        ids.append(tc.post("/v1/jobs", json=req).json()["id"])
+    first = tc.get("/ui/fragments/jobs").text
+    assert first.count("#/jobs/") == 2 and ids[2] in first and ids[0] not in first  # newest first
+    cursor = re.search(r'href="#/\?cursor=([0-9]+)"', first).group(1)
+    older = tc.get(f"/ui/fragments/jobs?cursor={cursor}").text
+    assert ids[0] in older and "older jobs" not in older
+    assert tc.get("/ui/fragments/jobs?cursor=abc").status_code == 422

@@ -59,7 +59,8 @@ async function show() {
     } else if (h === "/admin") {
       html = await fragment("/ui/fragments/admin"); live = true;
     } else {
-      html = "<h2>Your jobs</h2>" + await fragment("/ui/fragments/jobs");
+      const c = h.match(/^\/\?cursor=([0-9]{1,18})$/);
+      html = "<h2>Your jobs</h2>" + await fragment("/ui/fragments/jobs" + (c ? "?cursor=" + c[1] : ""));
       live = true;  // new submissions appear without a reload
     }
     main.innerHTML = html;
