@@ -298,7 +298,12 @@ def stat_layers(net: nn.Module) -> Iterator[StatBN]:
 
 def set_first_order(net: nn.Module, first_order: bool = True) -> None:
     """Batch-statistics StatBN layers use torch's BN autograd (first-order callers: ~2-3 % of a batch-mode
-    score on ResNet-20) instead of BatchStatNorm's double-backward-capable Function."""
+    score on ResNet-20) instead of BatchStatNorm's double-backward-capable Function (not on the plain path:
+    :mod:`initscore.fastpath`)."""
+    from initscore import fastpath
+
+    if first_order and not fastpath.enabled():
+        return
     for m in stat_layers(net):
         m.first_order = first_order
 

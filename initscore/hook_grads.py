@@ -102,6 +102,10 @@ def hook_grad_fn(net: nn.Module, params: dict[str, Tensor], *, when: str = "fast
     """
     if when not in ("faster", "always"):
         raise ValueError(f"when must be 'faster' or 'always', got {when!r}")
+    from initscore import fastpath
+
+    if when == "faster" and not fastpath.enabled():  # the plain path: vmap (when="always" asks for the hooks)
+        return None
     layers, reason = _layers(net, params)
     if reason is not None:
         return None

@@ -178,7 +178,9 @@ def for_batch_mode(net: nn.Module, *, has_bn: bool, bn_mode: str, default_loss: 
     kept there.
     Needs the default cross-entropy loss (a sum over samples).
     """
-    if not (has_bn and bn_mode == "calibrated" and default_loss):
+    from initscore import fastpath
+
+    if not (has_bn and bn_mode == "calibrated" and default_loss) or not fastpath.enabled():
         return None
     return segmented_copy(net)
 
