@@ -223,14 +223,21 @@ def score_with_cache(path: Path, specs, idx: list[int], batch, names, seed: int,
                 continue  # a line cut by a kill: that cell is rescored
             done[int(rec["nb201_index"])] = rec
 
+    from initscore.proxies.ensemble import INPUTS, ensemble_score
+
+    def have(rec: dict) -> set[str]:
+        h = set(rec.get("values", {})) | set(rec.get("errors", {}))
+        if all(n in h for n in INPUTS):  # the ensemble is arithmetic on its cached inputs: never rescored
+            h.add("ensemble")
+        return h
+
     def missing(i: int) -> tuple[str, ...]:
         rec = done.get(i)
         if rec is None:
             return tuple(names)
         if rec.get("error"):
             return ()
-        have = set(rec.get("values", {})) | set(rec.get("errors", {}))
-        return tuple(n for n in names if n not in have)
+        return tuple(n for n in names if n not in have(rec))
 
     plan: dict[tuple[str, ...], list[int]] = {}
     for k, i in enumerate(idx):
@@ -257,6 +264,11 @@ def score_with_cache(path: Path, specs, idx: list[int], batch, names, seed: int,
     rows = []
     for k, i in enumerate(idx):
         r = done[i]
+        if "ensemble" in names and not r.get("error") and "ensemble" not in r["values"] and "ensemble" not in r["errors"]:
+            if all(n in r["values"] for n in INPUTS):
+                r["values"]["ensemble"] = ensemble_score(r["values"])
+            else:
+                r["errors"]["ensemble"] = "inputs errored: " + ", ".join(n for n in INPUTS if n not in r["values"])
         rows.append(ArchScores(k, r["spec"], {n: v for n, v in r["values"].items() if n in names},
                                {n: v for n, v in r["errors"].items() if n in names}, r.get("params"), r["seconds"],
                                r.get("timings", {}), r.get("error"), r.get("seed")))

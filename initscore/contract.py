@@ -153,7 +153,9 @@ class BatchRequest(_Model):
     models: list[ModelSpec] = Field(min_length=1)
     data: DataRef
     options: ScoreOptions = Field(default_factory=ScoreOptions)
-    rank_by: str = Field(default="gradcosine", description="score used to rank: 'gradcosine', 'gradnorm' or a proxy name")
+    rank_by: str = Field(default="ensemble", description="score used to rank: 'ensemble' (the recommended zero-cost "
+                         "score; computed even when options.proxies does not list it), 'gradcosine', 'gradnorm' or a proxy "
+                         "listed in options.proxies")
 
 
 class PropagationRequest(_Model):

@@ -8,7 +8,8 @@ Dispatch:
   score        initscore.scores.gradcosine (+ initscore.proxies.compute_many)
   rectify      initscore.nio.rectify (NIO, Algorithm 3, or a baseline) -> new state dict
   batch        gradcosine (+ proxies) for every spec on ONE shared data batch, ranked
-               by `rank_by` (higher is better; failures are listed, unranked)
+               by `rank_by` (default the recommended `ensemble`; higher is better; failures
+               are listed, unranked); weights seeded by initscore.proxies.batch.spec_seed
   propagation  initscore.propagation.report (+ plot -> PNG bytes)
 
 ``progress(done, total, metrics)`` is called as work advances (rectify: every
@@ -74,11 +75,11 @@ def _build(spec: Any, seed: int) -> Any:
     return models.build(spec.model_dump(mode="json"))
 
 
-def _score_one(spec: Any, batch: tuple[Any, Any], opts: ScoreOptions) -> ScoreResult:
+def _score_one(spec: Any, batch: tuple[Any, Any], opts: ScoreOptions, seed: int | None = None) -> ScoreResult:
     from initscore.scores import gradcosine
 
     t0 = time.perf_counter()
-    model = _build(spec, opts.seed)
+    model = _build(spec, opts.seed if seed is None else seed)
     gs = gradcosine(model, batch, mode=opts.mode, sub_batches=opts.sub_batches, overlap=opts.overlap, bn=opts.bn)
     proxies: dict[str, float] = {}
     proxy_errors: dict[str, str] = {}
@@ -130,9 +131,16 @@ def _run_batch(req: BatchRequest, allowed_roots: list[str] | None, progress: Pro
     batch = td.batch(req.data.batch_size, req.data.seed)
     entries: list[dict[str, Any]] = []
     n = len(req.models)
+    opts = req.options
+    if req.rank_by == "ensemble" and "ensemble" not in opts.proxies:  # the default ranks by the recommended score
+        opts = opts.model_copy(update={"proxies": [*opts.proxies, "ensemble"]})
+    from initscore.proxies.batch import spec_seed
+
     for i, spec in enumerate(req.models):
         try:
-            res = _score_one(spec, batch, req.options)
+            # weights from the spec and the request's seed, not the position: the same architecture gets the same
+            # score here as in initscore.proxies.score_architectures, search.top_k and the CLI
+            res = _score_one(spec, batch, opts, seed=spec_seed(spec.model_dump(mode="json"), opts.seed))
             value = _rank_value(res, req.rank_by)
             entries.append({"index": i, "model": spec, "status": "finished", "score": value, "result": res})
         except (InitscoreError, RuntimeError, ValueError) as exc:

@@ -103,7 +103,7 @@ def check_request(req: Any, settings: Settings) -> None:
             if name not in known:
                 errors.append({"loc": f"options.proxies[{j}]", "msg": f"unknown proxy {name!r}; known: {list(known)}"})
     if isinstance(req, BatchRequest):
-        allowed = set(RANK_BUILTINS) | set(opts.proxies)
+        allowed = set(RANK_BUILTINS) | set(opts.proxies) | {"ensemble"}
         if req.rank_by not in allowed:
             errors.append({"loc": "rank_by", "msg": f"rank_by {req.rank_by!r} must be one of {sorted(allowed)} (a proxy must also be listed in options.proxies)"})
     if errors:
