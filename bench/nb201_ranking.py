@@ -206,7 +206,7 @@ def select_cells(args, cells: list[str]) -> list[int]:
     return idx
 
 
-def score_with_cache(path: Path, specs, idx: list[int], batch, names, seed: int, progress):
+def score_with_cache(path: Path, specs, idx: list[int], batch, names, seed: int, progress, cached_only: bool = False):
     """Rows for specs, reading finished cells from the JSONL cache and appending the others as they finish.
 
     A cached cell that lacks some of `names` is scored for the missing ones only (same spec seed, so the same
@@ -239,6 +239,11 @@ def score_with_cache(path: Path, specs, idx: list[int], batch, names, seed: int,
             return ()
         return tuple(n for n in names if n not in have(rec))
 
+    if cached_only:
+        keep = [k for k, i in enumerate(idx) if i in done and not missing(i)]
+        print(f"--cached-only: {len(keep)} of {len(idx)} cells are in the cache", file=sys.stderr)
+        idx[:] = [idx[k] for k in keep]
+        specs[:] = [specs[k] for k in keep]
     plan: dict[tuple[str, ...], list[int]] = {}
     for k, i in enumerate(idx):
         m = missing(i)
@@ -341,6 +346,8 @@ def main() -> None:
                     help="JSONL file of per-cell results: cells already in it are not rescored, new ones are appended "
                          "as they finish (resumable; tables recomputed from it without rescoring)")
     ap.add_argument("--score-only", action="store_true", help="score into --cache and stop (no tables)")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="tables from the cells already in --cache (complete for the requested proxies); score nothing")
     ap.add_argument("--search-trials", type=int, default=10, help="seeded trials per N of the best-of-N search table")
     ap.add_argument("--search-n", default="100,1000", help="comma-separated N of the best-of-N search table ('' = none)")
     ap.add_argument("--json", default="runs/nb201_ranking.json",
@@ -412,7 +419,8 @@ def main() -> None:
             rows.append(row)
             progress(i, len(specs), row)
     elif args.cache:
-        rows = score_with_cache(Path(args.cache), specs, [int(i) for i in idx], (x, y), names, args.seed, progress)
+        idx = [int(i) for i in idx]
+        rows = score_with_cache(Path(args.cache), specs, idx, (x, y), names, args.seed, progress, args.cached_only)
     else:
         rows = proxies.score_architectures(specs, (x, y), names, progress=progress, seed=args.seed)
     wall = time.perf_counter() - t_start
@@ -511,7 +519,7 @@ def main() -> None:
         del model
 
     # ---- print
-    print(f"\nNAS-Bench-201 {args.dataset} ({column}): n={args.n} cells, seed={args.seed}, batch={data_desc}, "
+    print(f"\nNAS-Bench-201 {args.dataset} ({column}): n={len(rows)} cells ({'--cells ' + args.cells if args.cells else f'sample seed {args.sample_seed}' if args.sample_seed is not None else f'numpy seed {args.seed}'}{', positions ' + args.positions if args.positions else ''}), seed={args.seed}, batch={data_desc}, "
           f"torch threads={torch.get_num_threads()}, wall {wall:.0f}s, nb201 variant {args.variant}, "
           f"{'zero-cost-nas data protocol (fresh augmented batch per cell)' if args.reference_data else 'one shared batch'}")
     print(f"{'proxy':<16} {'rho':>7} {'95% CI':>15} {'tau':>7} {'anchor':>7} {'|d|':>6} {'errors':>6} {'rho_el':>7} {'s/arch':>8}")
