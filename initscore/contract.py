@@ -156,6 +156,8 @@ class BatchRequest(_Model):
     rank_by: str = Field(default="ensemble", description="score used to rank: 'ensemble' (the recommended zero-cost "
                          "score; computed even when options.proxies does not list it), 'gradcosine', 'gradnorm' or a proxy "
                          "listed in options.proxies")
+    top_k: int | None = Field(default=None, ge=1, description="return only the k best entries (and the failed ones); "
+                              "the worker keeps only those k results in memory, so thousands of models stay flat")
 
 
 class PropagationRequest(_Model):

@@ -55,3 +55,22 @@ def test_batch_rank_by_must_be_computed(queued) -> None:
     settings, backend, tc = queued()
     body = _problem(tc.post("/v1/jobs", json={"kind": "batch", "models": [spec(A)], "data": DATA, "rank_by": "snip"}), 422)
     assert body["errors"][0]["loc"] == "rank_by"
+
+
+def test_batch_top_k_keeps_the_k_best_and_the_failures(queued) -> None:
+    settings, backend, tc = queued()
+    disconnected = "|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|none~0|none~1|none~2|"
+    models = [spec(A), spec(B), spec(C), spec(disconnected)]
+    full = _run(tc, backend, settings, {"kind": "batch", "models": models, "data": DATA})
+    scores = {e["index"]: e["score"] for e in full["entries"] if e["score"] is not None}
+    top = _run(tc, backend, settings, {"kind": "batch", "models": models, "data": DATA, "top_k": 2})
+    ranked = [e for e in top["entries"] if e["rank"] is not None]
+    assert [e["index"] for e in ranked] == sorted(scores, key=lambda i: -scores[i])[:2]
+    assert [e["score"] for e in ranked] == sorted(scores.values(), reverse=True)[:2]
+    rest = [e for e in top["entries"] if e["rank"] is None]
+    # the disconnected cell cannot be ranked: listed with its reason, not dropped silently
+    assert all(e["status"] == "failed" and e["error"] for e in rest)
+    assert {e["index"] for e in rest} == set(range(4)) - set(scores) == {3}
+    assert "disconnected" in rest[0]["error"]
+    body = _problem(tc.post("/v1/jobs", json={"kind": "batch", "models": models, "data": DATA, "top_k": 5}), 422)
+    assert body["errors"][0]["loc"] == "top_k"
