@@ -298,7 +298,8 @@ def search_table(rows, scores: dict[str, np.ndarray], acc: np.ndarray, sizes: li
         disjoint = N * trials <= n
         perm = rng.permutation(n)
         picks: dict[str, list[float]] = {}
-        for t in range(trials):
+        n_trials = 1 if N == n else trials  # N = every cell: one trial, the whole sample
+        for t in range(n_trials):
             cells = perm[t * N:(t + 1) * N] if disjoint else rng.choice(n, N, replace=False)
             cols = {p: np.where(np.isnan(v[cells]), -np.inf, v[cells]) for p, v in scores.items() if p != "az_nas"}
             if "az_nas" in scores:
@@ -309,8 +310,31 @@ def search_table(rows, scores: dict[str, np.ndarray], acc: np.ndarray, sizes: li
                 picks.setdefault(p, []).append(float(acc[cells][int(np.argmax(v))]))
             picks.setdefault("random", []).append(float(acc[cells].mean()))
             picks.setdefault("oracle", []).append(float(acc[cells].max()))
-        out.append({"N": N, "trials": trials, "note": "disjoint" if disjoint else f"overlapping draws from {n} cells",
+        note = ("disjoint" if disjoint else f"overlapping draws from {n} cells") if n_trials > 1 else f"one trial: all {n} cells"
+        out.append({"N": N, "trials": n_trials, "note": note,
                     "picks": {p: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v} for p, v in picks.items()}})
+    return out
+
+
+def space_baselines(cells: list[str], acc_all: np.ndarray, sizes: list[int], trials: int, seed: int) -> list[dict]:
+    """Best-of-N over seeded samples of the WHOLE space (no scoring needed): params alone (analytic count of the
+    official nb201 model), random (mean accuracy of the sample) and the oracle, `trials` samples per N."""
+    from initscore import models
+
+    entry = models.get_entry("nb201")
+    rng = np.random.default_rng(seed + 1)
+    out = []
+    for N in sizes:
+        picks: dict[str, list[float]] = {}
+        for _ in range(trials):
+            idx = rng.choice(len(cells), N, replace=False)
+            p = np.array([entry.num_params({"cell": cells[i]}) for i in idx], dtype=float)
+            a = acc_all[idx]
+            picks.setdefault("params (alone)", []).append(float(a[int(np.argmax(p))]))
+            picks.setdefault("random", []).append(float(a.mean()))
+            picks.setdefault("oracle", []).append(float(a.max()))
+        out.append({"N": N, "trials": trials, "note": "whole space, no scoring",
+                    "picks": {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v} for k, v in picks.items()}})
     return out
 
 
@@ -474,8 +498,9 @@ def main() -> None:
         table.append({"proxy": "az_nas", "n_ok": len(rows), "errors": 0,
                       "spearman": float(spearmanr(agg, acc).statistic), "kendall": float(kendalltau(agg, acc).statistic),
                       "spearman_errors_last": float(spearmanr(agg, acc).statistic), "anchor": None, "spearman_ci95": ci})
-    search = search_table(rows, scores, acc, [int(n) for n in args.search_n.split(",") if n.strip()],
-                          args.search_trials, args.seed)
+    sizes = [int(n) for n in args.search_n.split(",") if n.strip()]
+    search = search_table(rows, scores, acc, sizes, args.search_trials, args.seed)
+    search += space_baselines(cells, acc_all, sizes, args.search_trials, args.seed) if sizes else []
 
     # ---- timings: median seconds per architecture per proxy group (from the full run)
     group_times: dict[str, list[float]] = {}
