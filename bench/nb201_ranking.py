@@ -46,8 +46,8 @@ DATASETS = {
     "cifar100": ("CIFAR100TestAccuracy200Epochs", 100, 32),
     "ImageNet16-120": ("ImageNetTestAccuracy200Epochs", 120, 16),
 }
-# proxies that read only the batch's shape (synflow: all-ones input; zen: Gaussian inputs; params; flops)
-DATA_FREE = ("synflow", "zen", "params", "flops")
+# proxies that read only the batch's shape (synflow: all-ones input; zen, AZ-NAS: Gaussian inputs; params; flops)
+DATA_FREE = ("synflow", "zen", "params", "flops", "l2_norm", "az_expressivity", "az_progressivity", "az_trainability")
 
 
 def read_ground_truth(root: Path, column: str = "CIFAR10TestAccuracy200Epochs") -> tuple[list[str], np.ndarray]:
