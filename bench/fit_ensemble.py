@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1200)
     ap.add_argument("--positions", default="300:500")
     ap.add_argument("--max-size", type=int, default=4)
+    ap.add_argument("--candidates", default=",".join(CANDIDATES), help="comma-separated proxies to choose from")
     ap.add_argument("--budget", type=float, default=1.0, help="max summed median seconds (cache timings) of the passes")
     ap.add_argument("--data-root", default=str(Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
     args = ap.parse_args()
@@ -71,7 +72,7 @@ def main() -> None:
             for p in g.split("+"):
                 group_of[p] = g
     cost = {g: statistics.median(v) for g, v in group_times.items()}
-    cands = [c for c in CANDIDATES if any(c in r.get("values", {}) for r in rows)]
+    cands = [c for c in args.candidates.split(",") if any(c in r.get("values", {}) for r in rows)]
     t = {}
     for c in cands:
         v = np.array([r["values"].get(c, np.nan) if not r.get("error") else np.nan for r in rows], dtype=float)

@@ -46,8 +46,8 @@ DATASETS = {
     "cifar100": ("CIFAR100TestAccuracy200Epochs", 100, 32),
     "ImageNet16-120": ("ImageNetTestAccuracy200Epochs", 120, 16),
 }
-# proxies that read only the batch's shape (synflow: all-ones input; zen: Gaussian inputs; params; flops)
-DATA_FREE = ("synflow", "zen", "params", "flops")
+# proxies that read only the batch's shape (synflow: all-ones input; zen, AZ-NAS: Gaussian inputs; params; flops)
+DATA_FREE = ("synflow", "zen", "params", "flops", "l2_norm", "az_expressivity", "az_progressivity", "az_trainability")
 
 
 def read_ground_truth(root: Path, column: str = "CIFAR10TestAccuracy200Epochs") -> tuple[list[str], np.ndarray]:
@@ -206,7 +206,7 @@ def select_cells(args, cells: list[str]) -> list[int]:
     return idx
 
 
-def score_with_cache(path: Path, specs, idx: list[int], batch, names, seed: int, progress):
+def score_with_cache(path: Path, specs, idx: list[int], batch, names, seed: int, progress, cached_only: bool = False):
     """Rows for specs, reading finished cells from the JSONL cache and appending the others as they finish.
 
     A cached cell that lacks some of `names` is scored for the missing ones only (same spec seed, so the same
@@ -223,15 +223,27 @@ def score_with_cache(path: Path, specs, idx: list[int], batch, names, seed: int,
                 continue  # a line cut by a kill: that cell is rescored
             done[int(rec["nb201_index"])] = rec
 
+    from initscore.proxies.ensemble import INPUTS, ensemble_score
+
+    def have(rec: dict) -> set[str]:
+        h = set(rec.get("values", {})) | set(rec.get("errors", {}))
+        if all(n in h for n in INPUTS):  # the ensemble is arithmetic on its cached inputs: never rescored
+            h.add("ensemble")
+        return h
+
     def missing(i: int) -> tuple[str, ...]:
         rec = done.get(i)
         if rec is None:
             return tuple(names)
         if rec.get("error"):
             return ()
-        have = set(rec.get("values", {})) | set(rec.get("errors", {}))
-        return tuple(n for n in names if n not in have)
+        return tuple(n for n in names if n not in have(rec))
 
+    if cached_only:
+        keep = [k for k, i in enumerate(idx) if i in done and not missing(i)]
+        print(f"--cached-only: {len(keep)} of {len(idx)} cells are in the cache", file=sys.stderr)
+        idx[:] = [idx[k] for k in keep]
+        specs[:] = [specs[k] for k in keep]
     plan: dict[tuple[str, ...], list[int]] = {}
     for k, i in enumerate(idx):
         m = missing(i)
@@ -257,6 +269,11 @@ def score_with_cache(path: Path, specs, idx: list[int], batch, names, seed: int,
     rows = []
     for k, i in enumerate(idx):
         r = done[i]
+        if "ensemble" in names and not r.get("error") and "ensemble" not in r["values"] and "ensemble" not in r["errors"]:
+            if all(n in r["values"] for n in INPUTS):
+                r["values"]["ensemble"] = ensemble_score(r["values"])
+            else:
+                r["errors"]["ensemble"] = "inputs errored: " + ", ".join(n for n in INPUTS if n not in r["values"])
         rows.append(ArchScores(k, r["spec"], {n: v for n, v in r["values"].items() if n in names},
                                {n: v for n, v in r["errors"].items() if n in names}, r.get("params"), r["seconds"],
                                r.get("timings", {}), r.get("error"), r.get("seed")))
@@ -281,7 +298,8 @@ def search_table(rows, scores: dict[str, np.ndarray], acc: np.ndarray, sizes: li
         disjoint = N * trials <= n
         perm = rng.permutation(n)
         picks: dict[str, list[float]] = {}
-        for t in range(trials):
+        n_trials = 1 if N == n else trials  # N = every cell: one trial, the whole sample
+        for t in range(n_trials):
             cells = perm[t * N:(t + 1) * N] if disjoint else rng.choice(n, N, replace=False)
             cols = {p: np.where(np.isnan(v[cells]), -np.inf, v[cells]) for p, v in scores.items() if p != "az_nas"}
             if "az_nas" in scores:
@@ -292,8 +310,31 @@ def search_table(rows, scores: dict[str, np.ndarray], acc: np.ndarray, sizes: li
                 picks.setdefault(p, []).append(float(acc[cells][int(np.argmax(v))]))
             picks.setdefault("random", []).append(float(acc[cells].mean()))
             picks.setdefault("oracle", []).append(float(acc[cells].max()))
-        out.append({"N": N, "trials": trials, "note": "disjoint" if disjoint else f"overlapping draws from {n} cells",
+        note = ("disjoint" if disjoint else f"overlapping draws from {n} cells") if n_trials > 1 else f"one trial: all {n} cells"
+        out.append({"N": N, "trials": n_trials, "note": note,
                     "picks": {p: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v} for p, v in picks.items()}})
+    return out
+
+
+def space_baselines(cells: list[str], acc_all: np.ndarray, sizes: list[int], trials: int, seed: int) -> list[dict]:
+    """Best-of-N over seeded samples of the WHOLE space (no scoring needed): params alone (analytic count of the
+    official nb201 model), random (mean accuracy of the sample) and the oracle, `trials` samples per N."""
+    from initscore import models
+
+    entry = models.get_entry("nb201")
+    rng = np.random.default_rng(seed + 1)
+    out = []
+    for N in sizes:
+        picks: dict[str, list[float]] = {}
+        for _ in range(trials):
+            idx = rng.choice(len(cells), N, replace=False)
+            p = np.array([entry.num_params({"cell": cells[i]}) for i in idx], dtype=float)
+            a = acc_all[idx]
+            picks.setdefault("params (alone)", []).append(float(a[int(np.argmax(p))]))
+            picks.setdefault("random", []).append(float(a.mean()))
+            picks.setdefault("oracle", []).append(float(a.max()))
+        out.append({"N": N, "trials": trials, "note": "whole space, no scoring",
+                    "picks": {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "values": v} for k, v in picks.items()}})
     return out
 
 
@@ -329,6 +370,8 @@ def main() -> None:
                     help="JSONL file of per-cell results: cells already in it are not rescored, new ones are appended "
                          "as they finish (resumable; tables recomputed from it without rescoring)")
     ap.add_argument("--score-only", action="store_true", help="score into --cache and stop (no tables)")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="tables from the cells already in --cache (complete for the requested proxies); score nothing")
     ap.add_argument("--search-trials", type=int, default=10, help="seeded trials per N of the best-of-N search table")
     ap.add_argument("--search-n", default="100,1000", help="comma-separated N of the best-of-N search table ('' = none)")
     ap.add_argument("--json", default="runs/nb201_ranking.json",
@@ -400,7 +443,8 @@ def main() -> None:
             rows.append(row)
             progress(i, len(specs), row)
     elif args.cache:
-        rows = score_with_cache(Path(args.cache), specs, [int(i) for i in idx], (x, y), names, args.seed, progress)
+        idx = [int(i) for i in idx]
+        rows = score_with_cache(Path(args.cache), specs, idx, (x, y), names, args.seed, progress, args.cached_only)
     else:
         rows = proxies.score_architectures(specs, (x, y), names, progress=progress, seed=args.seed)
     wall = time.perf_counter() - t_start
@@ -454,8 +498,9 @@ def main() -> None:
         table.append({"proxy": "az_nas", "n_ok": len(rows), "errors": 0,
                       "spearman": float(spearmanr(agg, acc).statistic), "kendall": float(kendalltau(agg, acc).statistic),
                       "spearman_errors_last": float(spearmanr(agg, acc).statistic), "anchor": None, "spearman_ci95": ci})
-    search = search_table(rows, scores, acc, [int(n) for n in args.search_n.split(",") if n.strip()],
-                          args.search_trials, args.seed)
+    sizes = [int(n) for n in args.search_n.split(",") if n.strip()]
+    search = search_table(rows, scores, acc, sizes, args.search_trials, args.seed)
+    search += space_baselines(cells, acc_all, sizes, args.search_trials, args.seed) if sizes else []
 
     # ---- timings: median seconds per architecture per proxy group (from the full run)
     group_times: dict[str, list[float]] = {}
@@ -499,7 +544,7 @@ def main() -> None:
         del model
 
     # ---- print
-    print(f"\nNAS-Bench-201 {args.dataset} ({column}): n={args.n} cells, seed={args.seed}, batch={data_desc}, "
+    print(f"\nNAS-Bench-201 {args.dataset} ({column}): n={len(rows)} cells ({'--cells ' + args.cells if args.cells else f'sample seed {args.sample_seed}' if args.sample_seed is not None else f'numpy seed {args.seed}'}{', positions ' + args.positions if args.positions else ''}), seed={args.seed}, batch={data_desc}, "
           f"torch threads={torch.get_num_threads()}, wall {wall:.0f}s, nb201 variant {args.variant}, "
           f"{'zero-cost-nas data protocol (fresh augmented batch per cell)' if args.reference_data else 'one shared batch'}")
     print(f"{'proxy':<16} {'rho':>7} {'95% CI':>15} {'tau':>7} {'anchor':>7} {'|d|':>6} {'errors':>6} {'rho_el':>7} {'s/arch':>8}")

@@ -191,7 +191,11 @@ class BatchRequest(_Model):
     models: list[ModelSpec] = Field(min_length=1)
     data: DataRef
     options: ScoreOptions = Field(default_factory=ScoreOptions)
-    rank_by: str = Field(default="gradcosine", description="score used to rank: 'gradcosine', 'gradnorm' or a proxy name")
+    rank_by: str = Field(default="ensemble", description="score used to rank: 'ensemble' (the recommended zero-cost "
+                         "score; computed even when options.proxies does not list it), 'gradcosine', 'gradnorm' or a proxy "
+                         "listed in options.proxies")
+    top_k: int | None = Field(default=None, ge=1, description="return only the k best entries (and the failed ones); "
+                              "the worker keeps only those k results in memory, so thousands of models stay flat")
 
 
 class PropagationRequest(_Model):

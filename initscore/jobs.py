@@ -8,7 +8,8 @@ Dispatch:
   score        initscore.scores.gradcosine (+ initscore.proxies.compute_many)
   rectify      initscore.nio.rectify (NIO, Algorithm 3, or a baseline) -> new state dict
   batch        gradcosine (+ proxies) for every spec on ONE shared data batch, ranked
-               by `rank_by` (higher is better; failures are listed, unranked)
+               by `rank_by` (default the recommended `ensemble`; higher is better; failures
+               are listed, unranked); weights seeded by initscore.proxies.batch.spec_seed
   propagation  initscore.propagation.report (+ plot -> PNG bytes)
 
 ``progress(done, total, metrics)`` is called as work advances (rectify: every
@@ -110,11 +111,11 @@ def _build(spec: Any, seed: int) -> Any:
     return models.build(raw, max_params=env.max_params)
 
 
-def _score_one(spec: Any, batch: tuple[Any, Any], opts: ScoreOptions) -> ScoreResult:
+def _score_one(spec: Any, batch: tuple[Any, Any], opts: ScoreOptions, seed: int | None = None) -> ScoreResult:
     from initscore.scores import gradcosine
 
     t0 = time.perf_counter()
-    model = _build(spec, opts.seed)
+    model = _build(spec, opts.seed if seed is None else seed)
     gs = gradcosine(model, batch, mode=opts.mode, sub_batches=opts.sub_batches, overlap=opts.overlap, bn=opts.bn,
                     split=opts.split, profile=opts.profile)
     proxies: dict[str, float] = {}
@@ -167,17 +168,47 @@ def _run_batch(req: BatchRequest, allowed_roots: list[str] | None, progress: Pro
     batch = td.batch(req.data.batch_size, req.data.seed)
     entries: list[dict[str, Any]] = []
     n = len(req.models)
+    opts = req.options
+    if req.rank_by == "ensemble" and "ensemble" not in opts.proxies:  # the default ranks by the recommended score
+        opts = opts.model_copy(update={"proxies": [*opts.proxies, "ensemble"]})
+    from initscore.proxies.batch import DISCONNECTED, nb201_disconnected, spec_seed
+
+    import heapq
+
+    best: list[tuple[float, int]] = []  # top_k: min-heap of (score, -index) of the entries kept
     for i, spec in enumerate(req.models):
         try:
-            res = _score_one(spec, batch, req.options)
+            if spec.arch == "nb201" and nb201_disconnected(str(spec.args.get("cell", ""))):
+                raise OptionsError(DISCONNECTED)  # not scored, listed with the reason (as in score_architectures)
+            # weights from the spec and the request's seed, not the position: the same architecture gets the same
+            # score here as in initscore.proxies.score_architectures, search.top_k and the CLI
+            res = _score_one(spec, batch, opts, seed=spec_seed(spec.model_dump(mode="json"), opts.seed))
             value = _rank_value(res, req.rank_by)
             entries.append({"index": i, "model": spec, "status": "finished", "score": value, "result": res})
         except (InitscoreError, RuntimeError, ValueError) as exc:
             if type(exc).__name__ == "OutOfMemoryError":
                 raise
             entries.append({"index": i, "model": spec, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        if req.top_k is not None:  # keep the k best scored entries and the failures (their reasons), nothing else
+            e = entries[-1]
+            if e.get("score") is not None:
+                key = (e["score"], -i)
+                if len(best) < req.top_k:
+                    heapq.heappush(best, key)
+                elif key > best[0]:
+                    heapq.heapreplace(best, key)
+                kept = {-b for _, b in best}
+                entries = [x for x in entries if x.get("score") is None and x["status"] == "failed" or x["index"] in kept]
+            elif e["status"] == "finished":  # scored but unrankable (rank_by errored): listed like a failure
+                e["status"] = "failed"
+                e["error"] = f"no {req.rank_by} score: " + "; ".join(f"{k}: {v}" for k, v in e["result"].proxy_errors.items())
+                e["result"] = None
         if progress is not None:
-            progress(i + 1, n, {"arch": spec.arch})
+            metrics: dict[str, Any] = {"arch": spec.arch}
+            top = max((x["score"] for x in entries if x.get("score") is not None), default=None)
+            if top is not None:
+                metrics["best_score"] = top
+            progress(i + 1, n, metrics)
     ranked = sorted((e for e in entries if e.get("score") is not None), key=lambda e: (-e["score"], e["index"]))
     for r, e in enumerate(ranked, start=1):
         e["rank"] = r

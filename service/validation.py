@@ -108,7 +108,9 @@ def check_request(req: Any, settings: Settings, model_visible: Callable[[str], b
             if name not in known:
                 errors.append({"loc": f"options.proxies[{j}]", "msg": f"unknown proxy {name!r}; known: {list(known)}"})
     if isinstance(req, BatchRequest):
-        allowed = set(RANK_BUILTINS) | set(opts.proxies)
+        if req.top_k is not None and req.top_k > len(req.models):
+            errors.append({"loc": "top_k", "msg": f"top_k {req.top_k} is larger than the {len(req.models)} models"})
+        allowed = set(RANK_BUILTINS) | set(opts.proxies) | {"ensemble"}
         if req.rank_by not in allowed:
             errors.append({"loc": "rank_by", "msg": f"rank_by {req.rank_by!r} must be one of {sorted(allowed)} (a proxy must also be listed in options.proxies)"})
     if errors:

@@ -77,7 +77,7 @@ def proxies_cmd(
 
     if list_only:
         for name in proxies.PROXIES:
-            typer.echo(f"{name:<11} {proxies.DESCRIPTIONS[name]}")
+            typer.echo(f"{name:<16} {proxies.DESCRIPTIONS[name]}")
         return
     if arch is None:
         raise SpecError("--arch is required (or use --list)")
@@ -111,7 +111,7 @@ def proxies_cmd(
         return
     typer.echo(f"{arch} {json.dumps(full_args, sort_keys=True)} on {data} ({len(x)} samples), {seconds:.2f}s")
     for n in wanted:
-        typer.echo(f"  {n:<11} {values[n]:.6g}" if n in values else f"  {n:<11} error: {errors[n]}")
+        typer.echo(f"  {n:<16} {values[n]:.6g}" if n in values else f"  {n:<16} error: {errors[n]}")
 
 
 def _read_cells(path: str) -> list[dict[str, Any]]:

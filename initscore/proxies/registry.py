@@ -133,5 +133,5 @@ register("az_progressivity", "min over consecutive blocks of the increase of the
          "Lee & Ham CVPR 2024 (AZ-NAS) s^P", ("block_features",), "az_nas")
 register("az_trainability", "mean over blocks of 2 - s - 1/s, s the top singular value of the block's input-output Jacobian sketch E[g_in g_out^T], g_out random +-1",
          "Lee & Ham CVPR 2024 (AZ-NAS) s^T", ("block_features",), "az_nas")
-register("ensemble", "recommended score: sum of log Phi(z) over calibrated z-scores of its inputs (AZ-NAS's log-rank aggregation with the rank/N of each input replaced by a normal CDF fixed on a separate calibration sample; docs/nas.md)",
+register("ensemble", "recommended score: sum of log Phi(z) over the calibrated z-scores of log10 synflow, meco, meco_opt and log10 swap (AZ-NAS's log-rank aggregation with each rank/N replaced by a normal CDF fixed on 200 separate calibration cells; docs/nas.md)",
          "this project (initscore.proxies.ensemble)", ("other_proxies",), "combined")

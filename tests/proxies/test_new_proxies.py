@@ -248,10 +248,25 @@ def test_swap_matches_naive_restatement_and_regularization() -> None:
     assert values["swap_reg"] == pytest.approx(expected * math.exp(-((p - MU_K) ** 2) / SIGMA_K2), rel=1e-12)
 
 
-def test_swap_needs_relu_feature_maps() -> None:
+def test_swap_needs_relus_and_uses_flat_ones_only_without_feature_maps() -> None:
+    from initscore.proxies.swap import count_patterns
+
     net = nn.Sequential(nn.Flatten(), nn.Linear(108, 3))
     values, errors = proxies.compute_many(["swap"], net, tiny_batch())
     assert "swap" in errors and "ReLU" in errors["swap"]
+    # an MLP: its ReLU outputs (here one hidden layer of 7) are the patterns
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(108, 7), nn.ReLU(), nn.Linear(7, 3))
+    x, y = tiny_batch(20)
+    ref = copy.deepcopy(mlp)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in ref.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen))
+                m.bias.zero_()
+        h = torch.relu(ref[1](ref[0](x[:16])))
+    assert proxies.compute("swap", mlp, (x, y)) == count_patterns(h > 0)
 
 
 # ---------------------------------------------------------------- AZ-NAS

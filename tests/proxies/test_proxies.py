@@ -330,7 +330,7 @@ def test_score_architectures_isolates_failures_and_reports_progress() -> None:
     assert set(rows[2].values) == {"synflow", "params", "jacob_cov"}
 
 
-def test_ensemble_is_the_calibrated_mean_of_its_inputs() -> None:
+def test_ensemble_is_the_sum_of_log_phi_of_its_calibrated_inputs() -> None:
     from initscore.proxies.ensemble import CALIBRATION, INPUTS, LOG_INPUTS
 
     torch.manual_seed(0)
@@ -339,7 +339,23 @@ def test_ensemble_is_the_calibrated_mean_of_its_inputs() -> None:
     values, errors = proxies.compute_many(["ensemble", *INPUTS], net, batch)
     assert not errors
     z = [((math.log10(values[p]) if p in LOG_INPUTS else values[p]) - CALIBRATION[p][0]) / CALIBRATION[p][1] for p in INPUTS]
-    assert values["ensemble"] == pytest.approx(sum(z) / len(z), rel=1e-12)
+    special = pytest.importorskip("scipy.special")
+    assert values["ensemble"] == pytest.approx(sum(float(special.log_ndtr(v)) for v in z), rel=1e-9)
+
+
+def test_log_phi_left_tail_and_symmetry() -> None:
+    from statistics import NormalDist
+
+    from initscore.proxies.ensemble import log_phi
+
+    for z in (-3.0, 0.0, 2.5):  # NormalDist's 1 + erf cancels further left
+        assert log_phi(z) == pytest.approx(math.log(NormalDist().cdf(z)), rel=1e-9)
+    special = pytest.importorskip("scipy.special")
+    for z in (-8.0, -29.0, -35.0, -100.0):
+        assert log_phi(z) == pytest.approx(float(special.log_ndtr(z)), rel=1e-6)
+    # beyond -30 the asymptotic series continues smoothly (erfc underflows near -38)
+    assert log_phi(-30.0 - 1e-9) == pytest.approx(log_phi(-29.999999999), rel=1e-6)
+    assert math.isfinite(log_phi(-1e3)) and log_phi(-1e3) < log_phi(-40.0)
 
 
 def _cyclic_garbage(fn) -> list:
