@@ -243,6 +243,46 @@ def variance_mc(m: int, n: int, sigma2: float, alpha: float = 1.0, lipschitz: fl
     return float(per.mean()), float(per.std(ddof=1) / math.sqrt(len(per))) if len(per) > 1 else 0.0
 
 
+def variance_theory(m: int, n: int, sigma2: float, alpha: float = 1.0, lipschitz: float = 1.0, *,
+                    order: int = 1, nodes: int = 4001) -> float:
+    """Var[y] of (1) from the eigenvalue distribution of S, valid where the series (2) diverges.
+
+    Write S = t B, t = sigma^2 n, B = Z Z^T / n with Z m x n standard normal, y = m / n, and
+    f(x) = alpha / (alpha + t x), so that (1) is Var[y] = gamma^2 (1 - (1/m) E tr f(B)).
+
+    order 0 (m, n -> infinity at fixed y): (1/m) E tr f(B) -> int f dF_y, F_y the Marchenko-Pastur law,
+    int f dF_y = (alpha / t) s(-alpha / t) with its Stieltjes transform (Bai & Silverstein, "Spectral Analysis
+    of Large Dimensional Random Matrices", 2010, eq. 3.1.1)
+        s(z) = ((1 - y - z) - sqrt((z - 1 - y)^2 - 4 y)) / (2 y z)        (z < 0: the root in (0, -1/z)).
+    order 1 (default) adds the O(1/m) mean of the linear spectral statistic of REAL Gaussian entries
+    (Bai & Silverstein, Ann. Probab. 32, 2004, Theorem 1.1, the real case):
+        E tr f(B) - m int f dF_y -> (f(a) + f(b)) / 4 - (1/(2 pi)) int_0^pi f(1 + y + 2 sqrt(y) cos th) dth,
+    a, b = (1 -+ sqrt y)^2 (the integral in the angle form; ``nodes``-point trapezoid, spectrally accurate for
+    this periodic smooth integrand). The error left is O(1/n^2): measured against Monte Carlo (docs/propagation.md)
+    it is below 1e-3 for n >= 64 and at He scale for n = 16, 2.5e-3 at 10/sqrt(n) for n = m = 16.
+    """
+    _check_dims(m, n)
+    alpha = _check_positive("alpha", alpha)
+    sigma2 = _check_positive("sigma^2", sigma2)
+    if order not in (0, 1):
+        raise OptionsError(f"order must be 0 (Marchenko-Pastur limit) or 1 (with the 1/m correction), got {order!r}")
+    y, t = m / n, sigma2 * n
+    z = -alpha / t
+    root = math.sqrt((z - 1 - y) ** 2 - 4 * y)
+    s_mp = ((1 - y - z) - root) / (2 * y * z)
+    mean_f = (alpha / t) * s_mp
+    if order == 1:
+        def f(x: np.ndarray | float) -> np.ndarray | float:
+            return alpha / (alpha + t * x)
+
+        lo, hi = (1 - math.sqrt(y)) ** 2, (1 + math.sqrt(y)) ** 2
+        th = np.linspace(0.0, math.pi, nodes)
+        vals = f(1 + y + 2 * math.sqrt(y) * np.cos(th))
+        integral = float(np.sum((vals[1:] + vals[:-1]) * 0.5) * (th[1] - th[0]))
+        mean_f += ((f(lo) + f(hi)) / 4 - integral / (2 * math.pi)) / m
+    return float(lipschitz) ** 2 * (1.0 - mean_f)
+
+
 @lru_cache(maxsize=32)
 def _standard_eigs_cached(m: int, n: int, samples: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)

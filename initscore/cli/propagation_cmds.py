@@ -162,7 +162,7 @@ def variance(m: int = typer.Option(64, help="output width (rows of W0)"),
              seed: int = typer.Option(0),
              as_json: bool = typer.Option(False, "--json")) -> None:
     """Marginal output variance of one LDLT layer: Monte Carlo (eigenvalues and the torch layer) vs the series."""
-    from initscore.wishart import series_ratio, variance_mc, variance_series
+    from initscore.wishart import series_ratio, variance_mc, variance_series, variance_theory
 
     _dims(m, n)
     _positive("init-scale", init_scale)
@@ -173,7 +173,9 @@ def variance(m: int = typer.Option(64, help="output width (rows of W0)"),
     out: dict[str, Any] = {"m": m, "n": n, "init_scale": init_scale, "sigma2": s2, "alpha": alpha,
                            "lipschitz": lipschitz, "mc": mc, "mc_se": se,
                            "series_k10": variance_series(m, n, s2, alpha, lipschitz),
-                           "series_ratio": series_ratio(m, n, s2, alpha)}
+                           "series_ratio": series_ratio(m, n, s2, alpha),
+                           "theory": variance_theory(m, n, s2, alpha, lipschitz),
+                           "theory_limit": variance_theory(m, n, s2, alpha, lipschitz, order=0)}
     if layers > 0:
         from initscore.lipschitz import layer_variance_mc
 
@@ -188,6 +190,7 @@ def variance(m: int = typer.Option(64, help="output width (rows of W0)"),
         typer.echo(f"  Monte Carlo of the torch layer:    {out['layer_mc']:.4f} +- {out['layer_mc_se']:.4f}")
     ok = "converges" if out["series_ratio"] < 1 else "DIVERGES (sigma^2 (sqrt m + sqrt n)^2 / alpha >= 1)"
     typer.echo(f"  series, K=10:                      {out['series_k10']:.6g}   [ratio {out['series_ratio']:.3g}: {ok}]")
+    typer.echo(f"  theory (Marchenko-Pastur + 1/m):   {out['theory']:.4f}   (n -> infinity: {out['theory_limit']:.4f})")
 
 
 @lipschitz_app.command("recommend-scale")
