@@ -111,11 +111,32 @@ def _build(spec: Any, seed: int) -> Any:
     return models.build(raw, max_params=env.max_params)
 
 
-def _score_one(spec: Any, batch: tuple[Any, Any], opts: ScoreOptions, seed: int | None = None) -> ScoreResult:
+def _check_fits(model: Any, x: Any, num_classes: int) -> None:
+    """One no-grad forward of two samples: the model must take the data's inputs and output >= num_classes
+    logits per sample (else OptionsError naming the shapes, instead of a failure deep inside the engine)."""
+    import torch
+
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(x[:2])
+    except RuntimeError as exc:
+        raise OptionsError(f"the model does not accept inputs of shape {list(x.shape[1:])}: "
+                           f"{str(exc).splitlines()[0][:300]}") from None
+    finally:
+        model.train(was_training)
+    if num_classes > 0 and (out.dim() != 2 or out.shape[1] < num_classes):
+        raise OptionsError(f"the model outputs {list(out.shape[1:])} values per sample but the data has "
+                           f"{num_classes} classes; set num_classes in the model's args")
+
+
+def _score_one(spec: Any, batch: tuple[Any, Any], opts: ScoreOptions, seed: int | None = None,
+               num_classes: int = 1) -> ScoreResult:
     from initscore.scores import gradcosine
 
     t0 = time.perf_counter()
     model = _build(spec, opts.seed if seed is None else seed)
+    _check_fits(model, batch[0], num_classes)
     gs = gradcosine(model, batch, mode=opts.mode, sub_batches=opts.sub_batches, overlap=opts.overlap, bn=opts.bn,
                     split=opts.split, profile=opts.profile)
     proxies: dict[str, float] = {}
@@ -159,7 +180,7 @@ def _rank_value(res: ScoreResult, rank_by: str) -> float | None:
 def _run_score(req: ScoreRequest, allowed_roots: list[str] | None) -> ScoreResult:
     td = _load_data(req.data, allowed_roots)
     batch = td.batch(req.data.batch_size, req.data.seed)
-    return _score_one(req.model, batch, req.options)
+    return _score_one(req.model, batch, req.options, num_classes=td.num_classes)
 
 
 def _run_batch(req: BatchRequest, allowed_roots: list[str] | None, progress: Progress | None) -> BatchResult:
@@ -182,7 +203,8 @@ def _run_batch(req: BatchRequest, allowed_roots: list[str] | None, progress: Pro
                 raise OptionsError(DISCONNECTED)  # not scored, listed with the reason (as in score_architectures)
             # weights from the spec and the request's seed, not the position: the same architecture gets the same
             # score here as in initscore.proxies.score_architectures, search.top_k and the CLI
-            res = _score_one(spec, batch, opts, seed=spec_seed(spec.model_dump(mode="json"), opts.seed))
+            res = _score_one(spec, batch, opts, seed=spec_seed(spec.model_dump(mode="json"), opts.seed),
+                             num_classes=td.num_classes)
             value = _rank_value(res, req.rank_by)
             entries.append({"index": i, "model": spec, "status": "finished", "score": value, "result": res})
         except (InitscoreError, RuntimeError, ValueError) as exc:
@@ -226,13 +248,15 @@ def _run_rectify(req: RectifyRequest, allowed_roots: list[str] | None, progress:
     train = td
     if opts.heldout_batches > 0:
         n_held = opts.heldout_batches * bs
-        if n_held >= len(td.y):
+        if n_held + bs > len(td.y):
             raise OptionsError(
-                f"options.heldout_batches x data.batch_size = {n_held} leaves no training samples of {len(td.y)}; use fewer held-out batches"
+                f"{len(td.y)} samples are too few for {opts.heldout_batches} held-out batch(es) of {bs} plus one "
+                "training batch; raise data.limit or lower options.heldout_batches / data.batch_size"
             )
         train, held = td.split(n_held, req.data.seed)
         heldout = [(held.x[i * bs:(i + 1) * bs], held.y[i * bs:(i + 1) * bs]) for i in range(opts.heldout_batches)]
     model = _build(req.model, req.init_seed)
+    _check_fits(model, train.x, td.num_classes)
 
     def _prog(it: int, total: int, metrics: Mapping[str, Any]) -> None:
         if progress is not None:
@@ -277,6 +301,7 @@ def _run_propagation(req: PropagationRequest, allowed_roots: list[str] | None) -
     td = _load_data(req.data, allowed_roots)
     batch = td.batch(req.data.batch_size, req.data.seed)
     model = _build(req.model, req.options.seed)
+    _check_fits(model, batch[0], 0)  # any output: the report follows the signal, not a loss
     rep = propagation.report(model, batch, seed=req.options.seed)
     png = None
     if req.options.plot:

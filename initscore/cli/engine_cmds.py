@@ -8,11 +8,12 @@ Examples:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import typer
 
@@ -87,22 +88,6 @@ def _build(spec: dict[str, Any], init_seed: int):
     return build(spec)
 
 
-def _check_compatible(model, x, num_classes: int) -> None:
-    import torch
-
-    try:
-        with torch.no_grad():
-            out = model.eval()(x[:2])
-    except RuntimeError as exc:
-        raise OptionsError(f"the model does not accept inputs of shape {list(x.shape[1:])}: "
-                           f"{str(exc).splitlines()[0]}") from None
-    finally:
-        model.train()
-    if out.dim() != 2 or out.shape[1] < num_classes:
-        raise OptionsError(f"the model outputs {list(out.shape[1:])} values per sample but the data has "
-                           f"{num_classes} classes; set num_classes in --args")
-
-
 def _console(stderr: bool = False):
     from rich.console import Console
 
@@ -132,20 +117,53 @@ def _layers_table(layers):
     return t
 
 
-def _rectify_request(spec: dict[str, Any], ref: dict[str, Any], options: dict[str, Any], init_seed: int
-                     ) -> dict[str, Any]:
-    """The contract request this rectification answers (what the service would receive), validated torch-free."""
-    from pydantic import ValidationError
+def _request(kind: str, spec: dict[str, Any], ref: dict[str, Any], options: dict[str, Any], **extra: Any
+             ) -> dict[str, Any]:
+    """The contract request of this verb (what ``initscore submit`` would send), validated torch-free."""
+    from pydantic import TypeAdapter, ValidationError
 
-    from initscore.contract import RectifyRequest
+    from initscore.contract import JobRequest
 
     options = {k: v for k, v in options.items() if v is not None}  # None: the engine's default (by profile)
     try:
-        req = RectifyRequest(model=spec, data=ref, options=options, init_seed=init_seed)
+        req = TypeAdapter(JobRequest).validate_python({"kind": kind, "model": spec, "data": ref, "options": options,
+                                                       **extra})
     except ValidationError as exc:
         e = exc.errors()[0]
-        raise OptionsError(f"{'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+        loc = ".".join(str(p) for p in e["loc"] if p != kind)
+        raise OptionsError(f"{loc}: {e['msg']}") from None
     return req.model_dump(mode="json")
+
+
+@contextlib.contextmanager
+def _progress_bar(label: str) -> Iterator[Callable[[int, int, dict[str, Any]], None]]:
+    """A progress callback drawing a rich bar on stderr, opened at the first iteration (so an options error
+    before it prints one clean line)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    state: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+
+        def progress(i: int, total: int, m: dict[str, Any]) -> None:
+            if "bar" not in state:
+                bar = stack.enter_context(Progress(
+                    TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=_console(stderr=True)))
+                state["bar"], state["task"] = bar, bar.add_task(label, total=total, info="")
+            info = f"gc {m['gc']:.4f} gn {m['gn']:.4g} g_max {m['g_max']:.4g}{' [bound]' if m['constrained'] else ''}"
+            state["bar"].update(state["task"], completed=i, info=info)
+
+        yield progress
+
+
+def _run(request: dict[str, Any], *, quiet: bool = True, label: str = ""):
+    """``initscore.jobs.run_job`` -- the service's own driver -- with a progress bar for rectify jobs."""
+    from initscore.jobs import run_job
+
+    if quiet or request["kind"] != "rectify":
+        return run_job(request)
+    with _progress_bar(label) as progress:
+        return run_job(request, progress=progress)
 
 
 def _heldout_batches(td, n_batches: int, batch_size: int, seed: int):
@@ -189,59 +207,24 @@ def score_cmd(
 ) -> None:
     """GradCosine and gradient norm of a freshly initialized architecture on one batch."""
     spec = _spec(arch, args)  # torch-free: a typo answers before torch is imported
-    from initscore.contract import ScoreResult
-    from initscore.scores import gradcosine
-
-    td = _load(_data_ref(spec, data, root, split, batch_size, seed, limit))
-    x, y = td.batch(batch_size, seed)
-    model = _build(spec, init_seed)
-    _check_compatible(model, x, td.num_classes)
-    t0 = time.perf_counter()
-    s = gradcosine(model, (x, y), mode=mode, bn=bn, sub_batches=sub_batches, overlap=overlap, split=sub_batch_split,
-                   profile=profile)
-    secs = time.perf_counter() - t0
-    result = ScoreResult(arch=arch, params=sum(p.numel() for p in model.parameters()), gc=s.gc, gn=s.gn,
-                         g_max=s.g_max, g_min=s.g_min, n=s.n, mode=s.mode, bn=s.bn,
-                         layers=[layer.to_dict() for layer in s.layers] if layers else [], seconds=secs)
+    ref = _data_ref(spec, data, root, split, batch_size, seed, limit)
+    request = _request("score", spec, ref, {"mode": mode, "bn": bn, "sub_batches": sub_batches, "overlap": overlap,
+                                            "split": sub_batch_split, "profile": profile, "seed": init_seed})
+    result, _, _ = _run(request)
+    if not layers:
+        result = result.model_copy(update={"layers": []})
     if as_json:
         typer.echo(result.model_dump_json())
         return
     con = _console()
-    con.print(_scores_table(f"{arch} on {td.name}, B={len(x)}", [
-        ("GradCosine (gc)", s.gc), ("GradNorm (gn)", s.gn), ("g_max", s.g_max), ("g_min", s.g_min),
-        ("n", s.n), ("mode", s.mode), ("bn", s.bn or "no BN"), ("seconds", secs)]))
+    con.print(_scores_table(f"{arch} on {data}, B={result.n if result.mode == 'sample' else batch_size}", [
+        ("GradCosine (gc)", result.gc), ("GradNorm (gn)", result.gn), ("g_max", result.g_max), ("g_min", result.g_min),
+        ("n", result.n), ("mode", result.mode), ("bn", result.bn or "no BN"), ("seconds", result.seconds)]))
     if layers:
-        con.print(_layers_table(s.layers))
+        con.print(_layers_table(result.layers))
 
 
 # ----------------------------------------------------------------- rectify
-def _run_rectify(model, train, heldout, *, quiet: bool, **kw):
-    """Run :func:`initscore.nio.rectify` with a rich progress bar on stderr, opened at the first iteration
-    (so an options error before it prints one clean line)."""
-    import contextlib
-
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from initscore.nio import rectify
-
-    if quiet:
-        return rectify(model, train, heldout=heldout, **kw)
-    state: dict[str, Any] = {}
-    with contextlib.ExitStack() as stack:
-
-        def progress(i: int, total: int, m: dict[str, Any]) -> None:
-            if "bar" not in state:
-                bar = stack.enter_context(Progress(
-                    TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=_console(stderr=True)))
-                state["bar"], state["task"] = bar, bar.add_task(kw.get("method", "nio"), total=total, info="")
-            info = f"gc {m['gc']:.4f} gn {m['gn']:.4g} g_max {m['g_max']:.4g}{' [bound]' if m['constrained'] else ''}"
-            state["bar"].update(state["task"], completed=i, info=info)
-
-        return rectify(model, train, heldout=heldout, progress=progress, **kw)
-
-
-# NIO preset keys (initscore.experiments.config.NIO_PRESETS) -> rectify_cmd parameter names
 _PRESET_PARAMS = {"profile": "profile", "mode": "mode", "sub_batches": "sub_batches", "overlap": "overlap",
                   "split": "sub_batch_split", "bn": "bn", "lr": "lr", "iters": "iters", "gamma": "gamma",
                   "optimizer": "optimizer", "grad_clip": "grad_clip", "min_scale": "min_scale",
@@ -313,8 +296,6 @@ def rectify_cmd(
                                                                 "explicitly win"),
 ) -> None:
     """Rectify an initialization (NIO, Algorithm 3, or a baseline) and report held-out scores before/after."""
-    from initscore.contract import RectifyResult
-
     if out is not None and out.suffix != ".safetensors":
         raise OptionsError(f"--out must end in .safetensors, got {str(out)!r}")
     spec = _spec(arch, args)
@@ -331,54 +312,49 @@ def rectify_cmd(
                  mode=mode, min_scale=min_scale, optimizer=optimizer, seed=seed, bn=bn, gn_weight=gn_weight,
                  grad_clip=grad_clip, scale_tensors=csv_list(scale_tensors, "scale-tensors"),
                  gamma_margin=gamma_margin, select=select, verify_batches=verify_batches, profile=profile,
-                 split=sub_batch_split, objective=objective, gn_mul=gn_mul)
-    request = _rectify_request(spec, ref, {**hyper, "heldout_batches": heldout_batches}, init_seed)
-    td = _load(ref)
-    train, held = _heldout_batches(td, heldout_batches, batch_size, seed)
-    model = _build(spec, init_seed)
-    _check_compatible(model, train.x[:2], td.num_classes)
-    r = _run_rectify(model, train, held, quiet=quiet or as_json, batch_size=batch_size, **hyper)
-    sha = None
+                 split=sub_batch_split, objective=objective, gn_mul=gn_mul, heldout_batches=heldout_batches)
+    request = _request("rectify", spec, ref, hyper, init_seed=init_seed)
+    result, weights, _ = _run(request, quiet=quiet or as_json, label=method)
     if out is not None:
         from initscore import weights_file
 
-        summary = {**weights_file.summary_of(r.to_dict()), **({"preset": preset} if preset else {})}
-        sha = weights_file.save(out, r.state_dict, weights_file.Provenance.for_request(request, summary=summary))
-    d = r.to_dict()
-    result = RectifyResult(arch=arch, params=sum(p.numel() for p in model.parameters()), weights_sha256=sha, **d)
+        summary = {**weights_file.summary_of(result.model_dump(mode="json")), **({"preset": preset} if preset else {})}
+        sha = weights_file.save(out, weights, weights_file.Provenance.for_request(request, summary=summary))
+        result = result.model_copy(update={"weights_sha256": sha})
     if as_json:
         typer.echo(result.model_dump_json())
         return
-    _print_rectification(r, out)
+    _print_rectification(result.model_dump(mode="json"), out)
 
 
-def _print_rectification(r, out: Path | None, exact: tuple[dict, dict] | None = None) -> None:
+def _print_rectification(r: dict[str, Any], out: Path | None, exact: tuple[dict, dict] | None = None) -> None:
+    """Print a rectification (a ``RectifyResult`` as JSON)."""
     from rich.table import Table
 
     con = _console()
-    t = Table(title=f"{r.method}: held-out scores (same gradcosine settings as the rectification)")
+    t = Table(title=f"{r['method']}: held-out scores (same gradcosine settings as the rectification)")
     for c in ("", "gc", "gn", "g_max"):
         t.add_column(c, justify="right")
-    for label, d in (("before", r.heldout_before), ("after", r.heldout_after)):
+    for label, d in (("before", r["heldout_before"]), ("after", r["heldout_after"])):
         if d:
             t.add_row(label, f"{d['gc']:.5f}", f"{d['gn']:.5g}", f"{d['g_max']:.5g}")
     if exact is not None:
         for label, d in (("before (exact sample GC)", exact[0]), ("after (exact sample GC)", exact[1])):
             t.add_row(label, f"{d['gc']:.5f}", f"{d['gn']:.5g}", f"{d['g_max']:.5g}")
     con.print(t)
-    gamma = "-" if r.gamma is None else f"{r.gamma:.5g}"
-    n_bound = sum(h["constrained"] for h in r.history)
-    con.print(f"gamma {gamma}; {len(r.history)} iterations, {n_bound} in the g_max > gamma branch; "
-              f"{len(r.unscalable)} zero tensors not rescalable; {r.seconds:.1f} s")
-    if r.select != "last":
-        v = r.verification
+    gamma = "-" if r["gamma"] is None else f"{r['gamma']:.5g}"
+    n_bound = sum(h["constrained"] for h in r["history"])
+    con.print(f"gamma {gamma}; {len(r['history'])} iterations, {n_bound} in the g_max > gamma branch; "
+              f"{len(r['unscalable'])} zero tensors not rescalable; {r['seconds']:.1f} s")
+    if r["select"] != "last":
+        v = r.get("verification")
         checked = "" if v is None else (f"; checked on {v['batches']} more batches: "
                                         + ("within the bound" if v["passed"] else "NO iterate within the bound, "
                                            "the smallest g_max returned")
                                         + f" ({len(v['checked'])} iterates checked)")
-        con.print(f"returned iterate {r.returned_iterate} of {len(r.history)} (select {r.select}){checked}")
-    if r.scales:
-        vals = sorted(r.scales.values())
+        con.print(f"returned iterate {r['returned_iterate']} of {len(r['history'])} (select {r['select']}){checked}")
+    if r["scales"]:
+        vals = sorted(r["scales"].values())
         con.print(f"scales: min {vals[0]:.4g}, median {vals[len(vals) // 2]:.4g}, max {vals[-1]:.4g}")
     if out is not None:
         con.print(f"rectified weights -> {out}")
@@ -444,7 +420,10 @@ def demo_cmd(
     con.print(t)
     hyper = dict(method="nio", iters=iters, lr=DEMO_LR, gamma=None, sub_batches=2, overlap=0.6, mode="batch",
                  min_scale=0.01, optimizer="adam", seed=0, bn=None)
-    r = _run_rectify(model, train, held, quiet=False, batch_size=DEMO_BATCH, **hyper)
+    from initscore.nio import rectify
+
+    with _progress_bar("nio") as progress:
+        r = rectify(model, train, heldout=held, progress=progress, batch_size=DEMO_BATCH, **hyper)
     from initscore.nio import heldout_scores
 
     exact_before = heldout_scores(model, None, held, mode="sample", sub_batches=2, overlap=0.0, bn=None, loss=None)
@@ -452,11 +431,11 @@ def demo_cmd(
                                  loss=None)
     from initscore import weights_file
 
-    request = _rectify_request(spec, ref, {**hyper, "heldout_batches": 2}, 0)
+    request = _request("rectify", spec, ref, {**hyper, "heldout_batches": 2}, init_seed=0)
     summary = {**weights_file.summary_of(r.to_dict()), "heldout_exact_before": exact_before,
                "heldout_exact_after": exact_after}
     sha = weights_file.save(out, r.state_dict, weights_file.Provenance.for_request(request, summary=summary))
-    _print_rectification(r, out, exact=(exact_before, exact_after))
+    _print_rectification(r.to_dict(), out, exact=(exact_before, exact_after))
     d_gc = exact_after["gc"] - exact_before["gc"]
     con.print(f"held-out exact GradCosine {'rose' if d_gc > 0 else 'did not rise'}: "
               f"{exact_before['gc']:.5f} -> {exact_after['gc']:.5f} ({d_gc:+.5f}); sha256 {sha[:16]}...; "

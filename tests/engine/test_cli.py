@@ -188,3 +188,20 @@ def test_rectify_preset_fills_what_the_command_line_leaves_out(tmp_path):
         == ("official", "gc_gn_sqrt", 4, 0.2, 0.003, "rescale_adam", "official")
     p = _run("rectify", "--arch", "mlp", "--preset", "paper-galaxy", "--iters", "1")
     assert p.returncode == 2 and p.stderr.startswith("error:") and "paper-galaxy" in p.stderr
+
+
+def test_score_and_rectify_go_through_the_services_driver():
+    """The CLI builds the contract request `initscore submit` would send and runs it with initscore.jobs.run_job:
+    same numbers as the job, same validation (a request field the contract refuses is named)."""
+    from initscore.jobs import run_job
+
+    p = _run("score", "--arch", "mlp", "--args", MLP, "--batch-size", "8", "--seed", "3", "--init-seed", "5", "--json")
+    assert p.returncode == 0, p.stderr
+    cli = json.loads(p.stdout)
+    req = {"kind": "score", "model": {"arch": "mlp", "args": json.loads(MLP)},
+           "data": {"kind": "synthetic", "shape": [12], "num_classes": 10, "batch_size": 8, "seed": 3},
+           "options": {"seed": 5}}
+    job, _, _ = run_job(req)
+    assert (cli["gc"], cli["gn"], cli["g_max"], cli["params"]) == (job.gc, job.gn, job.g_max, job.params)
+    p = _run("score", "--arch", "mlp", "--args", MLP, "--sub-batches", "1")
+    assert p.returncode == 2 and "options.sub_batches" in p.stderr
