@@ -123,3 +123,23 @@ def test_official_profile_reaches_rectify_and_score():
              "options": {"mode": "batch", "profile": "official", "sub_batches": 4, "overlap": 0.2, "split": "cover"}}
     s, _, _ = run_job(score)
     assert s.n == 4 and s.mode == "batch"
+
+
+def test_the_driver_names_a_model_that_does_not_fit_the_data_and_too_few_samples():
+    import pytest
+
+    from initscore.errors import OptionsError
+    from initscore.jobs import run_job
+
+    data = {"kind": "synthetic", "shape": [12], "num_classes": 10, "batch_size": 8, "seed": 0}
+    with pytest.raises(OptionsError, match=r"does not accept inputs of shape \[12\]"):
+        run_job({"kind": "score", "model": {"arch": "mlp", "args": {"in_features": 13}}, "data": data})
+    with pytest.raises(OptionsError, match="outputs \\[4\\] values per sample but the data has 10 classes"):
+        run_job({"kind": "score", "model": {"arch": "mlp", "args": {"in_features": 12, "num_classes": 4}}, "data": data})
+    batch = run_job({"kind": "batch", "models": [{"arch": "mlp", "args": {"in_features": 13}},
+                                                 {"arch": "mlp", "args": {"in_features": 12}}], "data": data})[0]
+    failed = [e for e in batch.entries if e.status == "failed"]
+    assert len(failed) == 1 and "does not accept inputs" in failed[0].error
+    with pytest.raises(OptionsError, match="too few for 2 held-out batch"):
+        run_job({"kind": "rectify", "model": {"arch": "mlp", "args": {"in_features": 12}},
+                 "data": {**data, "limit": 20}, "options": {"iters": 1, "heldout_batches": 2}})
