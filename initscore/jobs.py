@@ -262,14 +262,10 @@ def _run_rectify(req: RectifyRequest, allowed_roots: list[str] | None, progress:
         if progress is not None:
             progress(it, total, dict(metrics))
 
-    rect = nio.rectify(
-        model, train.batches(bs, req.data.seed), method=opts.method, iters=opts.iters, lr=opts.lr, gamma=opts.gamma,
-        sub_batches=opts.sub_batches, overlap=opts.overlap, mode=opts.mode, min_scale=opts.min_scale,
-        optimizer=opts.optimizer, seed=opts.seed, heldout=heldout, progress=_prog, bn=opts.bn,
-        gn_weight=opts.gn_weight, gamma_margin=opts.gamma_margin, select=opts.select, grad_clip=opts.grad_clip,
-        scale_tensors=opts.scale_tensors, verify_batches=opts.verify_batches, profile=opts.profile, split=opts.split,
-        objective=opts.objective, gn_mul=opts.gn_mul,
-    )
+    # every option of the contract is a keyword of the engine (tests/engine/test_job_options.py checks the two
+    # declarations match), so a new option passes through here without an edit
+    engine_kw = opts.model_dump(exclude={"heldout_batches"})
+    rect = nio.rectify(model, train.batches(bs, req.data.seed), heldout=heldout, progress=_prog, **engine_kw)
     result = RectifyResult(
         arch=req.model.arch,
         method=rect.method,
