@@ -117,6 +117,21 @@ def _layers_table(layers):
     return t
 
 
+def _key_values(pairs: list[str] | None) -> dict[str, Any]:
+    """``--opt KEY=VALUE`` pairs as a dict: a value that parses as JSON is that value, else the string. Every job
+    option of the contract is reachable this way, including ones without a flag of their own."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise OptionsError(f"--opt takes KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 def _request(kind: str, spec: dict[str, Any], ref: dict[str, Any], options: dict[str, Any], **extra: Any
              ) -> dict[str, Any]:
     """The contract request of this verb (what ``initscore submit`` would send), validated torch-free."""
@@ -204,12 +219,16 @@ def score_cmd(
     profile: str = typer.Option("paper", "--profile", help=PROFILE_HELP),
     layers: bool = typer.Option(False, "--layers", help="print the per-tensor breakdown"),
     as_json: bool = typer.Option(False, "--json", help="print a ScoreResult JSON object"),
+    opt: Optional[list[str]] = typer.Option(None, "--opt", "-o", help="any job option as KEY=VALUE (JSON value, "
+                                                                     "else a string), e.g. -o gn_mul=2; repeatable; "
+                                                                     "wins over the flags"),
 ) -> None:
     """GradCosine and gradient norm of a freshly initialized architecture on one batch."""
     spec = _spec(arch, args)  # torch-free: a typo answers before torch is imported
     ref = _data_ref(spec, data, root, split, batch_size, seed, limit)
     request = _request("score", spec, ref, {"mode": mode, "bn": bn, "sub_batches": sub_batches, "overlap": overlap,
-                                            "split": sub_batch_split, "profile": profile, "seed": init_seed})
+                                            "split": sub_batch_split, "profile": profile, "seed": init_seed,
+                                            **_key_values(opt)})
     result, _, _ = _run(request)
     if not layers:
         result = result.model_copy(update={"layers": []})
@@ -294,6 +313,9 @@ def rectify_cmd(
     preset: Optional[str] = typer.Option(None, "--preset", help="named NIO settings: paper-cifar | paper-imagenet | "
                                                                 "official-imagenet (docs/engine.md); flags given "
                                                                 "explicitly win"),
+    opt: Optional[list[str]] = typer.Option(None, "--opt", "-o", help="any job option as KEY=VALUE (JSON value, "
+                                                                     "else a string), e.g. -o gn_mul=2; repeatable; "
+                                                                     "wins over the flags"),
 ) -> None:
     """Rectify an initialization (NIO, Algorithm 3, or a baseline) and report held-out scores before/after."""
     if out is not None and out.suffix != ".safetensors":
@@ -313,7 +335,7 @@ def rectify_cmd(
                  grad_clip=grad_clip, scale_tensors=csv_list(scale_tensors, "scale-tensors"),
                  gamma_margin=gamma_margin, select=select, verify_batches=verify_batches, profile=profile,
                  split=sub_batch_split, objective=objective, gn_mul=gn_mul, heldout_batches=heldout_batches)
-    request = _request("rectify", spec, ref, hyper, init_seed=init_seed)
+    request = _request("rectify", spec, ref, {**hyper, **_key_values(opt)}, init_seed=init_seed)
     result, weights, _ = _run(request, quiet=quiet or as_json, label=method)
     if out is not None:
         from initscore import weights_file

@@ -205,3 +205,14 @@ def test_score_and_rectify_go_through_the_services_driver():
     assert (cli["gc"], cli["gn"], cli["g_max"], cli["params"]) == (job.gc, job.gn, job.g_max, job.params)
     p = _run("score", "--arch", "mlp", "--args", MLP, "--sub-batches", "1")
     assert p.returncode == 2 and "options.sub_batches" in p.stderr
+
+
+def test_any_option_of_the_contract_is_reachable_with_opt():
+    p = _run("rectify", "--arch", "mlp", "--args", MLP, "--batch-size", "8", "--iters", "2", "--heldout-batches", "1",
+             "-o", "gn_weight=0.5", "-o", "select=feasible", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["select"] == "feasible"
+    for bad, needle in ((["-o", "nonsense=1"], "nonsense"), (["-o", "gn_weight"], "KEY=VALUE"),
+                        (["-o", "gn_weight=-1"], "gn_weight")):
+        p = _run("rectify", "--arch", "mlp", "--args", MLP, "--iters", "1", *bad)
+        assert p.returncode == 2 and needle in p.stderr and p.stderr.startswith("error:"), p.stderr
