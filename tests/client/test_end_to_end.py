@@ -6,55 +6,29 @@ the same held-out GC as the job reported; a batch job; cancel; idempotency; erro
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from svc_helpers import MLP_RECTIFY, MLP_SCORE, REPO, free_port
+from svc_helpers import MLP_RECTIFY, MLP_SCORE, REPO, served
 
 
 @pytest.fixture()
 def stack(tmp_path: Path, redis_server, redis_conn):
     from service.deps import hash_key
 
-    port = free_port()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), INITSCORE_REDIS_URL=redis_server.url,
                INITSCORE_ARTIFACT_DIR=str(tmp_path / "artifacts"), INITSCORE_ALLOWED_ROOTS=str(tmp_path),
                INITSCORE_API_KEYS=f"{hash_key('k-alice')},{hash_key('k-bob')}", INITSCORE_HEARTBEAT_TTL="5")
-    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(port),
-                            "--log-level", "warning"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wrk = subprocess.Popen([sys.executable, "-m", "worker.main"], cwd=REPO, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     from client import Client
 
-    url = f"http://127.0.0.1:{port}"
-    c = Client(url, api_key="k-alice", retries=20, backoff=0.1)
-    try:
-        deadline = time.time() + 60
-        while True:  # ready = API up + worker registered
-            try:
-                import httpx
-
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert api.poll() is None, api.stderr.read().decode()[-2000:]
-            assert time.time() < deadline, "stack did not become ready"
-            time.sleep(0.2)
-        yield c, url, tmp_path
-    finally:
-        c.close()
-        for p in (wrk, api):
-            p.terminate()
-        for p in (wrk, api):
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    with served(env) as url:
+        c = Client(url, api_key="k-alice", retries=20, backoff=0.1)
+        try:
+            yield c, url, tmp_path
+        finally:
+            c.close()
 
 
 def test_rectify_roundtrip_gc_matches(stack, redis_conn) -> None:

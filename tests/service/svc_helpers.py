@@ -1,8 +1,8 @@
 """Helpers shared by the service, worker and client tests (a real redis-server, a burst RQ worker, tiny requests)."""
 from __future__ import annotations
 
+import contextlib
 import copy
-
 import os
 import shutil
 import socket
@@ -23,6 +23,44 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served(env: dict[str, str], *, api_cwd: Path = REPO, worker_cwd: Path | None = REPO,
+           worker_args: tuple[str, ...] = (), timeout: float = 90.0) -> Iterator[str]:
+    """The API under uvicorn and (unless ``worker_cwd`` is None) one ``python -m worker.main``, as real processes
+    with ``env``; yields the API's URL once /readyz answers 200; both are stopped afterwards."""
+    import httpx
+
+    port = free_port()
+    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(port),
+                            "--log-level", "warning"], cwd=api_cwd, env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
+    procs = [api]
+    if worker_cwd is not None:
+        procs.insert(0, subprocess.Popen([sys.executable, "-m", "worker.main", *worker_args], cwd=worker_cwd, env=env,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert api.poll() is None, api.stderr.read().decode()[-2000:]
+            assert all(p.poll() is None for p in procs) and time.time() < deadline, "stack did not become ready"
+            time.sleep(0.2)
+        yield url
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 class RedisServer:
