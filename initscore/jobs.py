@@ -17,6 +17,7 @@ iteration; batch: every architecture); it may raise to abort the job.
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
 import os
 import tempfile
 import time
@@ -59,10 +60,13 @@ def _num_params(model: Any) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
+_DATA_CAPS: ContextVar[Any] = ContextVar("initscore_data_caps", default=None)  # set by run_job for its data loads
+
+
 def _load_data(ref: Any, allowed_roots: list[str] | None) -> Any:
     from initscore import data as data_mod
 
-    return data_mod.load(ref, allowed_roots=allowed_roots)
+    return data_mod.load(ref, allowed_roots=allowed_roots, caps=_DATA_CAPS.get())
 
 
 def _build(spec: Any, seed: int) -> Any:
@@ -227,13 +231,22 @@ def _run_propagation(req: PropagationRequest, allowed_roots: list[str] | None) -
 
 
 def run_job(
-    request: Any, *, progress: Progress | None = None, allowed_roots: list[str] | None = None
+    request: Any, *, progress: Progress | None = None, allowed_roots: list[str] | None = None, data_caps: Any = None
 ) -> tuple[Any, dict[str, Any] | None, bytes | None]:
     """Run one job request in this process; returns (JobResult, rectified state dict or None, PNG bytes or None).
 
     `allowed_roots` confines dataset paths again at read time (the API checked them
-    already); None means unconfined (library/CLI use).
+    already); None means unconfined (library/CLI use). `data_caps` (an
+    ``initscore.data.DataCaps``) bounds what the data reference may decode (None: its defaults).
     """
+    token = _DATA_CAPS.set(data_caps)
+    try:
+        return _run_job(request, progress, allowed_roots)
+    finally:
+        _DATA_CAPS.reset(token)
+
+
+def _run_job(request: Any, progress: Progress | None, allowed_roots: list[str] | None) -> tuple[Any, dict[str, Any] | None, bytes | None]:
     req = parse_request(request)
     if isinstance(req, ScoreRequest):
         res = _run_score(req, allowed_roots)

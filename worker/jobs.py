@@ -226,7 +226,7 @@ def run_recorded(
                     pass
 
         try:
-            return _execute(job_id, attempt, request, rec, index, store, progress, t0, list(settings.allowed_roots))
+            return _execute(job_id, attempt, request, rec, index, store, progress, t0, list(settings.allowed_roots), settings)
         except _transient_types():
             raise
         except JobCancelled:
@@ -258,12 +258,15 @@ def run_recorded(
 
 def _execute(
     job_id: str, attempt: int, request: dict[str, Any], rec: JobRecord, index: JobIndex, store: ArtifactStore,
-    progress: Callable[..., None], t0: float, allowed_roots: list[str],
+    progress: Callable[..., None], t0: float, allowed_roots: list[str], settings: Settings,
 ) -> str:
     from initscore.contract import ENGINE_VERSION
     from initscore.jobs import run_job
 
-    result, weights, png = run_job(request, progress=progress, allowed_roots=allowed_roots)
+    from initscore.data.readers import DataCaps
+
+    caps = DataCaps(max_bytes=settings.max_data_bytes, max_samples=settings.max_data_samples)
+    result, weights, png = run_job(request, progress=progress, allowed_roots=allowed_roots, data_caps=caps)
     update: dict[str, Any] = {}
     weights_sha = plot_sha = None
     if weights is not None:
