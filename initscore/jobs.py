@@ -18,7 +18,8 @@ iteration; batch: every architecture); it may raise to abort the job.
 What the deployment lends a job (``run_job``'s keywords, held in a :class:`JobEnv` for the call):
 ``allowed_roots`` confines dataset paths at read time; ``max_params`` refuses a model over the cap
 before it is allocated (a pure-Python count, else a build on the meta device); ``model_file(sha256)``
-returns the bytes of an uploaded ONNX network for ``{"arch": "onnx"}`` specs.
+returns the bytes of an uploaded ONNX network for ``{"arch": "onnx"}`` specs; ``data_caps`` bounds the bytes
+and samples a data reference may decode.
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ class JobEnv:
     allowed_roots: list[str] | None = None
     max_params: int | None = None
     model_file: Callable[[str], bytes] | None = None
+    data_caps: Any = None  # an initscore.data.DataCaps: what a data reference may decode
 
 
 _ENV: contextvars.ContextVar[JobEnv] = contextvars.ContextVar("initscore_job_env", default=JobEnv())
@@ -79,10 +81,12 @@ def _num_params(model: Any) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
+
+
 def _load_data(ref: Any, allowed_roots: list[str] | None) -> Any:
     from initscore import data as data_mod
 
-    return data_mod.load(ref, allowed_roots=allowed_roots)
+    return data_mod.load(ref, allowed_roots=allowed_roots, caps=_ENV.get().data_caps)
 
 
 def _build(spec: Any, seed: int) -> Any:
@@ -321,15 +325,15 @@ def _run_propagation(req: PropagationRequest, allowed_roots: list[str] | None) -
 
 def run_job(
     request: Any, *, progress: Progress | None = None, allowed_roots: list[str] | None = None,
-    max_params: int | None = None, model_file: Callable[[str], bytes] | None = None,
+    max_params: int | None = None, model_file: Callable[[str], bytes] | None = None, data_caps: Any = None,
 ) -> tuple[Any, dict[str, Any] | None, bytes | None]:
     """Run one job request in this process; returns (JobResult, rectified state dict or None, PNG bytes or None).
 
-    `allowed_roots`, `max_params`, `model_file`: what the deployment lends the job (module docstring); None
-    means unconfined / uncapped / no uploads (library and CLI use). A rectified ONNX upload's weights are keyed by
-    the file's initializer names.
+    `allowed_roots`, `max_params`, `model_file`, `data_caps` (an ``initscore.data.DataCaps``; None: its
+    defaults): what the deployment lends the job (module docstring); None means unconfined / uncapped / no
+    uploads (library and CLI use). A rectified ONNX upload's weights are keyed by the file's initializer names.
     """
-    token = _ENV.set(JobEnv(allowed_roots, max_params, model_file))
+    token = _ENV.set(JobEnv(allowed_roots, max_params, model_file, data_caps))
     try:
         return _run(request, progress, allowed_roots)
     finally:

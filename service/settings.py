@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     max_input_elements: int = Field(
         default=64 * 3 * 224 * 224 * 4, ge=1, description="cap on batch_size x prod(synthetic shape)"
     )
+    max_data_bytes: int = Field(
+        default=1 << 30, ge=1 << 20, description="decoded data per job (samples x values x 4 bytes; npz members by their headers)"
+    )
+    max_data_samples: int = Field(default=1_000_000, ge=1, description="samples decoded per job")
     max_wait_seconds: float = Field(default=30.0, ge=0, description="cap on GET /v1/jobs/{id}?wait=")
     max_list_limit: int = Field(default=200, ge=1, description="largest page of GET /v1/jobs")
 

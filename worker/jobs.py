@@ -267,9 +267,12 @@ def _execute(
 ) -> str:
     from initscore.jobs import run_job
 
+    from initscore.data.readers import DataCaps
+
     read_upload = _upload_reader(store, settings.max_model_bytes)
+    caps = DataCaps(max_bytes=settings.max_data_bytes, max_samples=settings.max_data_samples)
     result, weights, png = run_job(request, progress=progress, allowed_roots=list(settings.allowed_roots),
-                                   max_params=settings.max_params, model_file=read_upload)
+                                   max_params=settings.max_params, model_file=read_upload, data_caps=caps)
     update: dict[str, Any] = {}
     weights_sha = plot_sha = None
     if weights is not None:

@@ -28,7 +28,7 @@ import torch
 
 from initscore.contract import DataRef
 from initscore.data import readers
-from initscore.data.readers import STATS, RawData, clear_caches
+from initscore.data.readers import STATS, DataCaps, RawData, clear_caches
 from initscore.dataref import (
     confine,
     default_cifar10_root,
@@ -41,6 +41,7 @@ from initscore.dataref import (
 from initscore.errors import DataError
 
 __all__ = [
+    "DataCaps",
     "TensorData",
     "load",
     "validate_ref",
@@ -175,30 +176,34 @@ def _synthetic(ref: DataRef) -> TensorData:
     return TensorData(x, y, ref.num_classes, "synthetic", ((0.0,) * c, (1.0,) * c))
 
 
-def _read(ref: DataRef, root: str, allowed_roots: list[str] | None) -> RawData:
+def _read(ref: DataRef, root: str, allowed_roots: list[str] | None, caps: DataCaps) -> RawData:
     def guard(path: str) -> str:
         return confine(path, allowed_roots)
 
     if ref.kind in ("cifar10", "cifar100"):
-        return readers.read_cifar(root, ref.kind, ref.split, ref.limit, ref.seed, guard)
+        return readers.read_cifar(root, ref.kind, ref.split, ref.limit, ref.seed, guard, caps)
     if ref.kind in ("mnist", "fashion-mnist"):
-        return readers.read_mnist(root, ref.kind, ref.split, ref.limit, ref.seed, guard)
+        return readers.read_mnist(root, ref.kind, ref.split, ref.limit, ref.seed, guard, caps)
     if ref.kind == "imagefolder":
-        return readers.read_imagefolder(root, ref.split, ref.limit, ref.seed, ref.shape, guard)
+        return readers.read_imagefolder(root, ref.split, ref.limit, ref.seed, ref.shape, guard, caps)
     if ref.kind == "tensors":
-        return readers.read_tensors(root, ref.split, ref.limit, ref.seed, ref.num_classes, guard)
+        return readers.read_tensors(root, ref.split, ref.limit, ref.seed, ref.num_classes, guard, caps)
     raise DataError(f"unknown data kind {ref.kind!r}")  # pragma: no cover - DataRef restricts kinds
 
 
-def load(ref: DataRef | Mapping[str, Any], *, allowed_roots: list[str] | None = None) -> TensorData:
-    """Read and normalize the samples a data reference names; raise DataError with what to fix."""
+def load(ref: DataRef | Mapping[str, Any], *, allowed_roots: list[str] | None = None, caps: DataCaps | None = None) -> TensorData:
+    """Read and normalize the samples a data reference names; raise DataError with what to fix.
+
+    `caps` bound what may be decoded (default :class:`DataCaps()`: 1 GiB as float32, 10^6 samples).
+    """
     ref = parse_ref(ref)
+    caps = caps or DataCaps()
     if ref.kind == "synthetic":
         data = _synthetic(ref)
     else:
         root = resolve_root(ref, allowed_roots)
         assert root is not None
-        raw = _read(ref, root, allowed_roots)
+        raw = _read(ref, root, allowed_roots, caps)
         if len(raw.x) == 0:
             raise DataError(f"{ref.root}: no samples in the {ref.split} split")
         fixed = readers.NUM_CLASSES.get(ref.kind)

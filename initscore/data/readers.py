@@ -49,6 +49,72 @@ class RawData:
     source: str  # which file format was read, for messages and names
 
 
+# ------------------------------------------------------------------ caps on decoded data
+@dataclass(frozen=True)
+class DataCaps:
+    """Caps on what one data reference may decode, checked before allocation wherever the format allows.
+
+    max_bytes: decoded bytes, counted as samples x values per sample x 4 (the float32 the
+    engine holds) and, for .npz members, also as the member's own size; max_samples:
+    samples decoded. ``*_setting`` name the knob in error messages (the service's
+    environment variables by default).
+    """
+
+    max_bytes: int = 1 << 30
+    max_samples: int = 1_000_000
+    bytes_setting: str = "INITSCORE_MAX_DATA_BYTES"
+    samples_setting: str = "INITSCORE_MAX_DATA_SAMPLES"
+
+    def check(self, where: str, n: int, values_per_sample: int, stored_bytes: int | None = None) -> None:
+        """Raise DataError if `n` samples of `values_per_sample` values (float32) break a cap."""
+        if n > self.max_samples:
+            raise DataError(f"{where}: {n} samples to decode, over the cap of {self.max_samples} ({self.samples_setting}); "
+                            "use a smaller file or ask the operator")
+        total = max(n * values_per_sample * 4, stored_bytes or 0)
+        if total > self.max_bytes:
+            raise DataError(f"{where}: decoded data would take {total / 2**20:.0f} MiB, over the cap of "
+                            f"{self.max_bytes / 2**20:.0f} MiB ({self.bytes_setting}); use fewer or smaller samples")
+
+    def check_npz(self, path: str, where: str) -> None:
+        """Check every member's header (shape, dtype) against the caps without decompressing anything."""
+        members = npz_members(path)
+        total = 0
+        for name, (shape, dtype) in members.items():
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            total += nbytes
+            if len(shape) >= 2:  # samples x features (1-D members are labels, offsets or raw bytes)
+                self.check(f"{where} member {name!r}", int(shape[0]), int(np.prod(shape[1:], dtype=np.int64)), nbytes)
+            else:
+                self.check(f"{where} member {name!r}", 0, 0, nbytes)
+        self.check(where, 0, 0, total)
+
+
+def npz_members(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """(shape, dtype) of every array in an .npz from its .npy headers alone (nothing is decompressed beyond them)."""
+    import zipfile
+
+    out: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with z.open(info) as fh:
+                    version = np.lib.format.read_magic(fh)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                    else:
+                        raise DataError(f"{path}: member {info.filename} has unsupported .npy version {version}")
+                out[info.filename[:-4]] = (tuple(int(d) for d in shape), np.dtype(dtype))
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+    return out
+
+
 # ------------------------------------------------------------------ sample selection
 def select(n_total: int, limit: int | None, seed: int) -> np.ndarray | None:
     """Indices of a seeded random subset of `limit` samples (sorted), or None for all.
@@ -154,7 +220,8 @@ def _file_key(path: str) -> tuple[str, int, int]:
 
 
 # ------------------------------------------------------------------ npz (arrays or JPEG bytes)
-def _open_npz(path: str) -> dict[str, np.ndarray]:
+def _open_npz(path: str, caps: DataCaps | None = None) -> dict[str, np.ndarray]:
+    (caps or DataCaps()).check_npz(path, os.path.basename(path))
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -171,7 +238,7 @@ def _pick_keys(arrays: dict[str, np.ndarray], where: str) -> tuple[np.ndarray, n
     raise DataError(f"{where}: expected arrays 'x' and 'y' (or 'images' and 'labels'); found {sorted(arrays)}")
 
 
-def _decode_jpegs(jpeg: np.ndarray, offsets: np.ndarray, idx: np.ndarray, where: str) -> np.ndarray:
+def _decode_jpegs(jpeg: np.ndarray, offsets: np.ndarray, idx: np.ndarray, where: str, caps: DataCaps) -> np.ndarray:
     from PIL import Image
 
     out = None
@@ -181,7 +248,12 @@ def _decode_jpegs(jpeg: np.ndarray, offsets: np.ndarray, idx: np.ndarray, where:
             raise DataError(f"{where}: offsets[{i}]..offsets[{i + 1}] = {a}..{b} outside the JPEG bytes")
         try:
             with Image.open(io.BytesIO(jpeg[a:b].tobytes())) as im:
+                caps.check(f"{where}: image {i}", 1, im.width * im.height * 3)  # from the header, before decoding
+                if out is None:
+                    caps.check(where, len(idx), im.width * im.height * 3)
                 arr = np.asarray(im.convert("RGB"))
+        except DataError:
+            raise
         except Exception as exc:
             raise DataError(f"{where}: image {i} is not a decodable JPEG ({type(exc).__name__})") from None
         if out is None:
@@ -193,10 +265,11 @@ def _decode_jpegs(jpeg: np.ndarray, offsets: np.ndarray, idx: np.ndarray, where:
     return out
 
 
-def read_jpeg_npz(path: str, limit: int | None, seed: int) -> tuple[np.ndarray, np.ndarray, int | None]:
+def read_jpeg_npz(path: str, limit: int | None, seed: int, caps: DataCaps | None = None) -> tuple[np.ndarray, np.ndarray, int | None]:
     """The repo's JPEG-bytes npz (keys jpeg, offsets, y): decode only the selected images."""
+    caps = caps or DataCaps()
     key = _file_key(path)
-    arrays = _NPZ_CACHE.get(key, lambda: _open_npz(path))
+    arrays = _NPZ_CACHE.get(key, lambda: _open_npz(path, caps))
     jpeg, offsets, y = arrays["jpeg"], arrays["offsets"], arrays["y"]
     n = len(offsets) - 1
     if jpeg.dtype != np.uint8 or jpeg.ndim != 1 or offsets.ndim != 1 or n < 0 or len(y) != n:
@@ -204,13 +277,13 @@ def read_jpeg_npz(path: str, limit: int | None, seed: int) -> tuple[np.ndarray, 
     idx = select(n, limit, seed)
     full = np.arange(n) if idx is None else idx
     digest = (len(full), hashlib.sha1(full.astype(np.int64).tobytes()).hexdigest())
-    images = _DECODED_CACHE.get(key + digest, lambda: _decode_jpegs(jpeg, offsets, full, path))
+    images = _DECODED_CACHE.get(key + digest, lambda: _decode_jpegs(jpeg, offsets, full, path, caps))
     n_classes = len(arrays["classes"]) if "classes" in arrays else None
     return images, _take(y, idx), n_classes
 
 
-def read_array_npz(path: str, limit: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    arrays = _open_npz(path)
+def read_array_npz(path: str, limit: int | None, seed: int, caps: DataCaps | None = None) -> tuple[np.ndarray, np.ndarray]:
+    arrays = _open_npz(path, caps)
     x, y = _pick_keys(arrays, path)
     if len(x) != len(y):
         raise DataError(f"{path}: {len(x)} images but {len(y)} labels")
@@ -234,8 +307,9 @@ def _cifar_pickle_files(d: Path, kind: str, split: str) -> list[Path] | None:
     return None
 
 
-def read_cifar(root: str, kind: str, split: str, limit: int | None, seed: int, guard: Guard) -> RawData:
+def read_cifar(root: str, kind: str, split: str, limit: int | None, seed: int, guard: Guard, caps: DataCaps | None = None) -> RawData:
     """CIFAR-10/100 from python batches, an images+labels npz or the JPEG-bytes npz."""
+    caps = caps or DataCaps()
     n_classes = NUM_CLASSES[kind]
     p = Path(root)
     if p.is_file():
@@ -260,14 +334,16 @@ def read_cifar(root: str, kind: str, split: str, limit: int | None, seed: int, g
         with np.load(guard(str(files[0])), allow_pickle=False) as z:
             is_jpeg = "jpeg" in z.files and "offsets" in z.files
         if is_jpeg:
-            x, y, file_classes = read_jpeg_npz(guard(where), limit, seed)
+            x, y, file_classes = read_jpeg_npz(guard(where), limit, seed, caps)
             if file_classes is not None and file_classes != n_classes:
                 raise DataError(f"{where}: holds {file_classes} classes, not {kind}")
             source = "jpeg-npz"
         else:
-            x, y = read_array_npz(guard(where), limit, seed)
+            x, y = read_array_npz(guard(where), limit, seed, caps)
             source = "npz"
     else:
+        # a pickle batch is uncompressed: it decodes to at most its file size
+        caps.check(where, 0, 0, sum(os.path.getsize(guard(str(f))) for f in files))
         x, y = _read_cifar_pickles([guard(str(f)) for f in files], kind, limit, seed)
         source = "pickle"
     x = np.asarray(x)
@@ -310,31 +386,36 @@ def _read_cifar_pickles(files: list[str], kind: str, limit: int | None, seed: in
 _IDX_TYPES = {0x08: np.uint8}
 
 
-def read_idx(path: str) -> np.ndarray:
-    """Parse an IDX file (optionally gzip-compressed): magic 0 0 type ndim, big-endian dims, data."""
+def read_idx(path: str, caps: DataCaps | None = None) -> np.ndarray:
+    """Parse an IDX file (optionally gzip-compressed): magic 0 0 type ndim, big-endian dims, data.
+
+    The dims in the header are checked against `caps` before the data is read (a small
+    .gz can inflate to gigabytes).
+    """
+    caps = caps or DataCaps()
     with open(path, "rb") as f:
         head = f.read(2)
         f.seek(0)
-        if head == b"\x1f\x8b":
-            with gzip.GzipFile(fileobj=f) as g:
-                blob = g.read(MAX_IDX_BYTES + 1)
-        else:
-            blob = f.read(MAX_IDX_BYTES + 1)
-    if len(blob) > MAX_IDX_BYTES:
-        raise DataError(f"{path}: larger than {MAX_IDX_BYTES} bytes")
-    if len(blob) < 4 or blob[0] != 0 or blob[1] != 0:
-        raise DataError(f"{path}: not an IDX file (bad magic number)")
-    dtype, ndim = _IDX_TYPES.get(blob[2]), blob[3]
-    if dtype is None:
-        raise DataError(f"{path}: IDX element type 0x{blob[2]:02x} unsupported (expected unsigned byte 0x08)")
-    header = 4 + 4 * ndim
-    if ndim < 1 or len(blob) < header:
-        raise DataError(f"{path}: truncated IDX header")
-    dims = tuple(int(d) for d in np.frombuffer(blob, ">u4", count=ndim, offset=4))
-    n = int(np.prod(dims, dtype=np.int64))
-    if len(blob) - header != n:
-        raise DataError(f"{path}: IDX dims {dims} need {n} bytes of data, file has {len(blob) - header}")
-    return np.frombuffer(blob, dtype, count=n, offset=header).reshape(dims)
+        with (gzip.GzipFile(fileobj=f) if head == b"\x1f\x8b" else f) as g:
+            magic = g.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
+                raise DataError(f"{path}: not an IDX file (bad magic number)")
+            dtype, ndim = _IDX_TYPES.get(magic[2]), magic[3]
+            if dtype is None:
+                raise DataError(f"{path}: IDX element type 0x{magic[2]:02x} unsupported (expected unsigned byte 0x08)")
+            raw_dims = g.read(4 * ndim)
+            if ndim < 1 or len(raw_dims) < 4 * ndim:
+                raise DataError(f"{path}: truncated IDX header")
+            dims = tuple(int(d) for d in np.frombuffer(raw_dims, ">u4", count=ndim))
+            n = int(np.prod(dims, dtype=np.int64))
+            if n > MAX_IDX_BYTES:
+                raise DataError(f"{path}: larger than {MAX_IDX_BYTES} bytes")
+            per = int(np.prod(dims[1:], dtype=np.int64)) if ndim > 1 else 1
+            caps.check(os.path.basename(path), dims[0], per, n)
+            blob = g.read(n + 1)
+    if len(blob) != n:
+        raise DataError(f"{path}: IDX dims {dims} need {n} bytes of data, file has {len(blob)}")
+    return np.frombuffer(blob, dtype, count=n).reshape(dims)
 
 
 def _find_idx(root: Path, prefix: str, what: str, ndim_tag: str) -> Path | None:
@@ -346,7 +427,7 @@ def _find_idx(root: Path, prefix: str, what: str, ndim_tag: str) -> Path | None:
     return None
 
 
-def read_mnist(root: str, kind: str, split: str, limit: int | None, seed: int, guard: Guard) -> RawData:
+def read_mnist(root: str, kind: str, split: str, limit: int | None, seed: int, guard: Guard, caps: DataCaps | None = None) -> RawData:
     prefix = "train" if split == "train" else "t10k"
     p = Path(root)
     if not p.is_dir():
@@ -356,7 +437,7 @@ def read_mnist(root: str, kind: str, split: str, limit: int | None, seed: int, g
         raise DataError(
             f"{root}: no {kind} {split} files; expected {prefix}-images-idx3-ubyte[.gz] and {prefix}-labels-idx1-ubyte[.gz]"
         )
-    x, y = read_idx(guard(str(fi))), read_idx(guard(str(fl)))
+    x, y = read_idx(guard(str(fi)), caps), read_idx(guard(str(fl)), caps)
     if x.ndim != 3:
         raise DataError(f"{fi}: images must be an IDX array of 3 dims (N, H, W), got {x.ndim}")
     if y.ndim != 1 or len(y) != len(x):
@@ -379,7 +460,8 @@ def _resize_center_crop(im, h: int, w: int):
 
 
 def read_imagefolder(
-    root: str, split: str, limit: int | None, seed: int, shape: tuple[int, ...] | None, guard: Guard
+    root: str, split: str, limit: int | None, seed: int, shape: tuple[int, ...] | None, guard: Guard,
+    caps: DataCaps | None = None,
 ) -> RawData:
     """root/<class>/<image> (or root/<split>/<class>/<image>); classes in sorted order.
 
@@ -412,12 +494,19 @@ def read_imagefolder(
             size = shape
         else:
             raise DataError(f"imagefolder shape must be (C, H, W) with C 1 or 3, or (H, W); got {list(shape)}")
+    caps = caps or DataCaps()
     idx = select(len(files), limit, seed)
     chosen = files if idx is None else [files[i] for i in idx]
+    if size is not None:
+        caps.check(base.name, len(chosen), channels * size[0] * size[1])
     xs, ys = [], []
     for f, c in chosen:
         try:
             with Image.open(guard(str(f))) as im:
+                # the header's size, before anything is decoded: one image, then all of them at this size
+                caps.check(f"{f.name}", 1, im.width * im.height * max(channels, len(im.getbands())))
+                if size is None:
+                    caps.check(base.name, len(chosen), im.width * im.height * channels)
                 im = im.convert("L" if channels == 1 else "RGB")
                 if size is not None:
                     im = _resize_center_crop(im, *size)
@@ -439,7 +528,9 @@ def read_imagefolder(
 
 
 # ------------------------------------------------------------------ tensors (.npz / .safetensors)
-def read_tensors(root: str, split: str, limit: int | None, seed: int, num_classes: int | None, guard: Guard) -> RawData:
+def read_tensors(
+    root: str, split: str, limit: int | None, seed: int, num_classes: int | None, guard: Guard, caps: DataCaps | None = None
+) -> RawData:
     """x (N, D) / (N, H, W) / (N, C, H, W) / (N, H, W, C) and integer y from .npz or .safetensors.
 
     A directory root holds <split>.npz or <split>.safetensors. uint8 x is scaled to [0, 1];
@@ -454,15 +545,24 @@ def read_tensors(root: str, split: str, limit: int | None, seed: int, num_classe
             raise DataError(f"{root}: expected {split}.safetensors or {split}.npz (or pass the file itself)")
         p = found[0]
     path = guard(str(p))
+    caps = caps or DataCaps()
     if p.suffix == ".safetensors":
         try:
+            from safetensors import safe_open
             from safetensors.numpy import load_file
 
+            with safe_open(path, framework="np") as fh:  # header only: shapes before any tensor is read
+                for name in fh.keys():
+                    shp = fh.get_slice(name).get_shape()
+                    if shp:
+                        caps.check(f"{p.name} tensor {name!r}", int(shp[0]), int(np.prod(shp[1:], dtype=np.int64)))
             arrays = load_file(path)
+        except DataError:
+            raise
         except Exception as exc:
             raise DataError(f"{p}: not a readable .safetensors file ({type(exc).__name__}: {exc})") from None
     elif p.suffix == ".npz":
-        arrays = _open_npz(path)
+        arrays = _open_npz(path, caps)
     else:
         raise DataError(f"{p}: tensors must be a .npz or .safetensors file")
     x, y = _pick_keys(arrays, str(p))
