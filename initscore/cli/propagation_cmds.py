@@ -162,7 +162,7 @@ def variance(m: int = typer.Option(64, help="output width (rows of W0)"),
              seed: int = typer.Option(0),
              as_json: bool = typer.Option(False, "--json")) -> None:
     """Marginal output variance of one LDLT layer: Monte Carlo (eigenvalues and the torch layer) vs the series."""
-    from initscore.wishart import series_ratio, variance_mc, variance_series, variance_theory
+    from initscore.wishart import series_ratio, variance_exact, variance_mc, variance_series, variance_theory
 
     _dims(m, n)
     _positive("init-scale", init_scale)
@@ -175,7 +175,10 @@ def variance(m: int = typer.Option(64, help="output width (rows of W0)"),
                            "series_k10": variance_series(m, n, s2, alpha, lipschitz),
                            "series_ratio": series_ratio(m, n, s2, alpha),
                            "theory": variance_theory(m, n, s2, alpha, lipschitz),
-                           "theory_limit": variance_theory(m, n, s2, alpha, lipschitz, order=0)}
+                           "theory_limit": variance_theory(m, n, s2, alpha, lipschitz, order=0),
+                           # finite m, n (Pfaffian): min(m, n) even; up to 512 (~1 min there)
+                           "exact": variance_exact(m, n, s2, alpha, lipschitz)
+                           if min(m, n) % 2 == 0 and min(m, n) <= 512 else None}
     if layers > 0:
         from initscore.lipschitz import layer_variance_mc
 
@@ -191,6 +194,8 @@ def variance(m: int = typer.Option(64, help="output width (rows of W0)"),
     ok = "converges" if out["series_ratio"] < 1 else "DIVERGES (sigma^2 (sqrt m + sqrt n)^2 / alpha >= 1)"
     typer.echo(f"  series, K=10:                      {out['series_k10']:.6g}   [ratio {out['series_ratio']:.3g}: {ok}]")
     typer.echo(f"  theory (Marchenko-Pastur + 1/m):   {out['theory']:.4f}   (n -> infinity: {out['theory_limit']:.4f})")
+    if out["exact"] is not None:
+        typer.echo(f"  exact at this m, n (Pfaffian):     {out['exact']:.5f}")
 
 
 @lipschitz_app.command("recommend-scale")
