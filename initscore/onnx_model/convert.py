@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from initscore.errors import SpecError
 
 _INT64_MAX = 2**63 - 1
+MAX_ELEMENTS = 2**28  # largest tensor an operator may create from a shape the graph computes (1 GiB of float32)
 _VALID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$|^[0-9]+$")
 
 
@@ -458,6 +459,7 @@ def _pad(args: list[Any], attrs: dict[str, Any], opset: int) -> Tensor:
     full = [0] * (2 * x.dim())
     for j, a in enumerate(axes):
         full[a], full[a + x.dim()] = pads[j], pads[j + k]
+    _bounded("Pad", [x.shape[a] + full[a] + full[a + x.dim()] for a in range(x.dim())])
     torch_pads = [p for a in reversed(range(x.dim())) for p in (full[a], full[a + x.dim()])]
     while len(torch_pads) > 2 and torch_pads[-1] == 0 and torch_pads[-2] == 0:
         torch_pads = torch_pads[:-2]
@@ -500,12 +502,20 @@ def _shape(args: list[Any], attrs: dict[str, Any], opset: int) -> Tensor:
     return torch.tensor(shape, dtype=torch.int64)
 
 
+def _bounded(op: str, shape: Sequence[int]) -> list[int]:
+    """``shape`` if a tensor of it is at most MAX_ELEMENTS, else SpecError (checked before allocating)."""
+    shape = [int(d) for d in shape]
+    if any(d < 0 for d in shape) or math.prod(shape) > MAX_ELEMENTS:
+        raise SpecError(f"{op} would create a tensor of shape {shape[:8]}, over {MAX_ELEMENTS:,} elements")
+    return shape
+
+
 def _const_of_shape(args: list[Any], attrs: dict[str, Any], opset: int) -> Tensor:
     from onnx import numpy_helper
 
     v = numpy_helper.to_array(attrs["value"]) if "value" in attrs else np.zeros(1, np.float32)
     t = _tensor(v).reshape(-1)[0]
-    return torch.full(_ints(args[0]), t.item(), dtype=t.dtype)
+    return torch.full(_bounded("ConstantOfShape", _ints(args[0])), t.item(), dtype=t.dtype)
 
 
 def _gelu(args: list[Any], attrs: dict[str, Any], opset: int) -> Tensor:
@@ -528,7 +538,9 @@ def _transpose(args: list[Any], attrs: dict[str, Any], opset: int) -> Tensor:
 
 def _expand(args: list[Any], attrs: dict[str, Any], opset: int) -> Tensor:
     x, shape = args[0], _ints(args[1])
-    return x.expand(torch.broadcast_shapes(tuple(x.shape), tuple(shape)))
+    if any(d < 0 for d in shape):
+        raise SpecError(f"Expand to a negative shape {shape[:8]}")
+    return x.expand(_bounded("Expand", torch.broadcast_shapes(tuple(x.shape), tuple(shape))))
 
 
 def _gemm(args: list[Any], attrs: dict[str, Any], opset: int) -> Tensor:

@@ -209,3 +209,19 @@ def test_check_refuses_bad_uploads_naming_the_cause():
     w.external_data.add(key="location", value="/etc/passwd")
     with pytest.raises(SpecError, match="external data"):
         check(ext.SerializeToString())
+
+
+def test_a_graph_that_would_allocate_a_huge_tensor_is_refused_before_allocating():
+    """ConstantOfShape / Expand / Pad take their sizes from the graph: a tiny file could ask for terabytes."""
+    shape = numpy_helper.from_array(np.array([2**20, 2**20], np.int64), "big")
+    nodes = [helper.make_node("ConstantOfShape", ["big"], ["z"]),
+             helper.make_node("ReduceMean", ["z"], ["m"], keepdims=0),
+             helper.make_node("Add", ["x", "m"], ["y"])]
+    data = _model_bytes(nodes, [X], [Y], [shape])
+    net = from_bytes(data)
+    with pytest.raises(SpecError, match="ConstantOfShape would create a tensor of shape \\[1048576, 1048576\\]"):
+        net(torch.zeros(1, 3, 8, 8))
+    pads = numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 0, 2**16, 2**16], np.int64), "p")
+    net = from_bytes(_model_bytes([helper.make_node("Pad", ["x", "p"], ["y"])], [X], [Y], [pads]))
+    with pytest.raises(SpecError, match="Pad would create"):
+        net(torch.zeros(1, 3, 8, 8))
