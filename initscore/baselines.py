@@ -17,8 +17,7 @@ differentiating through g and ||g|| (second order). gamma=None -> 2 x the initia
 step uses the NORMALIZED gradient, as every CIFAR run of GradInit's launch scripts
 (``--gradinit-normalize-grad`` in zhuchen03/gradinit ``launch/run_gradinit*.sh``; the step
 ``theta - eta g / ||g||`` is taken in ``gradinit_utils.gradinit``): a step of length eta whatever the
-gradient's size. (Before 2026-12-03 the step was ``theta - eta g``, 5 units long at ||g|| ~ 50 on the
-no-BN ResNet-20. GradInit shrinks that network's scales with either step: research/nio_investigation.md, "Follow-up 3".)
+gradient's size.
 
 MetaInit (Dauphin & Schoenholz, "MetaInit: Initializing learning by learning to
 initialize", NeurIPS 2019): minimize the gradient quotient::

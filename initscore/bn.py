@@ -29,7 +29,7 @@ Under ``torch.func.vmap`` (sample mode) the layer uses primitive ops
 (``torch.var_mean``) instead of the BN kernel: torch 2.13's vmap gives
 second-order gradients through the batch-statistics BN kernel that are wrong by
 ~5e-3 relative (first order is exact). ``primitive=True`` selects that path;
-tests/engine/test_bn.py compares it to a non-vmap loop.
+tests/engine/test_bn_double_backward.py compares it to a non-vmap loop.
 
 The copy is put in eval mode (dropout off); ``StatBN`` ignores the flag and
 follows its ``mode``.
@@ -109,10 +109,10 @@ class _BatchStatNormBackward(torch.autograd.Function):
       d/dw  = r M (m2 - a m0 - b m1)
       d/dx  = r [c1 gy + c2 Gx - (c1 a + c2 m0) - x^ (c1 b + c2 m1 + w r (m2 - a m0 - b m1))],
               c1 = Gw - w r m1, c2 = -w r b
-    (derived by hand; x enters through x^ and through mu and r; tests/engine/test_bn.py
+    (derived by hand; x enters through x^ and through mu and r; tests/engine/test_bn_double_backward.py
     checks it against torch's own double backward and gradgradcheck in float64).
     About 10 elementwise/reduction passes, where torch's generic batchnorm double
-    backward costs ~15x more on CPU; it dominated a batch-mode NIO step on BN networks.
+    backward is far slower on the CPU (it dominated a batch-mode NIO step on BN networks).
     When a third order is asked for (``create_graph`` in the double backward), the same formula
     runs with the statistics recomputed by differentiable ops, so it is exact, only slower.
     """
@@ -252,9 +252,8 @@ def tree_copy(model: nn.Module) -> nn.Module:
     Each module object is copied shallowly (its own attribute dict, parameter, buffer
     and child dicts; everything else shared), children recursively; a module reached
     twice is copied once. Setting attributes, the train/eval flag or replacing
-    children on the copy leaves ``model`` untouched. ``copy.deepcopy`` with the
-    tensors in its memo did the same by walking every attribute: ~0.07x a
-    forward+backward per call on ResNet-20 (CPU), about 10x this.
+    children on the copy leaves ``model`` untouched (``copy.deepcopy`` with the
+    tensors in its memo would do the same by walking every attribute, far slower).
     """
     return _clone_tree(model, {})
 

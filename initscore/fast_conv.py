@@ -57,7 +57,7 @@ class _ConvBackward(torch.autograd.Function):
                 terms.append(Gb.view(1, -1, 1, 1).expand_as(gy))
             d_gy = None
             # accumulated in place into the first term, a fresh convolution output (the broadcast bias term is
-            # always last), unless a third order is being recorded: NIO step 4.52x -> 4.46x (A/B)
+            # always last), unless a third order is being recorded
             for t in terms:
                 d_gy = t if d_gy is None else (d_gy.add_(t) if not torch.is_grad_enabled() else d_gy + t)
         if ctx.needs_input_grad[1] and Gw is not None:

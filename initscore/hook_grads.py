@@ -95,10 +95,9 @@ def hook_grad_fn(net: nn.Module, params: dict[str, Tensor], *, when: str = "fast
     the hook path does not apply (:func:`unsupported_reason`). Same contract as ``sample_grad_fn(net,
     default_loss)``; the result is not differentiable with respect to ``params``.
 
-    when="faster" (default) also returns None for a network without per-sample BatchNorm: there vmap is
-    as fast or faster (ResNet-20, B=64, 2 CPU threads: no BN 0.12 s vmap vs 0.14-0.17 s hooks, calibrated
-    BN 0.17 vs 0.19), while with per-sample BN -- vmap runs it as primitive ops -- the hooks take half the
-    time (ResNet-20 0.30 -> 0.15 s, an NB201 cell 0.79 -> 0.38 s). when="always": whenever it applies.
+    when="faster" (default) also returns None for a network without per-sample BatchNorm, where vmap is as
+    fast or faster, and on the plain path (:mod:`initscore.fastpath`); with per-sample BN -- which vmap runs as
+    primitive ops -- the hooks are the faster route (bench/engine_ab.py). when="always": whenever it applies.
     """
     if when not in ("faster", "always"):
         raise ValueError(f"when must be 'faster' or 'always', got {when!r}")

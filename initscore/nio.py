@@ -427,7 +427,7 @@ def rectify_net(model: nn.Module, bn_mode: str, *, mode: str, method: str = "nio
     BatchNorm is primitive where autograd must go past second order through it (vmap'd sample mode: torch's
     BN kernel's second order is wrong under vmap; MetaInit's Hessian-vector product: third order, which
     torch's batch_norm kernel does not support), and whose convolutions have the hand-written double
-    backward (initscore.fast_conv; a batch-mode NIO step on ResNet-20 ~0.85x the time with torch's)."""
+    backward (initscore.fast_conv, faster than torch's for the second-order graph; not on the plain path)."""
     net = bnmod.scoring_copy(model, "batch" if bn_mode == "shared" else bn_mode,
                              primitive=(mode == "sample" or method == "metainit"))
     return fast_conv.install(net)

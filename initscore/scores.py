@@ -196,13 +196,11 @@ def fast_layout(x: Tensor) -> Tensor:
     """Image batches (N, C, H, W) on the CPU in channels-last memory layout; anything else unchanged.
 
     Same values, and every convolution after it then runs in oneDNN's channels-last kernels (the
-    layout follows the input through the network): one forward+backward of ResNet-20 on 46 CIFAR
-    images takes ~0.82x the time of the default layout (2 CPU threads; 86.5 -> 72.9 ms with BN,
-    65.1 -> 57.5 ms without). Used by the sub-batch gradients of batch mode (:func:`subbatch_grads`:
-    scores bn="batch" 1.59x -> 1.38x a forward+backward, calibrated 1.48x -> 1.32x; NIO outside the
-    segmented route) and by the BN calibration forward (43 -> 35 ms for 64 images);
-    not by sample mode, whose vmapped per-sample convolutions it made slower (exact GC 1.84x -> 2.11x
-    with BN), and not on accelerators, where the better layout depends on the device and dtype.
+    layout follows the input through the network), which are faster on the CPU. Used by the sub-batch
+    gradients of batch mode (:func:`subbatch_grads`, NIO outside the segmented route) and by the BN
+    calibration forward; not by sample mode, whose vmapped per-sample convolutions it makes slower, not
+    on accelerators, where the better layout depends on the device and dtype, and not on the plain path
+    (:mod:`initscore.fastpath`). bench/engine_ab.py measures it.
     """
     from initscore import fastpath
 
@@ -242,10 +240,8 @@ _NORM_CHUNK = 1 << 18  # elements converted to float64 at a time
 def _row_sq_norms64(f: Tensor) -> Tensor:
     """Squared L2 norm of every row of a 2-D tensor, accumulated in float64.
 
-    Lower-precision rows are converted to float64 a few rows at a time (2**18 elements): converting a
-    whole (64, 37k) float32 stack at once allocates a fresh 19 MB buffer per tensor (in a profile of
-    ResNet-20's sample-mode accumulation, 10.5 of 27 ms were those copies); chunked, the accumulation took
-    18.3 ms against 22.9 ms (medians of 11, 2 threads; chunks of 2**16: 24.2 ms, 2**20: 21.2 ms)."""
+    Lower-precision rows are converted to float64 a few rows at a time (2**18 elements), so no float64 copy
+    of a whole per-sample gradient stack is ever allocated."""
     if f.dtype == torch.float64 or f.numel() <= _NORM_CHUNK:
         return torch.linalg.vector_norm(f, dim=1, dtype=torch.float64).square()
     rows = max(1, _NORM_CHUNK // max(1, f.shape[1]))
@@ -375,9 +371,7 @@ def subbatch_grads(net: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tens
     # not with bn="shared": its whole-batch BN backward in channels-last moved GC of ResNet-20 by 1.4e-3 relative
     # against float64 in float32 (default layout: 5e-5; 64 CIFAR-10 images, D=4, r=0.2)
     if (segnet is None or not create_graph) and not shared:
-        # channels-last on the CPU (fast_layout): score 1.59x -> 1.38x a forward+backward with bn="batch", NIO
-        # step 5.41x -> 5.13x (3.39x -> 3.19x without BN); only the segmented second-order route got slower
-        # with it (NIO calibrated 4.63x -> 4.75x); ResNet-20, B=64, 2 threads, alternating A/B repeats
+        # channels-last on the CPU (fast_layout); not on the segmented second-order route, which it slows
         x = fast_layout(x)
 
     def _grad(loss: Tensor, retain: bool = False) -> dict[str, Tensor]:
@@ -494,7 +488,7 @@ def gradcosine(model: nn.Module, batch: tuple[Tensor, Tensor], *, mode: str = "s
     segnet = for_batch_mode(net, has_bn=has_bn, bn_mode=bn_mode, default_loss=loss is None) \
         if mode == "batch" else None
     if has_bn and bn_mode == "calibrated" and segnet is None:
-        bnmod.calibrate(net, params, fast_layout(x))  # a no-grad forward: channels-last ~0.8x
+        bnmod.calibrate(net, params, fast_layout(x))  # a no-grad forward, in channels-last on the CPU
     B = x.shape[0]
     acc = ScoreAccumulator({n: params[n] for n in wrt})
     if mode == "batch":

@@ -46,10 +46,7 @@ class _SegmentCat(torch.autograd.Function):
     torch's own cat backward narrows the gradient into slices; under create_graph the backward of
     each slice (NIO's double backward) builds a zero tensor of the whole batch's size and copies
     the slice into it -- 3 full-size zero fills per layer for 3 segments. split's backward is a cat
-    (no zero fill). Same values (tests/engine/test_segments.py, to second order). Calibrated
-    batch-mode NIO step on ResNet-20 with BN, B=64, 2 threads, 12 alternating A/B repeats:
-    4.78x -> 4.58x a forward+backward. (Normalizing the whole batch once and applying each
-    segment's BN affine as per-row weights instead was slower: 4.98x.)"""
+    (no zero fill). Same values (tests/engine/test_segments.py, to second order)."""
 
     @staticmethod
     def forward(ctx, sizes: list[int], *parts: Tensor) -> Tensor:  # type: ignore[override]
@@ -95,8 +92,7 @@ class _SegmentedLeaf(nn.Module):
 
     def _generic(self, x: Tensor, p: dict[str, Tensor]) -> Tensor:
         """Any other leaf: swap its parameter entries for the aliases around one call (what
-        ``functional_call`` does, without its per-call set-up: it cost ~0.1x a forward+backward
-        on the no-BN ResNet-20's 19 ChannelBias layers x 3 segments)."""
+        ``functional_call`` does, without its per-call set-up)."""
         own = self.inner._parameters
         saved = {k: own[k] for k in p}
         try:
@@ -170,13 +166,10 @@ def for_batch_mode(net: nn.Module, *, has_bn: bool, bn_mode: str, default_loss: 
     """The one-pass network batch mode uses, or None for the one-pass-per-segment route.
 
     Used where it saves a pass: BatchNorm with calibrated statistics, whose separate
-    calibration forward (~0.35x a forward+backward on ResNet-20) it absorbs: batch mode
-    1.43x vs 1.54x there (ResNet-20, B=64, D=2, r=0.6, CPU, 2 threads, 7 interleaved
-    repeats; the NIO batch step measured the same either way, 3.90x vs 3.80x). Without it
-    the per-segment route is faster (no BN: 1.35x vs 1.50x, NIO step 3.59x vs 4.09x: the
+    calibration forward it absorbs. Without calibrated BN the per-segment route is faster (the
     per-layer concatenation of segment outputs costs more than the extra passes), so it is
-    kept there.
-    Needs the default cross-entropy loss (a sum over samples).
+    kept there; on the plain path (:mod:`initscore.fastpath`) always. bench/engine_ab.py
+    measures both. Needs the default cross-entropy loss (a sum over samples).
     """
     from initscore import fastpath
 

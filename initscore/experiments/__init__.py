@@ -1,4 +1,4 @@
-"""Training comparisons of initializations (issue 5): Kaiming, NIO, GradInit, MetaInit.
+"""Training comparisons of initializations: Kaiming, NIO, GradInit, MetaInit.
 
 ``run_experiment(config, out_dir) -> ExperimentResult`` (torch; imported lazily
 here so ``initscore.experiments.config`` and the presets stay torch-free).
