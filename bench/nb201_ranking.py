@@ -13,6 +13,14 @@ timings: median seconds per architecture per proxy group, and on --timing-archs 
 time of all proxies together against each proxy alone (medians of --timing-repeats interleaved
 repeats per cell). Writes --json (default runs/nb201_ranking.json, git-ignored, so a quick run never
 overwrites the committed results in bench/results/).
+
+Cells: --sample-seed S draws random.Random(S).sample(range(15625), n) (--seed's numpy draw otherwise),
+--cells FILE names them (NB201 indices or cell strings), --positions keeps slices of the sample (so
+calibration cells can be excluded). --cache FILE keeps every cell's values in a JSONL file, appended as
+cells finish, so a killed run resumes and the tables are recomputed (--cached-only) without rescoring;
+--score-only fills the cache and stops. The search table (--search-n, --search-trials) gives the accuracy
+of each score's best-of-N pick next to params alone, random and the oracle; AZ-NAS's set-level rank
+aggregation (az_nas) is a row when its four inputs are computed.
 """
 from __future__ import annotations
 
