@@ -17,7 +17,7 @@ router = APIRouter()
 
 
 @router.get("/v1/models", tags=["models"], summary="Registered architectures and their argument schemas")
-async def models(who: Annotated[Principal, Depends(principal)]) -> dict[str, Any]:
+def models(who: Annotated[Principal, Depends(principal)]) -> dict[str, Any]:
     return {"models": list_models(), "proxies": list(known_proxies()), "engine_version": ENGINE_VERSION}
 
 
