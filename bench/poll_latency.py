@@ -103,7 +103,7 @@ def main() -> int:
         lat, errors = asyncio.run(poll(url, ids, a.interval, a.rounds))
         assert httpx.get(f"{url}/v1/jobs/{busy}").json()["status"] == "running", "the worker was not busy throughout"
         ms = sorted(x * 1000 for x in lat)
-        q = statistics.quantiles(ms, n=100)
+        q = statistics.quantiles(ms, n=100, method="inclusive")
         out = {"repo": str(repo), "requests": len(ms), "errors": errors, "pollers": a.pollers, "interval_s": a.interval,
                "p50_ms": round(q[49], 1), "p90_ms": round(q[89], 1), "p99_ms": round(q[98], 1), "max_ms": round(ms[-1], 1)}
         print(json.dumps(out))
