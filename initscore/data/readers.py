@@ -144,7 +144,9 @@ def check_labels(y: np.ndarray, num_classes: int, where: str) -> np.ndarray:
     y = y.astype(np.int64, copy=False)
     if y.size:
         lo, hi = int(y.min()), int(y.max())
-        if lo < 0 or hi >= num_classes:
+        if lo < 0:
+            raise DataError(f"{where}: label out of range: labels must be class indices >= 0, found a negative label ({lo})")
+        if hi >= num_classes:
             raise DataError(
                 f"{where}: label out of range: labels span {lo}..{hi} but num_classes is {num_classes}"
             )

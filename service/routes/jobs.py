@@ -221,14 +221,17 @@ def _artifact(ctx: AppContext, request: Request, rec: JobRecord, sha: str | None
     etag = f'"{sha}"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable", "Content-Disposition": f'attachment; filename="{filename}"'}
     inm = request.headers.get("if-none-match")
-    if inm and etag in [t.strip() for t in inm.split(",")]:
+    # RFC 9110 13.1.2: weak comparison (a W/ prefix matches), and "*" matches any current representation
+    if inm and any(t.strip() == "*" or t.strip().removeprefix("W/") == etag for t in inm.split(",")):
         return Response(status_code=304, headers=headers)
     headers["Content-Length"] = str(ctx.store.size(sha))
+    if request.method == "HEAD":
+        return Response(status_code=200, headers=headers, media_type=media_type)
     return StreamingResponse(ctx.store.iter_chunks(sha), media_type=media_type, headers=headers)
 
 
-@router.get("/jobs/{job_id}/weights", responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
-            summary="Rectified weights (.safetensors); ETag = sha256")
+@router.api_route("/jobs/{job_id}/weights", methods=["GET", "HEAD"], responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+                  summary="Rectified weights (.safetensors); ETag = sha256")
 def get_weights(request: Request, job_id: str, who: Annotated[Principal, Depends(principal)]) -> Response:
     ctx = get_ctx(request)
     rec = load_record(ctx, job_id, who)
@@ -237,8 +240,8 @@ def get_weights(request: Request, job_id: str, who: Annotated[Principal, Depends
     return _artifact(ctx, request, rec, rec.weights_sha, "weights", "application/octet-stream", f"{job_id}.safetensors")
 
 
-@router.get("/jobs/{job_id}/plot", responses={**ERRORS, 200: {"content": {"image/png": {}}}},
-            summary="Signal-propagation plot (PNG) of a propagation job")
+@router.api_route("/jobs/{job_id}/plot", methods=["GET", "HEAD"], responses={**ERRORS, 200: {"content": {"image/png": {}}}},
+                  summary="Signal-propagation plot (PNG) of a propagation job")
 def get_plot(request: Request, job_id: str, who: Annotated[Principal, Depends(principal)]) -> Response:
     ctx = get_ctx(request)
     rec = load_record(ctx, job_id, who)
