@@ -46,3 +46,15 @@ def test_negative_labels_say_so(queued) -> None:
     assert got["status"] == "failed" and got["error"]["type"] == "data-error", got
     detail = got["error"]["detail"]
     assert "negative" in detail and "4611686018427387904" not in detail, detail
+
+
+def test_more_data_classes_than_model_outputs_is_a_422(queued) -> None:
+    settings, backend, tc = queued()
+    req = {"kind": "score", "model": {"arch": "resnet20", "args": {"num_classes": 10}},
+           "data": {"kind": "synthetic", "shape": [3, 32, 32], "num_classes": 100000, "batch_size": 4}}
+    body = expect_problem(tc.post("/v1/jobs", json=req), 422)
+    msgs = {e["loc"]: e["msg"] for e in body["errors"]}
+    assert "100000" in msgs["data.num_classes"] and "10" in msgs["data.num_classes"], body
+    assert "input size" not in body["detail"]
+    ok = {**req, "model": {"arch": "resnet20", "args": {"num_classes": 100000}}}
+    assert tc.post("/v1/jobs", json=ok).status_code == 202
