@@ -35,10 +35,12 @@ test: setup
 	OMP_NUM_THREADS=2 $(PY) -m pytest -q -m "not slow" tests
 
 # long tests (marked slow; none at the moment: pytest's "no tests collected" exit 5 is not a failure) + the 500-job fault soak
-# and the 1000-job kill-free memory soak (bench/soak.py runs both phases)
+# and the 1000-job kill-free memory soak (bench/soak.py runs both phases), then Redis SHUTDOWN/restart for 8 s
+# while every worker is busy, 10 times in a row (bench/redis_fault.py)
 soak: setup
 	$(PY) -m pytest -q -m slow tests || [ $$? -eq 5 ]
 	OMP_NUM_THREADS=1 $(PY) bench/soak.py
+	OMP_NUM_THREADS=1 $(PY) bench/redis_fault.py --rounds 10
 
 bench: setup
 	$(PY) bench/engine_speed.py

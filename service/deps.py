@@ -138,3 +138,13 @@ def authenticate(settings: Settings, request: Request) -> Principal:
 def principal(request: Request) -> Principal:
     """FastAPI dependency: the authenticated caller (raises 401 problem+json)."""
     return authenticate(get_ctx(request).settings, request)
+
+
+def admin_principal(request: Request) -> Principal:
+    """FastAPI dependency: an admin key (401 without a valid key, 403 for a tenant key); open mode lets anyone in."""
+    settings = get_ctx(request).settings
+    who = authenticate(settings, request)
+    if not settings.open_mode and not who.admin:
+        raise ProblemError(403, "Forbidden", "this route shows every tenant's figures; it needs an admin key (INITSCORE_ADMIN_KEYS)",
+                           slug="forbidden")
+    return who

@@ -67,6 +67,22 @@ def check_data(ref: DataRef, settings: Settings, errors: list[dict[str, Any]], *
                 errors.append({"loc": "data.root", "msg": str(exc)})
 
 
+_KIND_CLASSES = {"cifar10": 10, "cifar100": 100, "mnist": 10, "fashion-mnist": 10}
+
+
+def check_classes(spec: Any, loc: str, ref: DataRef, errors: list[dict[str, Any]]) -> None:
+    """Labels of the data must index the model's outputs: data classes <= the model's num_classes."""
+    data_classes = ref.num_classes if ref.num_classes is not None else _KIND_CLASSES.get(ref.kind)
+    try:
+        _, args = validate_spec(spec.model_dump(mode="json"))
+    except InitscoreError:
+        return  # reported by check_model
+    model_classes = args.get("num_classes") if isinstance(args, dict) else None
+    if isinstance(data_classes, int) and isinstance(model_classes, int) and data_classes > model_classes:
+        errors.append({"loc": "data.num_classes", "msg": f"the data has {data_classes} classes but {loc} ({spec.arch}) has "
+                       f"{model_classes} outputs; set {loc}.args.num_classes to at least {data_classes}"})
+
+
 def check_model(spec: Any, loc: str, settings: Settings, errors: list[dict[str, Any]],
                 model_visible: Callable[[str], bool] | None = None) -> None:
     try:
@@ -92,8 +108,10 @@ def check_request(req: Any, settings: Settings, model_visible: Callable[[str], b
         else:
             for i, spec in enumerate(req.models):
                 check_model(spec, f"models[{i}]", settings, errors, model_visible)
+                check_classes(spec, f"models[{i}]", req.data, errors)
     else:
         check_model(req.model, "model", settings, errors, model_visible)
+        check_classes(req.model, "model", req.data, errors)
     check_data(req.data, settings, errors, needs_pairs=req.kind in ("score", "batch", "rectify"))
 
     opts = req.options

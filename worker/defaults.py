@@ -14,9 +14,10 @@ RESULT_TTL = 24 * 3600        # how long RQ keeps its own job hash after success
 FAILURE_TTL = 7 * 24 * 3600   # how long RQ keeps failed job hashes
 IDEMPOTENCY_TTL = 24 * 3600   # how long an Idempotency-Key maps to its job
 
-# transient faults (Redis connection errors) are retried by RQ this many times, after these delays
+# transient faults (Redis connection errors that outlasted the worker's own patience, INITSCORE_REDIS_PATIENCE)
+# are retried by RQ this many times, at once: a delay would need RQ's scheduler process (see worker.main)
 TRANSIENT_RETRIES = 2
-TRANSIENT_RETRY_INTERVALS = (2, 10)
+TRANSIENT_RETRY_INTERVALS = (0, 0)
 
 PROGRESS_MIN_INTERVAL = 0.2   # seconds between two job.meta progress writes
 JOB_FUNCTION = "worker.jobs.execute_job"

@@ -70,6 +70,10 @@ def classify_failure(exc: BaseException, request: dict[str, Any]) -> JobError:
         return JobError(type=f"{slug}-error", title=exc.title, detail=str(exc))
     if type(exc).__name__ == "JobTimeoutException":
         return JobError(type="timeout", title="Job timed out", detail=f"{exc}; use fewer iterations or a smaller model")
+    if isinstance(exc, (RuntimeError, IndexError)) and "out of bounds" in str(exc):
+        return JobError(type="model-error", title="The model failed on this data",
+                        detail=f"{str(exc).splitlines()[0][:300]}; a label is larger than the model's outputs: "
+                        "check that model.args.num_classes covers the data's classes")
     if isinstance(exc, RuntimeError):
         shape = (request.get("data") or {}).get("shape")
         hint = f"; check that the model's input size matches the data (data.shape {shape})" if shape else \

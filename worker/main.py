@@ -103,15 +103,21 @@ def run_worker(
             w = ResilientWorker(qs, connection=conn, serializer=JSONSerializer,
                                 name=base if generation == 0 else f"{base}.{generation}")
             try:
-                ok = w.work(burst=burst, logging_level=log_level, with_scheduler=True)
+                # no RQ scheduler: it runs in a forked child holding copies of this worker's sockets, which
+                # outlived a SIGKILLed worker and let Redis hand its dead BLPOP the next job; transient
+                # retries are immediate (worker.defaults), so nothing needs scheduling
+                ok = w.work(burst=burst, logging_level=log_level, with_scheduler=False)
             except Exception as exc:
                 log.error("worker loop ended: %s: %s", type(exc).__name__, exc)
                 ok = False
-            if burst or w._stop_requested:
+            if burst or w._stop_requested or w.stop_signalled or stopping.is_set():
                 return 0 if ok or burst else 1
+            # RQ's signal handlers belong to the worker that just ended: a stop now ends the wait
+            signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+            signal.signal(signal.SIGINT, lambda *_: stopping.set())
             log.warning("worker loop ended without a stop request; waiting for Redis, then starting again")
             if not wait_for_redis(conn, stop=stopping.is_set):
-                return 1
+                return 0
     return 1
 
 

@@ -88,6 +88,20 @@ class ResilientWorker(SimpleWorker):
     is handed to ``handle_job_success`` once Redis answers again, so it is recorded once.
     """
 
+    stop_signalled = False
+
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        """RQ's warm shutdown, remembered here: RQ's idle path raises StopRequested without setting a flag."""
+        self.stop_signalled = True
+        super().request_stop(signum, frame)
+
+    def set_shutdown_requested_date(self) -> None:
+        """Best effort: a stop signalled while Redis is away must not raise inside the running job."""
+        try:
+            super().set_shutdown_requested_date()
+        except TRANSIENT:
+            pass
+
     heartbeat = _patient("heartbeat")
     set_state = _patient("set_state")
     check_for_suspension = _patient("check_for_suspension")

@@ -144,7 +144,9 @@ def check_labels(y: np.ndarray, num_classes: int, where: str) -> np.ndarray:
     y = y.astype(np.int64, copy=False)
     if y.size:
         lo, hi = int(y.min()), int(y.max())
-        if lo < 0 or hi >= num_classes:
+        if lo < 0:
+            raise DataError(f"{where}: label out of range: labels must be class indices >= 0, found a negative label ({lo})")
+        if hi >= num_classes:
             raise DataError(
                 f"{where}: label out of range: labels span {lo}..{hi} but num_classes is {num_classes}"
             )
@@ -471,21 +473,39 @@ def read_imagefolder(
     """
     from PIL import Image
 
-    base = Path(root)
-    if not base.is_dir():
-        raise DataError(f"{root}: imagefolder root must be a directory of class subdirectories")
-    if (base / split).is_dir() and any(d.is_dir() for d in (base / split).iterdir()):
-        base = base / split
+    top = Path(root)
+    if not top.is_dir():
+        raise DataError(f"{top.name}: imagefolder root must be a directory of class subdirectories")
+
+    def shown(p: Path) -> str:  # messages name paths relative to the data root, never a symlink's target
+        return str(Path(top.name) / p.relative_to(top))
+
+    def inside(p: Path) -> Path:
+        try:
+            guard(str(p))
+        except DataError:
+            raise DataError(f"{shown(p)}: resolves outside the allowed dataset roots (a symlink?); "
+                            "keep every class directory and image under the configured roots") from None
+        return p
+
+    base = top
+    if (top / split).is_dir() and any(d.is_dir() for d in inside(top / split).iterdir()):
+        base = top / split
     classes = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not classes:
-        raise DataError(f"{base}: no class subdirectories")
+        raise DataError(f"{shown(base)}: no class subdirectories")
     files: list[tuple[Path, int]] = []
     for c, name in enumerate(classes):
-        for f in sorted((base / name).rglob("*")):
-            if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
-                files.append((f, c))
+        # confine the class directory before listing it; below it, symlinked directories are not followed
+        # and every image (a symlink too) is confined as it is listed
+        for d, dirs, names in os.walk(inside(base / name), followlinks=False):
+            dirs.sort()
+            for n in sorted(names):
+                f = Path(d) / n
+                if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
+                    files.append((inside(f), c))
     if not files:
-        raise DataError(f"{base}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class subdirectories")
+        raise DataError(f"{shown(base)}: no images ({', '.join(IMAGE_SUFFIXES)}) in the class subdirectories")
     channels, size = 3, None
     if shape is not None:
         if len(shape) == 3 and shape[0] in (1, 3):
@@ -498,15 +518,15 @@ def read_imagefolder(
     idx = select(len(files), limit, seed)
     chosen = files if idx is None else [files[i] for i in idx]
     if size is not None:
-        caps.check(base.name, len(chosen), channels * size[0] * size[1])
+        caps.check(shown(base), len(chosen), channels * size[0] * size[1])
     xs, ys = [], []
     for f, c in chosen:
         try:
             with Image.open(guard(str(f))) as im:
                 # the header's size, before anything is decoded: one image, then all of them at this size
-                caps.check(f"{f.name}", 1, im.width * im.height * max(channels, len(im.getbands())))
+                caps.check(shown(f), 1, im.width * im.height * max(channels, len(im.getbands())))
                 if size is None:
-                    caps.check(base.name, len(chosen), im.width * im.height * channels)
+                    caps.check(shown(base), len(chosen), im.width * im.height * channels)
                 im = im.convert("L" if channels == 1 else "RGB")
                 if size is not None:
                     im = _resize_center_crop(im, *size)
@@ -514,10 +534,10 @@ def read_imagefolder(
         except DataError:
             raise
         except Exception as exc:
-            raise DataError(f"{f}: not a readable image ({type(exc).__name__})") from None
+            raise DataError(f"{shown(f)}: not a readable image ({type(exc).__name__})") from None
         if xs and arr.shape != xs[0].shape:
             raise DataError(
-                f"{f}: size {arr.shape[1]}x{arr.shape[0]} differs from {xs[0].shape[1]}x{xs[0].shape[0]}; "
+                f"{shown(f)}: size {arr.shape[1]}x{arr.shape[0]} differs from {xs[0].shape[1]}x{xs[0].shape[0]}; "
                 "pass 'shape' to resize"
             )
         xs.append(arr)

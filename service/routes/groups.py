@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1", tags=["groups"])
 
 
 @router.get("/groups/{group_id}", responses=ERRORS, summary="A batch job's group: ranked per-architecture results")
-async def get_group(request: Request, group_id: str, who: Annotated[Principal, Depends(principal)]) -> dict[str, Any]:
+def get_group(request: Request, group_id: str, who: Annotated[Principal, Depends(principal)]) -> dict[str, Any]:
     ctx = get_ctx(request)
     job_id = job_id_for_group(group_id)
     if job_id is None:

@@ -1,4 +1,10 @@
-"""/v1/jobs: submit, read (long-poll), list, cancel, download weights and plots."""
+"""/v1/jobs: submit, read (long-poll), list, cancel, download weights and plots.
+
+Redis and file I/O is synchronous, so the routes are plain ``def`` (FastAPI runs them
+in its thread pool) and never block the event loop; only ``GET /v1/jobs/{id}`` is
+``async``, so that a long-poll (``?wait=``) sleeps without holding a thread, and
+it does each read in the thread pool.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -9,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from initscore.contract import JobRequest, request_hash
 from service.deps import AppContext, Principal, get_ctx, principal
@@ -42,7 +49,7 @@ def _accepted(rec: JobRecord, ctx: AppContext, *, replayed: bool = False) -> JSO
 
 
 @router.post("/jobs", status_code=202, responses=ERRORS, summary="Submit a score, rectify, batch or propagation job")
-async def submit_job(
+def submit_job(
     request: Request,
     job: Annotated[JobRequest, Body()],
     who: Annotated[Principal, Depends(principal)],
@@ -67,7 +74,7 @@ async def submit_job(
                     rec = load_record(ctx, earlier["job_id"], who)
                     return _accepted(rec, ctx, replayed=True)
                 except ProblemError:
-                    await asyncio.sleep(0.02)
+                    time.sleep(0.02)
             raise ProblemError(409, "Conflict", "the first request with this Idempotency-Key is still being accepted; retry", slug="idempotency-in-progress")
         created: list[bool] = []
         try:
@@ -123,21 +130,30 @@ async def get_job(
     request: Request,
     job_id: str,
     who: Annotated[Principal, Depends(principal)],
-    wait: Annotated[float, Query(ge=0, le=3600, description="seconds to wait for a final state")] = 0.0,
+    wait: Annotated[float, Query(ge=0, le=3600, allow_inf_nan=False, description="seconds to wait for a final state")] = 0.0,
 ) -> JSONResponse:
+    """Async only to long-poll without holding a thread: every Redis and file read runs in the thread pool."""
     ctx = get_ctx(request)
-    rec = load_record(ctx, job_id, who)
     deadline = time.monotonic() + min(wait, ctx.settings.max_wait_seconds)
+    rec, view = await run_in_threadpool(_read_job, ctx, job_id, who, deadline)
     delay = 0.02
-    while not rec.final and time.monotonic() < deadline:
+    while view is None:
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 1.5, 0.25)
-        rec = load_record(ctx, job_id, who)
-    return JSONResponse(job_view(rec, ctx))  # already JSON-able: skip FastAPI's jsonable_encoder pass
+        rec, view = await run_in_threadpool(_read_job, ctx, job_id, who, deadline)
+    return JSONResponse(view)  # already JSON-able: skip FastAPI's jsonable_encoder pass
+
+
+def _read_job(ctx: AppContext, job_id: str, who: Principal, deadline: float) -> tuple[JobRecord, dict[str, Any] | None]:
+    """The record, and its view once it is final or the long-poll deadline has passed (else None: poll again)."""
+    rec = load_record(ctx, job_id, who)
+    if rec.final or time.monotonic() >= deadline:
+        return rec, job_view(rec, ctx)
+    return rec, None
 
 
 @router.get("/jobs", responses=ERRORS, summary="Your jobs, newest first (cursor pagination)")
-async def list_jobs(
+def list_jobs(
     request: Request,
     who: Annotated[Principal, Depends(principal)],
     status: Literal["queued", "running", "finished", "failed", "cancelled"] | None = None,
@@ -152,7 +168,7 @@ async def list_jobs(
 
 
 @router.delete("/jobs/{job_id}", responses=ERRORS, summary="Cancel a queued or running job")
-async def cancel_job(request: Request, job_id: str, who: Annotated[Principal, Depends(principal)]) -> JSONResponse:
+def cancel_job(request: Request, job_id: str, who: Annotated[Principal, Depends(principal)]) -> JSONResponse:
     ctx = get_ctx(request)
     rec = load_record(ctx, job_id, who)
     if rec.final:
@@ -185,15 +201,18 @@ def _artifact(ctx: AppContext, request: Request, rec: JobRecord, sha: str | None
     etag = f'"{sha}"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable", "Content-Disposition": f'attachment; filename="{filename}"'}
     inm = request.headers.get("if-none-match")
-    if inm and etag in [t.strip() for t in inm.split(",")]:
+    # RFC 9110 13.1.2: weak comparison (a W/ prefix matches), and "*" matches any current representation
+    if inm and any(t.strip() == "*" or t.strip().removeprefix("W/") == etag for t in inm.split(",")):
         return Response(status_code=304, headers=headers)
     headers["Content-Length"] = str(ctx.store.size(sha))
+    if request.method == "HEAD":
+        return Response(status_code=200, headers=headers, media_type=media_type)
     return StreamingResponse(ctx.store.iter_chunks(sha), media_type=media_type, headers=headers)
 
 
-@router.get("/jobs/{job_id}/weights", responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
-            summary="Rectified weights (.safetensors); ETag = sha256")
-async def get_weights(request: Request, job_id: str, who: Annotated[Principal, Depends(principal)]) -> Response:
+@router.api_route("/jobs/{job_id}/weights", methods=["GET", "HEAD"], responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+                  summary="Rectified weights (.safetensors); ETag = sha256")
+def get_weights(request: Request, job_id: str, who: Annotated[Principal, Depends(principal)]) -> Response:
     ctx = get_ctx(request)
     rec = load_record(ctx, job_id, who)
     if rec.kind != "rectify":
@@ -201,7 +220,7 @@ async def get_weights(request: Request, job_id: str, who: Annotated[Principal, D
     return _artifact(ctx, request, rec, rec.weights_sha, "weights", "application/octet-stream", f"{job_id}.safetensors")
 
 
-@router.get("/jobs/{job_id}/onnx", responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+@router.api_route("/jobs/{job_id}/onnx", methods=["GET", "HEAD"], responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
             summary="An ONNX upload's rectify job: the uploaded graph with the rectified initializers")
 def get_onnx(request: Request, job_id: str, who: Annotated[Principal, Depends(principal)]) -> Response:
     ctx = get_ctx(request)
@@ -214,9 +233,9 @@ def get_onnx(request: Request, job_id: str, who: Annotated[Principal, Depends(pr
     return _artifact(ctx, request, rec, sha, "rectified ONNX file", "application/octet-stream", f"{job_id}.onnx")
 
 
-@router.get("/jobs/{job_id}/plot", responses={**ERRORS, 200: {"content": {"image/png": {}}}},
-            summary="Signal-propagation plot (PNG) of a propagation job")
-async def get_plot(request: Request, job_id: str, who: Annotated[Principal, Depends(principal)]) -> Response:
+@router.api_route("/jobs/{job_id}/plot", methods=["GET", "HEAD"], responses={**ERRORS, 200: {"content": {"image/png": {}}}},
+                  summary="Signal-propagation plot (PNG) of a propagation job")
+def get_plot(request: Request, job_id: str, who: Annotated[Principal, Depends(principal)]) -> Response:
     ctx = get_ctx(request)
     rec = load_record(ctx, job_id, who)
     if rec.kind != "propagation":

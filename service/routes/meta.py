@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 
 from initscore.contract import ENGINE_VERSION
 from initscore.models import list_models
-from service.deps import Principal, get_ctx, principal
+from service.deps import Principal, admin_principal, get_ctx, principal
 from service.metrics import CONTENT_TYPE
 from service.problems import problem_response
 from service.validation import known_proxies
@@ -17,7 +17,7 @@ router = APIRouter()
 
 
 @router.get("/v1/models", tags=["models"], summary="Registered architectures and their argument schemas")
-async def models(who: Annotated[Principal, Depends(principal)]) -> dict[str, Any]:
+def models(who: Annotated[Principal, Depends(principal)]) -> dict[str, Any]:
     return {"models": list_models(), "proxies": list(known_proxies()), "engine_version": ENGINE_VERSION}
 
 
@@ -46,7 +46,7 @@ def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready", "mode": ctx.backend.mode, "checks": checks, **info})
 
 
-@router.get("/metrics", tags=["health"], summary="Prometheus metrics (needs a key when keys are configured)")
-async def metrics(request: Request, who: Annotated[Principal, Depends(principal)]) -> Response:
+@router.get("/metrics", tags=["health"], summary="Prometheus metrics of the whole deployment (admin key when keys are configured)")
+def metrics(request: Request, who: Annotated[Principal, Depends(admin_principal)]) -> Response:
     ctx = get_ctx(request)
     return Response(ctx.metrics.render(), media_type=CONTENT_TYPE)

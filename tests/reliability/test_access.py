@@ -2,7 +2,7 @@
 
 Design (service/routes/meta.py, docs/service.md): `/healthz` and `/readyz` stay open
 (load balancers and orchestrators probe them without credentials; they reveal no job
-data); `/metrics` and every `/v1` route need a key. The route table is read from the
+data); every `/v1` route needs a key and `/metrics` an admin key. The route table is read from the
 app itself, so a route added later without the `principal` dependency fails here.
 Real Redis, real burst RQ worker, real jobs of every kind (score, rectify, batch, propagation).
 """
@@ -182,3 +182,17 @@ def test_key_comparison_is_constant_time_static() -> None:
                 if any(k in nm for nm in names for k in KEY_NAMES) and "idempotency_key" not in names:
                     offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {ast.unparse(node)}")
     assert offenders == [], offenders
+
+
+def test_metrics_are_admin_only_and_schema_pages_are_public(keyed) -> None:
+    """/metrics counts every tenant's jobs: admin keys only. The schema pages describe the API, no data: open."""
+    settings, backend, tc = keyed
+    assert tc.post("/v1/jobs", json=MLP_SCORE, headers=A).status_code == 202
+    assert _problem(tc.get("/metrics", headers=B), 403)["type"].endswith(":forbidden")
+    assert _problem(tc.get("/metrics", headers=A), 403)
+    _problem(tc.get("/metrics"), 401)
+    text = tc.get("/metrics", headers=ROOT).text
+    assert 'initscore_jobs{state="queued"} 1.0' in text
+    for path in ("/openapi.json", "/docs"):  # the one documented rule (docs/service.md, Access)
+        assert tc.get(path).status_code == 200
+    assert "/metrics" in tc.get("/openapi.json").json()["paths"]

@@ -96,6 +96,7 @@ def test_decoded_size_bombs_are_refused_without_allocating(queued, tmp_path: Pat
         assert v["status"] == "failed" and v["error"]["type"] == "data-error", v
         detail = v["error"]["detail"]
         assert "INITSCORE_MAX_DATA_BYTES" in detail and "cap" in detail, detail
+    print(f"worker peak RSS (VmHWM) growth over the three bombs: {growth_mb:.1f} MB")
     assert growth_mb < LIMIT_MB, f"worker peak RSS grew by {growth_mb:.0f} MB"
 
 

@@ -1,0 +1,125 @@
+"""GET /v1/jobs/{id} latency with 50 pollers polling every 0.5 s IN PHASE, while the worker is busy.
+
+Real parts: a private redis-server, `uvicorn --factory service.app:create_app` and one
+`python -m worker.main`, all started from the code tree given by --repo (default: this
+checkout), so an older tree (e.g. `git archive <rev> | tar -x -C /tmp/old`) can be
+measured the same way. The worker is kept busy by a long rectify job; each poller
+owns one queued score job. All pollers fire at the same instants t0 + k * interval
+(synchronized bursts: the worst case for an API that blocks its event loop).
+
+    flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=1 .venv/bin/python bench/poll_latency.py [--repo DIR]
+
+Prints p50/p90/p99/max of the request latencies measured by the pollers.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if pred():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"error: {what} within {timeout:.0f} s")
+
+
+async def poll(url: str, ids: list[str], interval: float, rounds: int) -> tuple[list[float], int]:
+    lat: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=len(ids) + 10, max_keepalive_connections=len(ids) + 10)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
+        t0 = time.perf_counter() + 1.0
+
+        async def poller(job_id: str) -> None:
+            nonlocal errors
+            for k in range(rounds):
+                await asyncio.sleep(max(0.0, t0 + k * interval - time.perf_counter()))
+                s = time.perf_counter()
+                r = await client.get(f"/v1/jobs/{job_id}")
+                lat.append(time.perf_counter() - s)
+                errors += r.status_code != 200
+
+        await asyncio.gather(*(poller(j) for j in ids))
+    return lat, errors
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repo", default=str(HERE), help="code tree to run the API and worker from")
+    ap.add_argument("--pollers", type=int, default=50)
+    ap.add_argument("--interval", type=float, default=0.5)
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--json", default=None, help="also write the figures to this file")
+    a = ap.parse_args()
+    repo = Path(a.repo).resolve()
+    tmp = Path(tempfile.mkdtemp(prefix="initscore-poll-"))
+    rport, aport = free_port(), free_port()
+    procs: list[subprocess.Popen] = []
+    try:
+        procs.append(subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(rport), "--save", "",
+                                       "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INITSCORE_")}
+        env.update(PYTHONPATH=str(repo), OMP_NUM_THREADS="1", INITSCORE_REDIS_URL=f"redis://127.0.0.1:{rport}/0",
+                   INITSCORE_ARTIFACT_DIR=str(tmp / "artifacts"), INITSCORE_MAX_ITERS="100000", INITSCORE_REUSE_RESULTS="false")
+        procs.append(subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(aport),
+                                       "--log-level", "warning"], cwd=repo, env=env))
+        procs.append(subprocess.Popen([sys.executable, "-m", "worker.main"], cwd=repo, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        url = f"http://127.0.0.1:{aport}"
+        wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, 60, "the API did not start")
+        model = {"arch": "mlp", "args": {"in_features": 3072, "hidden": 256, "depth": 4, "num_classes": 10}}
+        data = {"kind": "synthetic", "shape": [3, 32, 32], "num_classes": 10, "batch_size": 64, "limit": 512}
+        busy = httpx.post(f"{url}/v1/jobs", json={"kind": "rectify", "model": model, "data": data,
+                                                   "options": {"iters": 100000, "heldout_batches": 1}}).json()["id"]
+        wait_until(lambda: httpx.get(f"{url}/v1/jobs/{busy}").json()["status"] == "running", 180, "the worker never got busy")
+        ids = [busy] + [httpx.post(f"{url}/v1/jobs", json={"kind": "score", "model": model, "data": {**data, "seed": i}}).json()["id"]
+                        for i in range(a.pollers - 1)]
+        lat, errors = asyncio.run(poll(url, ids, a.interval, a.rounds))
+        assert httpx.get(f"{url}/v1/jobs/{busy}").json()["status"] == "running", "the worker was not busy throughout"
+        ms = sorted(x * 1000 for x in lat)
+        q = statistics.quantiles(ms, n=100, method="inclusive")
+        out = {"repo": str(repo), "requests": len(ms), "errors": errors, "pollers": a.pollers, "interval_s": a.interval,
+               "p50_ms": round(q[49], 1), "p90_ms": round(q[89], 1), "p99_ms": round(q[98], 1), "max_ms": round(ms[-1], 1)}
+        print(json.dumps(out))
+        if a.json:
+            Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
+        return 0
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
