@@ -36,10 +36,14 @@ def test_inline_server_and_cli_verbs(tmp_path) -> None:
         args = json.dumps({"in_features": 48, "hidden": 8, "depth": 3, "num_classes": 4})
         r = _cli("submit", "rectify", "--arch", "mlp", "--args", args, "--data", "synthetic", "--batch-size", "8",
                  "--options", '{"iters": 3, "heldout_batches": 0}', "--json", env=env)
+        # synthetic data has 10 classes by default, the model 4 outputs: refused by the API, nothing queued
+        assert r.returncode == 2 and "data.num_classes" in r.stderr, r.stderr
+        r = _cli("submit", "rectify", "--arch", "mlp", "--args", args, "--data", "synthetic", "--batch-size", "8",
+                 "--num-classes", "4", "--options", '{"iters": 3, "heldout_batches": 0}', "--json", env=env)
         assert r.returncode == 0, r.stderr
         mismatch = json.loads(r.stdout)  # default synthetic shape 3x32x32 does not fit in_features=48
         w = _cli("wait", mismatch["id"], "--timeout", "60", env=env)
-        assert w.returncode == 1 and "The model failed on this data" in w.stdout and "mat1 and mat2" in w.stdout, w.stdout
+        assert w.returncode == 1 and "does not accept inputs of shape [3, 32, 32]" in w.stdout, w.stdout
         r = _cli("submit", "rectify", "--arch", "mlp", "--args", args, "--data", "synthetic", "--batch-size", "8",
                  "--shape", "3,4,4", "--num-classes", "4",
                  "--options", '{"iters": 3, "heldout_batches": 0}', "--json", env=env)
