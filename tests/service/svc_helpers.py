@@ -150,6 +150,8 @@ def redis_conn(redis_server: RedisServer) -> Iterator[Any]:
 
     r = Redis.from_url(redis_server.url)
     r.flushdb()
+    # a connection a previous test's worker left blocked in a dequeue would take this test's first job
+    r.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
     yield r
     r.flushdb()
     r.close()
