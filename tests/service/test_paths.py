@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from svc_helpers import MLP_SCORE, REPO, expect_problem, free_port, with_field
+from svc_helpers import MLP_SCORE, REPO, expect_problem, served, with_field
 
 
 def _settings_in(cwd: Path, env: dict[str, str]) -> str:
@@ -63,22 +63,8 @@ def test_queued_quickstart_from_two_directories(tmp_path: Path, redis_server, re
                INITSCORE_REDIS_URL=redis_server.url, INITSCORE_ALLOWED_ROOTS=str(tmp_path))
     api_dir, worker_dir = tmp_path / "api-cwd", tmp_path / "worker-cwd"
     api_dir.mkdir(), worker_dir.mkdir()
-    port = free_port()
-    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(port),
-                            "--log-level", "warning"], cwd=api_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wrk = subprocess.Popen([sys.executable, "-m", "worker.main", "--queues", "initscore-score"], cwd=worker_dir, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert api.poll() is None and wrk.poll() is None and time.time() < deadline, "stack did not become ready"
-            time.sleep(0.2)
+    deadline = time.time() + 90
+    with served(env, api_cwd=api_dir, worker_cwd=worker_dir, worker_args=("--queues", "initscore-score")) as url:
         job = httpx.post(f"{url}/v1/jobs", json=MLP_SCORE).json()
         got = httpx.get(f"{url}/v1/jobs/{job['id']}", params={"wait": 30}, timeout=40).json()
         while got["status"] not in ("finished", "failed"):
@@ -87,11 +73,3 @@ def test_queued_quickstart_from_two_directories(tmp_path: Path, redis_server, re
         assert got["status"] == "finished" and got["error"] is None and got["result"] is not None, got
         assert not (api_dir / "artifacts").exists() and not (worker_dir / "artifacts").exists()
         assert list((tmp_path / "xdg" / "initscore" / "artifacts" / "objects").rglob("*"))
-    finally:
-        for p in (wrk, api):
-            p.terminate()
-        for p in (wrk, api):
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
