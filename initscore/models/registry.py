@@ -13,6 +13,7 @@ passes validated scalar arguments.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -191,13 +192,18 @@ def _load_families() -> None:
 
 
 _loaded = False
+_load_lock = threading.RLock()  # the API validates in a thread pool: the first requests arrive together
 
 
 def _registry() -> dict[str, ModelEntry]:
+    """Every family imported once; a thread that arrives while another imports them waits for it (re-entrant: a
+    family module may look the registry up while it is being imported)."""
     global _loaded
     if not _loaded:
-        _loaded = True
-        _load_families()
+        with _load_lock:
+            if not _loaded:
+                _load_families()
+                _loaded = True
     return _REGISTRY
 
 

@@ -94,3 +94,15 @@ def test_models_command_lists_the_timm_catalog():
     bad = subprocess.run([sys.executable, "-m", "initscore", "models", "--source", "nope"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown model source 'nope'")
+
+
+def test_first_lookups_from_many_threads_all_see_the_whole_registry():
+    """The API validates specs in a thread pool: the first requests arrive together and must not see a registry
+    that another thread is still filling (a 422 'unknown architecture' for nb201 in the soak found this)."""
+    code = ("import threading\nfrom initscore.models import get_entry\nerrs = []\n"
+            "def look(name):\n    try:\n        get_entry(name)\n    except Exception as e:\n        errs.append(str(e))\n"
+            "ts = [threading.Thread(target=look, args=(n,)) for n in ['nb201', 'resnet20', 'timm:resnet18', 'mlp'] * 8]\n"
+            "[t.start() for t in ts]\n[t.join() for t in ts]\nprint(len(errs), errs[:1])\n")
+    for _ in range(5):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.stdout.startswith("0 "), (out.stdout, out.stderr)

@@ -105,10 +105,11 @@ def test_ui_end_to_end_in_chromium(stack, browser) -> None:
     fractions = set()
 
     def finished(d) -> bool:
-        pct = d.find_elements(By.CSS_SELECTOR, "section.job .bar .pct")
+        done = bool(d.find_elements(By.CSS_SELECTOR, 'section.job[data-status="finished"]'))
+        pct = d.find_elements(By.CSS_SELECTOR, "section.job .bar .pct")  # read after: the page may have just rendered
         if pct:
             fractions.add(pct[0].text)
-        return bool(d.find_elements(By.CSS_SELECTOR, 'section.job[data-status="finished"]'))
+        return done
 
     _wait(drv, finished, timeout=120, what="rectify job finished")
     assert "100%" in fractions
