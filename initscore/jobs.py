@@ -83,10 +83,11 @@ def _num_params(model: Any) -> int:
 
 
 
-def _load_data(ref: Any, allowed_roots: list[str] | None) -> Any:
+def _load_data(ref: Any) -> Any:
     from initscore import data as data_mod
 
-    return data_mod.load(ref, allowed_roots=allowed_roots, caps=_ENV.get().data_caps)
+    env = _ENV.get()
+    return data_mod.load(ref, allowed_roots=env.allowed_roots, caps=env.data_caps)
 
 
 def _build(spec: Any, seed: int) -> Any:
@@ -106,10 +107,7 @@ def _build(spec: Any, seed: int) -> Any:
         from initscore.onnx_model import from_bytes
 
         net = from_bytes(env.model_file(args["sha256"]))
-        n = _num_params(net)
-        if env.max_params is not None and n > env.max_params:
-            raise SpecError(f"onnx with these arguments has {n:,} parameters, over the cap of {env.max_params:,}; "
-                            "choose a smaller model")
+        models.check_cap("onnx", _num_params(net), env.max_params)
         return net
     torch.manual_seed(seed)
     return models.build(raw, max_params=env.max_params)
@@ -181,15 +179,15 @@ def _rank_value(res: ScoreResult, rank_by: str) -> float | None:
     return None if v is None or not math.isfinite(v) else float(v)
 
 
-def _run_score(req: ScoreRequest, allowed_roots: list[str] | None) -> ScoreResult:
-    td = _load_data(req.data, allowed_roots)
+def _run_score(req: ScoreRequest) -> ScoreResult:
+    td = _load_data(req.data)
     batch = td.batch(req.data.batch_size, req.data.seed)
     return _score_one(req.model, batch, req.options, num_classes=td.num_classes)
 
 
-def _run_batch(req: BatchRequest, allowed_roots: list[str] | None, progress: Progress | None) -> BatchResult:
+def _run_batch(req: BatchRequest, progress: Progress | None) -> BatchResult:
     t0 = time.perf_counter()
-    td = _load_data(req.data, allowed_roots)
+    td = _load_data(req.data)
     batch = td.batch(req.data.batch_size, req.data.seed)
     entries: list[dict[str, Any]] = []
     n = len(req.models)
@@ -242,11 +240,11 @@ def _run_batch(req: BatchRequest, allowed_roots: list[str] | None, progress: Pro
     return BatchResult(rank_by=req.rank_by, entries=[BatchEntry(**e) for e in order], seconds=time.perf_counter() - t0)
 
 
-def _run_rectify(req: RectifyRequest, allowed_roots: list[str] | None, progress: Progress | None) -> tuple[RectifyResult, dict[str, Any]]:
+def _run_rectify(req: RectifyRequest, progress: Progress | None) -> tuple[RectifyResult, dict[str, Any]]:
     from initscore import nio
 
     opts = req.options
-    td = _load_data(req.data, allowed_roots)
+    td = _load_data(req.data)
     bs = req.data.batch_size
     heldout = None
     train = td
@@ -294,11 +292,11 @@ def _run_rectify(req: RectifyRequest, allowed_roots: list[str] | None, progress:
     return result, weights
 
 
-def _run_propagation(req: PropagationRequest, allowed_roots: list[str] | None) -> tuple[PropagationResult, bytes | None]:
+def _run_propagation(req: PropagationRequest) -> tuple[PropagationResult, bytes | None]:
     from initscore import propagation
 
     t0 = time.perf_counter()
-    td = _load_data(req.data, allowed_roots)
+    td = _load_data(req.data)
     batch = td.batch(req.data.batch_size, req.data.seed)
     model = _build(req.model, req.options.seed)
     _check_fits(model, batch[0], 0)  # any output: the report follows the signal, not a loss
@@ -335,26 +333,25 @@ def run_job(
     """
     token = _ENV.set(JobEnv(allowed_roots, max_params, model_file, data_caps))
     try:
-        return _run(request, progress, allowed_roots)
+        return _run(request, progress)
     finally:
         _ENV.reset(token)
 
 
-def _run(request: Any, progress: Progress | None, allowed_roots: list[str] | None
-         ) -> tuple[Any, dict[str, Any] | None, bytes | None]:
+def _run(request: Any, progress: Progress | None) -> tuple[Any, dict[str, Any] | None, bytes | None]:
     req = parse_request(request)
     if isinstance(req, ScoreRequest):
-        res = _run_score(req, allowed_roots)
+        res = _run_score(req)
         if progress is not None:
             progress(1, 1, {"gc": res.gc, "gn": res.gn})
         return res, None, None
     if isinstance(req, BatchRequest):
-        return _run_batch(req, allowed_roots, progress), None, None
+        return _run_batch(req, progress), None, None
     if isinstance(req, RectifyRequest):
-        res, weights = _run_rectify(req, allowed_roots, progress)
+        res, weights = _run_rectify(req, progress)
         return res, weights, None
     if isinstance(req, PropagationRequest):
-        res, png = _run_propagation(req, allowed_roots)
+        res, png = _run_propagation(req)
         if progress is not None:
             progress(1, 1, {})
         return res, None, png

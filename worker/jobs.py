@@ -252,9 +252,13 @@ def run_recorded(
 
 
 def _upload_reader(store: ArtifactStore, cap: int) -> Callable[[str], bytes]:
-    """sha256 -> the bytes of an uploaded ONNX file (the API checked it and the caller's access at submit)."""
+    """sha256 -> the bytes of an uploaded ONNX file (the API checked it and the caller's access at submit); read
+    once per job, since a rectify job reads it again to write the rectified file."""
+    import functools
+
     from initscore.errors import SpecError
 
+    @functools.lru_cache(maxsize=1)
     def read(sha: str) -> bytes:
         with store.open(sha) as fh:
             data = fh.read(cap + 1)

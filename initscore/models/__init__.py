@@ -11,6 +11,7 @@ from initscore.models.registry import (
     Arg,
     ModelEntry,
     build,
+    check_cap,
     count_params,
     create,
     get_entry,
@@ -21,5 +22,5 @@ from initscore.models.registry import (
     validate_spec,
 )
 
-__all__ = ["Arg", "ModelEntry", "build", "count_params", "create", "get_entry", "list_models", "register_model",
+__all__ = ["Arg", "ModelEntry", "build", "check_cap", "count_params", "create", "get_entry", "list_models", "register_model",
            "register_prefix", "sources", "validate_spec"]

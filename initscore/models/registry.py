@@ -269,10 +269,7 @@ def create(name: str, **kwargs: Any) -> Any:
     return entry.builder(**entry.validate(kwargs))
 
 
-def count_params(spec: Mapping[str, Any]) -> int:
-    """Parameters of the spec's model: the family's pure-Python counter, else a build on torch's meta
-    device (shapes only: no memory is allocated and the global RNG is not advanced)."""
-    entry, args = validate_spec(spec)
+def _count(entry: ModelEntry, args: dict[str, Any]) -> int:
     n = entry.num_params(args)
     if n is not None:
         return n
@@ -283,13 +280,23 @@ def count_params(spec: Mapping[str, Any]) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 
 
+def count_params(spec: Mapping[str, Any]) -> int:
+    """Parameters of the spec's model: the family's pure-Python counter, else a build on torch's meta
+    device (shapes only: no memory is allocated and the global RNG is not advanced)."""
+    return _count(*validate_spec(spec))
+
+
+def check_cap(name: str, n: int, max_params: int | None) -> None:
+    """SpecError when a model of ``n`` parameters is over the deployment's cap (None: no cap)."""
+    if max_params is not None and n > max_params:
+        raise SpecError(f"{name} with these arguments has {n:,} parameters, over the cap of {max_params:,}; "
+                        "choose a smaller model")
+
+
 def build(spec: Mapping[str, Any], *, max_params: int | None = None) -> Any:
     """Build a torch module from a JSON spec (imports torch). With ``max_params`` the parameter count is
     checked first (:func:`count_params`) and a model over the cap is refused before it is allocated."""
     entry, args = validate_spec(spec)
     if max_params is not None:
-        n = count_params(spec)
-        if n > max_params:
-            raise SpecError(f"{entry.name} with these arguments has {n:,} parameters, over the cap of "
-                            f"{max_params:,}; choose a smaller model")
+        check_cap(entry.name, _count(entry, args), max_params)
     return entry.builder(**args)
