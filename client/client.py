@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping
 import httpx
 
 from client.errors import JobFailed, ServiceError, UnavailableError, from_response
+from initscore.contract import DEFAULT_RANK_BY
 
 FINAL = ("finished", "failed", "cancelled")
 JobRef = str | Mapping[str, Any]
@@ -100,7 +101,7 @@ class Client:
                             "init_seed": init_seed}, **kw)
 
     def submit_batch(self, models: Iterable[str | Mapping[str, Any]], data: Mapping[str, Any],
-                     options: Mapping[str, Any] | None = None, *, rank_by: str = "gradcosine", **kw: Any) -> dict[str, Any]:
+                     options: Mapping[str, Any] | None = None, *, rank_by: str = DEFAULT_RANK_BY, **kw: Any) -> dict[str, Any]:
         return self.submit({"kind": "batch", "models": [_spec(m) for m in models], "data": dict(data),
                             "options": dict(options or {}), "rank_by": rank_by}, **kw)
 

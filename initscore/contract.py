@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-ENGINE_VERSION = "0.1.0"
+ENGINE_VERSION = "0.1.1"
 
 JsonScalar = Union[bool, int, float, str]
 
@@ -94,7 +94,9 @@ class ScoreOptions(_Model):
     split: Split | None = Field(default=None, description=SPLIT_DOC)
     profile: Profile = Field(default="paper", description=PROFILE_DOC)
     proxies: list[str] = Field(default_factory=list, max_length=32)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="the weights' seed: torch is seeded with "
+                      "initscore.proxies.batch.spec_seed(model, seed), so a spec scores the same in score and batch "
+                      "jobs, the CLI and the library")
 
     @model_validator(mode="after")
     def _profile(self) -> "ScoreOptions":
@@ -186,12 +188,15 @@ class RectifyRequest(_Model):
     init_seed: int = Field(default=0, ge=0, le=2**31 - 1, description="torch seed for the initial weights")
 
 
+DEFAULT_RANK_BY = "ensemble"  # the recommended score (initscore.proxies.ensemble); client and CLI read it here
+
+
 class BatchRequest(_Model):
     kind: Literal["batch"] = "batch"
     models: list[ModelSpec] = Field(min_length=1)
     data: DataRef
     options: ScoreOptions = Field(default_factory=ScoreOptions)
-    rank_by: str = Field(default="ensemble", description="score used to rank: 'ensemble' (the recommended zero-cost "
+    rank_by: str = Field(default=DEFAULT_RANK_BY, description="score used to rank: 'ensemble' (the recommended zero-cost "
                          "score; computed even when options.proxies does not list it), 'gradcosine', 'gradnorm' or a proxy "
                          "listed in options.proxies")
     top_k: int | None = Field(default=None, ge=1, description="return only the k best entries (and the failed ones); "

@@ -5,11 +5,12 @@ nothing else of the engine. torch and the engine modules are imported lazily, in
 the function, so importing this module stays cheap and torch-free.
 
 Dispatch:
-  score        initscore.scores.gradcosine (+ initscore.proxies.compute_many)
+  score        initscore.scores.gradcosine (+ initscore.proxies.compute_many); weights seeded by
+               initscore.proxies.batch.spec_seed(model, options.seed), as in batch jobs and the library
   rectify      initscore.nio.rectify (NIO, Algorithm 3, or a baseline) -> new state dict
   batch        gradcosine (+ proxies) for every spec on ONE shared data batch, ranked
                by `rank_by` (default the recommended `ensemble`; higher is better; failures
-               are listed, unranked); weights seeded by initscore.proxies.batch.spec_seed
+               are listed, unranked); each entry scored as a score job would score it
   propagation  initscore.propagation.report (+ plot -> PNG bytes)
 
 ``progress(done, total, metrics)`` is called as work advances (rectify: every
@@ -132,12 +133,15 @@ def _check_fits(model: Any, x: Any, num_classes: int) -> None:
                            f"{num_classes} classes; set num_classes in the model's args")
 
 
-def _score_one(spec: Any, batch: tuple[Any, Any], opts: ScoreOptions, seed: int | None = None,
-               num_classes: int = 1) -> ScoreResult:
+def _score_one(spec: Any, batch: tuple[Any, Any], opts: ScoreOptions, num_classes: int = 1) -> ScoreResult:
+    """GradCosine/GradNorm (+ opts.proxies) of ``spec`` with weights seeded by spec_seed(spec, opts.seed): the same
+    architecture and seed give the same weights, hence the same score, in score and batch jobs, whatever the
+    position in the request, and in initscore.proxies.score_architectures / initscore.search."""
+    from initscore.proxies.batch import spec_seed
     from initscore.scores import gradcosine
 
     t0 = time.perf_counter()
-    model = _build(spec, opts.seed if seed is None else seed)
+    model = _build(spec, spec_seed(spec.model_dump(mode="json"), opts.seed))
     _check_fits(model, batch[0], num_classes)
     gs = gradcosine(model, batch, mode=opts.mode, sub_batches=opts.sub_batches, overlap=opts.overlap, bn=opts.bn,
                     split=opts.split, profile=opts.profile)
@@ -194,7 +198,7 @@ def _run_batch(req: BatchRequest, progress: Progress | None) -> BatchResult:
     opts = req.options
     if req.rank_by == "ensemble" and "ensemble" not in opts.proxies:  # the default ranks by the recommended score
         opts = opts.model_copy(update={"proxies": [*opts.proxies, "ensemble"]})
-    from initscore.proxies.batch import DISCONNECTED, nb201_disconnected, spec_seed
+    from initscore.proxies.batch import DISCONNECTED, nb201_disconnected
 
     import heapq
 
@@ -203,10 +207,7 @@ def _run_batch(req: BatchRequest, progress: Progress | None) -> BatchResult:
         try:
             if spec.arch == "nb201" and nb201_disconnected(str(spec.args.get("cell", ""))):
                 raise OptionsError(DISCONNECTED)  # not scored, listed with the reason (as in score_architectures)
-            # weights from the spec and the request's seed, not the position: the same architecture gets the same
-            # score here as in initscore.proxies.score_architectures, search.top_k and the CLI
-            res = _score_one(spec, batch, opts, seed=spec_seed(spec.model_dump(mode="json"), opts.seed),
-                             num_classes=td.num_classes)
+            res = _score_one(spec, batch, opts, num_classes=td.num_classes)
             value = _rank_value(res, req.rank_by)
             entries.append({"index": i, "model": spec, "status": "finished", "score": value, "result": res})
         except (InitscoreError, RuntimeError, ValueError) as exc:

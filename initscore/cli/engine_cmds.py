@@ -209,7 +209,8 @@ def score_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", help="use a seeded subset of this many samples"),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     seed: int = typer.Option(0, "--seed", help="which samples"),
-    init_seed: int = typer.Option(0, "--init-seed", help="torch seed of the initial weights"),
+    init_seed: int = typer.Option(0, "--init-seed", help="seed of the initial weights (torch is seeded with "
+                                                         "spec_seed(spec, seed), as in score and batch jobs)"),
     mode: str = typer.Option("sample", "--mode", help="sample (exact) or batch (Eq. 7)"),
     bn: Optional[str] = typer.Option(None, "--bn", help="batch|calibrated|per_sample|shared (default by mode and "
                                                         "profile)"),

@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 import typer
 
+from initscore.contract import DEFAULT_RANK_BY
 from initscore.errors import OptionsError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -91,7 +92,8 @@ def register(app: typer.Typer) -> None:
         shape: Optional[str] = typer.Option(None, help="synthetic data: per-sample shape, e.g. 3,32,32"),
         num_classes: Optional[int] = typer.Option(None, help="synthetic data: number of classes"),
         options: Optional[str] = typer.Option(None, help="job options as JSON (see docs/service.md)"),
-        rank_by: str = typer.Option("gradcosine", help="batch: gradcosine, gradnorm or a proxy in options.proxies"),
+        rank_by: str = typer.Option(DEFAULT_RANK_BY, help="batch: the recommended score (default), gradcosine, "
+                                                         "gradnorm or a proxy in options.proxies"),
         idempotency_key: Optional[str] = typer.Option(None, help="a retried submit with the same key returns the same job"),
         wait: bool = typer.Option(False, "--wait", help="wait for the job and show a progress bar"),
         as_json: bool = typer.Option(False, "--json", help="print the job resource as JSON"),

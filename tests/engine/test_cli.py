@@ -33,8 +33,11 @@ def test_score_json_on_synthetic():
     from initscore.scores import gradcosine
 
     td = data.load({"kind": "synthetic", "shape": [12], "num_classes": 10, "batch_size": 8, "seed": 0})
-    torch.manual_seed(0)
-    net = models.build({"arch": "mlp", "args": json.loads(MLP)})
+    from initscore.proxies.batch import spec_seed
+
+    spec = {"arch": "mlp", "args": json.loads(MLP)}
+    torch.manual_seed(spec_seed(spec, 0))  # the weights' seed of every scoring path (--init-seed 0)
+    net = models.build(spec)
     s = gradcosine(net, td.batch(8, 0))
     assert d["gc"] == pytest.approx(s.gc, rel=1e-6) and d["gn"] == pytest.approx(s.gn, rel=1e-6)
 
@@ -157,8 +160,11 @@ def test_official_profile_through_the_cli_matches_the_library():
     from initscore.scores import gradcosine
 
     td = data.load({"kind": "synthetic", "shape": [12], "num_classes": 10, "batch_size": 16, "seed": 0})
-    torch.manual_seed(0)
-    net = models.build({"arch": "mlp", "args": json.loads(MLP)})
+    from initscore.proxies.batch import spec_seed
+
+    spec = {"arch": "mlp", "args": json.loads(MLP)}
+    torch.manual_seed(spec_seed(spec, 0))  # the weights' seed of every scoring path (--init-seed 0)
+    net = models.build(spec)
     s = gradcosine(net, td.batch(16, 0), mode="batch", sub_batches=4, overlap=0.2, profile="official")
     paper = gradcosine(net, td.batch(16, 0), mode="batch", sub_batches=4, overlap=0.2)
     assert d["gc"] == pytest.approx(s.gc, rel=1e-6) and d["n"] == 4

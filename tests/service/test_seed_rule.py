@@ -1,0 +1,77 @@
+"""One seeding rule on every scoring path: the weights of a spec come from spec_seed(spec, seed), so the same spec
+and seed give the same GradCosine and proxies in the library, `initscore score`, a score job and a batch job (real
+Redis, real RQ worker, the CLI as a real process)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from svc_helpers import REPO, run_worker_burst
+
+CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
+OTHER = "|avg_pool_3x3~0|+|nor_conv_1x1~0|none~1|+|none~0|skip_connect~1|nor_conv_3x3~2|"
+ARGS = {"cell": CELL, "C": 2, "N": 1}
+SPEC = {"arch": "nb201", "args": ARGS}
+# the data reference `initscore score --data synthetic --batch-size 6 --seed 2` builds for this spec
+DATA = {"kind": "synthetic", "split": "train", "batch_size": 6, "seed": 2, "shape": [3, 32, 32], "num_classes": 10}
+PROXIES = ["synflow", "naswot"]
+SEED = 3
+
+
+def _library(seed: int) -> tuple[float, float, dict[str, float]]:
+    import torch
+
+    from initscore import data, models, proxies
+    from initscore.proxies.batch import spec_seed
+    from initscore.scores import gradcosine
+
+    batch = data.load(DATA).batch(DATA["batch_size"], DATA["seed"])
+    (row,) = proxies.score_architectures([SPEC], batch, PROXIES, seed=seed)
+    torch.manual_seed(spec_seed(SPEC, seed))
+    gs = gradcosine(models.build(SPEC), batch)
+    return float(gs.gc), float(gs.gn), dict(row.values)
+
+
+def _cli(seed: int) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    p = subprocess.run([sys.executable, "-m", "initscore", "score", "--arch", "nb201", "--args", json.dumps(ARGS),
+                        "--data", "synthetic", "--batch-size", "6", "--seed", "2", "--init-seed", str(seed),
+                        "-o", f"proxies={json.dumps(PROXIES)}", "--json"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def _finished(tc, backend, settings, req: dict) -> dict:
+    r = tc.post("/v1/jobs", json=req)
+    assert r.status_code in (200, 201, 202), r.text
+    run_worker_burst(backend, settings)
+    job = tc.get(f"/v1/jobs/{r.json()['id']}").json()
+    assert job["status"] == "finished", job
+    return job
+
+
+def test_same_spec_and_seed_same_score_on_every_path(queued) -> None:
+    gc, gn, values = _library(SEED)
+    gc_other, _, values_other = _library(SEED + 1)
+    assert gc_other != gc and values_other["naswot"] != values["naswot"]  # the seed matters: the rule is not vacuous
+
+    cli = _cli(SEED)
+    assert (cli["gc"], cli["gn"]) == (gc, gn)
+    assert cli["proxies"] == values
+
+    settings, backend, tc = queued()
+    opts = {"seed": SEED, "proxies": PROXIES}
+    score = _finished(tc, backend, settings, {"kind": "score", "model": SPEC, "data": DATA, "options": opts})["result"]
+    assert (score["gc"], score["gn"]) == (gc, gn)
+    assert score["proxies"] == values
+
+    batch = _finished(tc, backend, settings, {"kind": "batch", "models": [{"arch": "nb201", "args": {**ARGS, "cell": OTHER}},
+                                                                          SPEC], "data": DATA, "options": opts,
+                                              "rank_by": "naswot"})
+    group = tc.get(f"/v1/groups/{batch['group_id']}").json()
+    (entry,) = [e for e in group["entries"] if e["model"]["args"]["cell"] == CELL]
+    assert entry["index"] == 1 and (entry["result"]["gc"], entry["result"]["gn"]) == (gc, gn)
+    assert entry["result"]["proxies"] == values
