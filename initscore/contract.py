@@ -52,6 +52,10 @@ class DataRef(_Model):
     shape: tuple[int, ...] | None = Field(default=None, min_length=1, max_length=4)
     num_classes: int | None = Field(default=None, ge=1, le=100_000)
     limit: int | None = Field(default=None, ge=1, description="a seeded random subset of N samples of the split (seed = `seed`)")
+    fresh_per_arch: bool = Field(default=False, description="score and batch jobs: instead of one shared batch "
+                                 "(chosen by `seed`), each architecture gets its own batch of batch_size samples "
+                                 "drawn with spec_seed(model, options.seed), as a data loader per architecture "
+                                 "would give it; reproducible per spec")
 
     @model_validator(mode="after")
     def _check(self) -> "DataRef":
@@ -173,6 +177,12 @@ class PropagationOptions(_Model):
     plot: bool = True
 
 
+def _no_fresh_batches(data: DataRef, kind: str) -> None:
+    if data.fresh_per_arch:
+        raise ValueError(f"data.fresh_per_arch draws a batch per architecture for score and batch jobs; a {kind} job "
+                         "reads its data's own batches (drop it)")
+
+
 class ScoreRequest(_Model):
     kind: Literal["score"] = "score"
     model: ModelSpec
@@ -186,6 +196,11 @@ class RectifyRequest(_Model):
     data: DataRef
     options: RectifyOptions = Field(default_factory=RectifyOptions)
     init_seed: int = Field(default=0, ge=0, le=2**31 - 1, description="torch seed for the initial weights")
+
+    @model_validator(mode="after")
+    def _one_batch_stream(self) -> "RectifyRequest":
+        _no_fresh_batches(self.data, "rectify")
+        return self
 
 
 DEFAULT_RANK_BY = "ensemble"  # the recommended score (initscore.proxies.ensemble); client and CLI read it here
@@ -208,6 +223,11 @@ class PropagationRequest(_Model):
     model: ModelSpec
     data: DataRef
     options: PropagationOptions = Field(default_factory=PropagationOptions)
+
+    @model_validator(mode="after")
+    def _one_batch(self) -> "PropagationRequest":
+        _no_fresh_batches(self.data, "propagation")
+        return self
 
 
 JobRequest = Annotated[

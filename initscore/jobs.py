@@ -133,15 +133,19 @@ def _check_fits(model: Any, x: Any, num_classes: int) -> None:
                            f"{num_classes} classes; set num_classes in the model's args")
 
 
-def _score_one(spec: Any, batch: tuple[Any, Any], opts: ScoreOptions, num_classes: int = 1) -> ScoreResult:
-    """GradCosine/GradNorm (+ opts.proxies) of ``spec`` with weights seeded by spec_seed(spec, opts.seed): the same
-    architecture and seed give the same weights, hence the same score, in score and batch jobs, whatever the
-    position in the request, and in initscore.proxies.score_architectures / initscore.search."""
+def _score_one(spec: Any, batch: Any, opts: ScoreOptions, num_classes: int = 1) -> ScoreResult:
+    """GradCosine/GradNorm (+ opts.proxies) of ``spec`` with weights seeded by s = spec_seed(spec, opts.seed): the
+    same architecture and seed give the same weights, hence the same score, in score and batch jobs, whatever the
+    position in the request, and in initscore.proxies.score_architectures / initscore.search. ``batch`` is an
+    (x, y) pair, or a callable ``batch(s)`` that draws this architecture's own batch (data.fresh_per_arch)."""
     from initscore.proxies.batch import spec_seed
     from initscore.scores import gradcosine
 
     t0 = time.perf_counter()
-    model = _build(spec, spec_seed(spec.model_dump(mode="json"), opts.seed))
+    s = spec_seed(spec.model_dump(mode="json"), opts.seed)
+    if callable(batch):
+        batch = batch(s)
+    model = _build(spec, s)
     _check_fits(model, batch[0], num_classes)
     gs = gradcosine(model, batch, mode=opts.mode, sub_batches=opts.sub_batches, overlap=opts.overlap, bn=opts.bn,
                     split=opts.split, profile=opts.profile)
@@ -183,16 +187,22 @@ def _rank_value(res: ScoreResult, rank_by: str) -> float | None:
     return None if v is None or not math.isfinite(v) else float(v)
 
 
+def _scoring_batch(td: Any, ref: Any) -> Any:
+    """One shared batch chosen by ref.seed, or (ref.fresh_per_arch) a draw per architecture from its spec seed."""
+    if ref.fresh_per_arch:
+        return lambda s: td.batch(ref.batch_size, s)
+    return td.batch(ref.batch_size, ref.seed)
+
+
 def _run_score(req: ScoreRequest) -> ScoreResult:
     td = _load_data(req.data)
-    batch = td.batch(req.data.batch_size, req.data.seed)
-    return _score_one(req.model, batch, req.options, num_classes=td.num_classes)
+    return _score_one(req.model, _scoring_batch(td, req.data), req.options, num_classes=td.num_classes)
 
 
 def _run_batch(req: BatchRequest, progress: Progress | None) -> BatchResult:
     t0 = time.perf_counter()
     td = _load_data(req.data)
-    batch = td.batch(req.data.batch_size, req.data.seed)
+    batch = _scoring_batch(td, req.data)
     entries: list[dict[str, Any]] = []
     n = len(req.models)
     opts = req.options

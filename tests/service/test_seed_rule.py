@@ -75,3 +75,30 @@ def test_same_spec_and_seed_same_score_on_every_path(queued) -> None:
     (entry,) = [e for e in group["entries"] if e["model"]["args"]["cell"] == CELL]
     assert entry["index"] == 1 and (entry["result"]["gc"], entry["result"]["gn"]) == (gc, gn)
     assert entry["result"]["proxies"] == values
+
+
+def test_fresh_batch_per_architecture_follows_the_same_rule(queued) -> None:
+    from initscore import data, proxies
+
+    from svc_helpers import expect_problem
+
+    fresh = {**DATA, "fresh_per_arch": True}
+    td = data.load(DATA)
+    (row,) = proxies.score_architectures([SPEC], lambda s: td.batch(DATA["batch_size"], s), PROXIES, seed=SEED)
+    _, _, shared = _library(SEED)
+    assert row.values["naswot"] != shared["naswot"]  # its own batch, not the shared one
+
+    settings, backend, tc = queued()
+    opts = {"seed": SEED, "proxies": PROXIES}
+    score = _finished(tc, backend, settings, {"kind": "score", "model": SPEC, "data": fresh, "options": opts})["result"]
+    assert score["proxies"] == row.values
+    batch = _finished(tc, backend, settings, {"kind": "batch", "models": [{"arch": "nb201", "args": {**ARGS, "cell": OTHER}},
+                                                                          SPEC], "data": fresh, "options": opts,
+                                              "rank_by": "naswot"})
+    group = tc.get(f"/v1/groups/{batch['group_id']}").json()
+    (entry,) = [e for e in group["entries"] if e["model"]["args"]["cell"] == CELL]
+    assert entry["result"]["proxies"] == row.values and entry["result"]["gc"] == score["gc"]
+    # a rectify job reads its data's own batches: refused at submit, nothing queued
+    body = expect_problem(tc.post("/v1/jobs", json={"kind": "rectify", "model": SPEC, "data": fresh}), 422)
+    assert "fresh_per_arch" in json.dumps(body)
+    assert backend.queue_depths().get("initscore-rectify", 0) == 0
