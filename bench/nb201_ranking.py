@@ -5,7 +5,7 @@
 Samples --n cells (seeded, without replacement) from the 15,625 of NAS-Bench-201, draws
 ONE batch of --batch-size real CIFAR-10 training images (seeded), builds each cell network
 (`nb201`, PyTorch default init, torch seed = seed + position), scores every proxy with
-`initscore.proxies.score_architectures`, and prints Spearman rho / Kendall tau against the
+`initscore.proxies.score_architectures`, and prints Spearman rho / Kendall tau (bootstrap 95% CIs of both) against the
 ground truth (`nas_bench_201/nats_tss_15625_test_acc.csv`, row i = index i) next to the
 published anchors (Abdelfattah et al. ICLR 2021, all 15,625 cells), the pairwise agreement
 of the synflow+jacob_cov+snip majority vote, the rank average of the ensemble inputs, and
@@ -144,19 +144,21 @@ def reference_batches(x, y, batch_size: int, n: int, seed: int, mean=None, std=N
         yield (out - mean) / std_zc, y[idx]
 
 
-def bootstrap_ci(a: np.ndarray, b: np.ndarray, reps: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """Percentile 95% CI of Spearman rho over architectures resampled with replacement."""
-    from scipy.stats import rankdata
+def bootstrap_ci(a: np.ndarray, b: np.ndarray, reps: int = 1000, seed: int = 0):
+    """Percentile 95% CIs of Spearman rho and of Kendall tau (tau-b) over the same resamples of the architectures
+    (with replacement): ((rho_lo, rho_hi), (tau_lo, tau_hi))."""
+    from scipy.stats import kendalltau, rankdata
 
     rng = np.random.default_rng(seed)
     n = len(a)
-    out = []
+    rho, tau = [], []
     for _ in range(reps):
         k = rng.integers(0, n, n)
         ra, rb = rankdata(a[k]), rankdata(b[k])
-        out.append(np.corrcoef(ra, rb)[0, 1])
-    lo, hi = np.nanpercentile(out, [2.5, 97.5])
-    return float(lo), float(hi)
+        rho.append(np.corrcoef(ra, rb)[0, 1])
+        tau.append(kendalltau(a[k], b[k]).statistic)
+    (lo, hi), (tlo, thi) = np.nanpercentile(rho, [2.5, 97.5]), np.nanpercentile(tau, [2.5, 97.5])
+    return (float(lo), float(hi)), (float(tlo), float(thi))
 
 
 def vote_agreement(scores: dict[str, np.ndarray], acc: np.ndarray, names=VOTE) -> float:
@@ -481,9 +483,10 @@ def main() -> None:
             rho_last = float(spearmanr(filled, acc).statistic)
         else:
             rho_last = rho
-        ci = bootstrap_ci(vals, acc[ok], args.bootstrap, args.seed) if args.bootstrap and len(ok) >= 3 else None
+        ci, tci = bootstrap_ci(vals, acc[ok], args.bootstrap, args.seed) if args.bootstrap and len(ok) >= 3 else (None, None)
         table.append({"proxy": p, "n_ok": len(ok), "errors": len(rows) - len(ok), "spearman": rho, "kendall": tau,
-                      "spearman_errors_last": rho_last, "anchor": anchors.get(p), "spearman_ci95": ci})
+                      "spearman_errors_last": rho_last, "anchor": anchors.get(p), "spearman_ci95": ci,
+                      "kendall_ci95": tci})
     all_ok = [k for k in range(len(rows)) if all(not np.isnan(scores.get(p, np.array([np.nan] * len(rows)))[k]) for p in VOTE)]
     vote = (vote_agreement({p: scores[p][all_ok] for p in VOTE}, acc[all_ok])
             if all(p in scores for p in VOTE) and len(all_ok) > 2 else None)
@@ -502,10 +505,11 @@ def main() -> None:
     if all(p in names for p in AZ_NAS_INPUTS):
         agg = np.array(log_rank_aggregate({p: [r.values.get(p) if r.ok else None for r in rows] for p in AZ_NAS_INPUTS}))
         scores["az_nas"] = agg
-        ci = bootstrap_ci(agg, acc, args.bootstrap, args.seed) if args.bootstrap else None
+        ci, tci = bootstrap_ci(agg, acc, args.bootstrap, args.seed) if args.bootstrap else (None, None)
         table.append({"proxy": "az_nas", "n_ok": len(rows), "errors": 0,
                       "spearman": float(spearmanr(agg, acc).statistic), "kendall": float(kendalltau(agg, acc).statistic),
-                      "spearman_errors_last": float(spearmanr(agg, acc).statistic), "anchor": None, "spearman_ci95": ci})
+                      "spearman_errors_last": float(spearmanr(agg, acc).statistic), "anchor": None, "spearman_ci95": ci,
+                      "kendall_ci95": tci})
     sizes = [int(n) for n in args.search_n.split(",") if n.strip()]
     search = search_table(rows, scores, acc, sizes, args.search_trials, args.seed)
     search += space_baselines(cells, acc_all, sizes, args.search_trials, args.seed) if sizes else []
@@ -555,7 +559,7 @@ def main() -> None:
     print(f"\nNAS-Bench-201 {args.dataset} ({column}): n={len(rows)} cells ({'--cells ' + args.cells if args.cells else f'sample seed {args.sample_seed}' if args.sample_seed is not None else f'numpy seed {args.seed}'}{', positions ' + args.positions if args.positions else ''}), seed={args.seed}, batch={data_desc}, "
           f"torch threads={torch.get_num_threads()}, wall {wall:.0f}s, nb201 variant {args.variant}, "
           f"{'zero-cost-nas data protocol (fresh augmented batch per cell)' if args.reference_data else 'one shared batch'}")
-    print(f"{'proxy':<16} {'rho':>7} {'95% CI':>15} {'tau':>7} {'anchor':>7} {'|d|':>6} {'errors':>6} {'rho_el':>7} {'s/arch':>8}")
+    print(f"{'proxy':<16} {'rho':>7} {'95% CI':>15} {'tau':>7} {'tau 95% CI':>15} {'anchor':>7} {'|d|':>6} {'errors':>6} {'rho_el':>7} {'s/arch':>8}")
     for t in table:
         g = next((g for g in group_times if t["proxy"] in g.split("+")), None)
         sec = statistics.median(group_times[g]) if g else float("nan")
@@ -563,7 +567,8 @@ def main() -> None:
         anc = f"{t['anchor']:.2f}" if t["anchor"] is not None else ""
         t["seconds_per_arch_group"] = sec
         ci = f"[{t['spearman_ci95'][0]:.3f},{t['spearman_ci95'][1]:.3f}]" if t["spearman_ci95"] else ""
-        print(f"{t['proxy']:<16} {t['spearman']:>7.3f} {ci:>15} {t['kendall']:>7.3f} {anc:>7} {d:>6} {t['errors']:>6} {t['spearman_errors_last']:>7.3f} {sec:>8.3f}")
+        tci = f"[{t['kendall_ci95'][0]:.3f},{t['kendall_ci95'][1]:.3f}]" if t.get("kendall_ci95") else ""
+        print(f"{t['proxy']:<16} {t['spearman']:>7.3f} {ci:>15} {t['kendall']:>7.3f} {tci:>15} {anc:>7} {d:>6} {t['errors']:>6} {t['spearman_errors_last']:>7.3f} {sec:>8.3f}")
     for s_ in search:
         print(f"search best-of-{s_['N']} ({s_['trials']} trials, {s_['note']}): " + ", ".join(
             f"{k} {v['mean']:.2f}+-{v['std']:.2f}" for k, v in s_["picks"].items()))

@@ -8,7 +8,8 @@ Dispatch:
   score        initscore.scores.gradcosine (+ initscore.proxies.compute_many); weights seeded by
                initscore.proxies.batch.spec_seed(model, options.seed), as in batch jobs and the library
   rectify      initscore.nio.rectify (NIO, Algorithm 3, or a baseline) -> new state dict
-  batch        gradcosine (+ proxies) for every spec on ONE shared data batch, ranked
+  batch        gradcosine (+ proxies) for every spec on ONE shared data batch (data.fresh_per_arch: one
+               batch per spec, drawn with its spec seed), ranked
                by `rank_by` (default the recommended `ensemble`; higher is better; failures
                are listed, unranked); each entry scored as a score job would score it
   propagation  initscore.propagation.report (+ plot -> PNG bytes)
