@@ -29,13 +29,12 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from initscore.contract import (
     BatchEntry,
     BatchRequest,
     BatchResult,
-    IterationRecord,
     JobRequest,
     LayerPropagation,
     LayerScore,
@@ -46,7 +45,6 @@ from initscore.contract import (
     ScoreOptions,
     ScoreRequest,
     ScoreResult,
-    Verification,
 )
 from initscore.errors import InitscoreError, OptionsError, SpecError
 
@@ -260,32 +258,8 @@ def _run_rectify(req: RectifyRequest, progress: Progress | None) -> tuple[Rectif
     model = _build(req.model, req.init_seed)
     _check_fits(model, train.x, td.num_classes)
 
-    def _prog(it: int, total: int, metrics: Mapping[str, Any]) -> None:
-        if progress is not None:
-            progress(it, total, dict(metrics))
-
-    # every option of the contract is a keyword of the engine (tests/engine/test_job_options.py checks the two
-    # declarations match), so a new option passes through here without an edit
-    engine_kw = opts.model_dump(exclude={"heldout_batches"})
-    rect = nio.rectify(model, train.batches(bs, req.data.seed), heldout=heldout, progress=_prog, **engine_kw)
-    result = RectifyResult(
-        arch=req.model.arch,
-        method=rect.method,
-        params=_num_params(model),
-        scales={k: float(v) for k, v in rect.scales.items()},
-        unscalable=list(rect.unscalable),
-        fixed=list(rect.fixed),
-        history=[IterationRecord(**{k: h[k] for k in ("it", "gc", "gn", "g_max", "constrained")}) for h in rect.history],
-        heldout_before={k: float(v) for k, v in (rect.heldout_before or {}).items()},
-        heldout_after={k: float(v) for k, v in (rect.heldout_after or {}).items()},
-        gamma=None if rect.gamma is None else float(rect.gamma),
-        seconds=float(rect.seconds),
-        gamma_margin=float(rect.gamma_margin),
-        select=rect.select,
-        returned_iterate=rect.returned_iterate,
-        final=None if rect.final is None else IterationRecord(**{k: rect.final[k] for k in ("it", "gc", "gn", "g_max", "constrained")}),
-        verification=None if rect.verification is None else Verification(**rect.verification),
-    )
+    rect = nio.rectify(model, train.batches(bs, req.data.seed), opts, heldout=heldout, progress=progress)
+    result = rect.to_result(req.model.arch, _num_params(model))
     weights = dict(rect.state_dict)
     if hasattr(model, "onnx_state_dict"):  # an uploaded ONNX network: weights under its initializer names
         weights = model.onnx_state_dict(weights)
