@@ -116,14 +116,16 @@ def _check_profile(opts: Any) -> None:
 class ScoreOptions(_Options):
     """Options of a score job: GradCosine/GradNorm mode, BN handling, extra zero-cost proxies."""
 
-    mode: Literal["sample", "batch"] = "sample"
-    sub_batches: int = Field(default=2, ge=2, le=1024)
+    mode: Literal["sample", "batch"] = Field(
+        default="sample", description="'sample' (exact sample-wise GC) or 'batch' (B-GC over sub-batches, Eq. 7)")
+    sub_batches: int = Field(default=2, ge=2, le=1024, description="batch mode: sub-batches D of the batch")
     overlap: float | None = Field(default=None, ge=0.0, lt=1.0, description=OVERLAP_DOC)
-    bn: BnMode | None = None
+    bn: BnMode | None = Field(default=None, description="BatchNorm statistics; default by mode and profile")
     split: Split | None = Field(default=None, description=SPLIT_DOC)
     profile: Profile = Field(default="paper", description=PROFILE_DOC)
-    proxies: list[str] = Field(default_factory=list, max_length=32)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    proxies: list[str] = Field(default_factory=list, max_length=32,
+                               description="zero-cost proxies to compute as well (initscore proxies --list)")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="torch seed of the initial weights")
 
     @model_validator(mode="after")
     def _profile(self) -> "ScoreOptions":
