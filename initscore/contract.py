@@ -164,6 +164,9 @@ class RectifyOptions(_Options):
                                     "'best' (nio only): the within-bound iterate with the largest GC + gn_weight*GN")
     min_scale: float = Field(default=0.01, gt=0.0, le=1.0, description="every scale is clamped to >= min_scale "
                                                                       "after each step")
+    max_scale: float | None = Field(default=None, ge=1.0, le=1e6,
+                                    description="every scale is clamped to <= max_scale after each step, so one "
+                                                "large step cannot blow a tensor up; default: no upper bound")
     optimizer: Literal["adam", "sgd", "rescale_adam"] | None = Field(
         default=None, description="'adam' (one Adam for both branches), 'sgd', or 'rescale_adam' (the NIO/GradInit "
                                   "reference optimizer: clipped scale gradients, one first moment per branch); "

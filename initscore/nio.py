@@ -12,7 +12,7 @@ and g_max (the largest sub-batch / sample gradient norm). Then::
 
     if g_max > gamma:  step to LOWER GN             (constraint branch)
     else:              step to RAISE GC + GN       (GC + gn_weight * GN; gn_weight=1 default)
-    s_l <- max(s_l, min_scale)
+    s_l <- min(max(s_l, min_scale), max_scale)   (max_scale None: no upper bound)
 
 with Adam, SGD or ``"rescale_adam"`` (the reference code's optimizer: scale gradients
 clipped to +-``grad_clip``, one Adam first moment per branch, a shared second moment;
@@ -275,9 +275,10 @@ class ScaledParams:
         return {n: (self.scales[n] * w if n in self.scales else w) for n, w in self.w0.items()}
 
     @torch.no_grad()
-    def clamp(self, min_scale: float) -> None:
+    def clamp(self, min_scale: float, max_scale: float | None = None) -> None:
+        """s_l <- min(max(s_l, the tensor's lower bound (``min_scales`` or ``min_scale``)), ``max_scale``)."""
         for n, s in self.scales.items():
-            s.clamp_(min=self.min_scales.get(n, min_scale))
+            s.clamp_(min=self.min_scales.get(n, min_scale), max=max_scale)
 
     def values(self) -> dict[str, float]:
         return {n: (float(self.scales[n].detach()) if n in self.scales else 1.0) for n in self.w0}
@@ -654,7 +655,7 @@ def rectify(model: nn.Module, data: Any, options: RectifyOptions | None = None, 
                     raise NonFiniteError(f"non-finite gradient of the scale of parameter tensor {name!r}", tensor=name)
                 s.grad = g
             step(constrained)
-            scaled.clamp(o.min_scale)
+            scaled.clamp(o.min_scale, o.max_scale)
             record = {"it": it, "gc": rec["gc"], "gn": rec["gn"], "g_max": rec["g_max"],
                       "constrained": bool(constrained)}
             history.append(record)

@@ -111,3 +111,21 @@ def test_the_job_driver_passes_the_request_options_through():
     direct = rectify(models.build(req["model"]), train.batches(8, 0), RectifyOptions(**req["options"]),
                      heldout=[(held.x, held.y)])
     assert res.scales == direct.scales and res.heldout_after == direct.heldout_after
+
+
+def test_max_scale_bounds_every_scale_from_above():
+    net, data = _problem()
+    free = rectify(net, data, iters=6, lr=0.3, gamma=1e9)
+    assert max(free.scales.values()) > 1.2
+    capped = rectify(net, data, iters=6, lr=0.3, gamma=1e9, max_scale=1.2)
+    assert max(capped.scales.values()) == pytest.approx(1.2) and all(v <= 1.2 + 1e-7 for v in capped.scales.values())
+    assert capped.history[0] == free.history[0]  # the first measurement precedes any clamp
+    assert rectify(net, data, iters=6, lr=0.3, gamma=1e9, max_scale=1e6).scales == free.scales
+    for bad in (0.5, 0.0, float("nan")):
+        with pytest.raises(OptionsError, match="max_scale"):
+            rectify(net, data, iters=1, max_scale=bad)
+    req = {"kind": "rectify", "model": {"arch": "mlp", "args": {"in_features": 12, "num_classes": 3}},
+           "data": {"kind": "synthetic", "shape": [12], "num_classes": 3, "batch_size": 8, "limit": 48},
+           "options": {"iters": 4, "lr": 0.3, "gamma": 1e9, "heldout_batches": 1, "max_scale": 1.1}}
+    res, _, _ = run_job(req)
+    assert max(res.scales.values()) <= 1.1 + 1e-7
