@@ -137,8 +137,8 @@ def _score_one(spec: Any, batch: tuple[Any, Any], opts: ScoreOptions, seed: int 
     t0 = time.perf_counter()
     model = _build(spec, opts.seed if seed is None else seed)
     _check_fits(model, batch[0], num_classes)
-    gs = gradcosine(model, batch, mode=opts.mode, sub_batches=opts.sub_batches, overlap=opts.overlap, bn=opts.bn,
-                    split=opts.split, profile=opts.profile)
+    # every ScoreOptions field but the proxies and the weights' seed is a gradcosine keyword of the same name
+    gs = gradcosine(model, batch, **opts.model_dump(exclude={"proxies", "seed"}))
     proxies: dict[str, float] = {}
     proxy_errors: dict[str, str] = {}
     if opts.proxies:
