@@ -159,7 +159,7 @@ def install_handlers(app: FastAPI) -> None:
     except ImportError:  # pragma: no cover - redis is a dependency
         pass
 
-    from service.storage import StoreError
+    from initscore.server.storage import StoreError
 
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError) -> JSONResponse:

@@ -32,11 +32,11 @@ import time
 import traceback
 from typing import Any, Callable
 
-from service.index import JobIndex
-from service.records import JobCancelled, JobError, JobRecord
-from service.settings import Settings, get_settings
-from service.storage import ArtifactStore, FileArtifactStore, StoreError
-from worker import defaults
+from initscore.server import defaults
+from initscore.server.index import JobIndex
+from initscore.server.records import JobCancelled, JobError, JobRecord
+from initscore.server.settings import Settings, get_settings
+from initscore.server.storage import ArtifactStore, FileArtifactStore, StoreError
 
 log = logging.getLogger("initscore.worker")
 
@@ -331,7 +331,7 @@ _ctx: dict[str, Any] = {}
 
 
 def _worker_context(connection: Any) -> tuple[JobIndex, ArtifactStore, Settings]:
-    from service.index import RedisJobIndex
+    from initscore.server.index import RedisJobIndex
 
     settings = get_settings()
     key = id(connection)

@@ -20,12 +20,12 @@ from starlette.concurrency import run_in_threadpool
 from initscore.contract import JobRequest, request_hash
 from service.deps import AppContext, Principal, get_ctx, principal
 from service.problems import PROBLEM_JSON, ProblemError
-from service.records import JobRecord, group_id_for, new_job_id
+from initscore.server.records import JobRecord, group_id_for, new_job_id
 from service.routes.models import visible_upload
-from service.storage import StoreError
+from initscore.server.storage import StoreError
 from service.validation import check_request
 from service.views import job_view, list_summaries, load_record
-from worker import defaults
+from initscore.server import defaults
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 log = logging.getLogger("initscore.service")

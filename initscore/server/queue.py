@@ -22,11 +22,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from service.index import JobIndex, MemoryJobIndex, RedisJobIndex
-from service.records import JobError, JobRecord
-from service.settings import Settings
-from service.storage import FileArtifactStore
-from worker import defaults
+from initscore.server import defaults
+from initscore.server.index import JobIndex, MemoryJobIndex, RedisJobIndex
+from initscore.server.records import JobError, JobRecord
+from initscore.server.settings import Settings
+from initscore.server.storage import FileArtifactStore
 
 log = logging.getLogger("initscore.service")
 

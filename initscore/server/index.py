@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Protocol
 
-from service.records import FINAL_STATES, JobRecord
+from initscore.server.records import FINAL_STATES, JobRecord
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0)
 STATES = ("queued", "running", "finished", "failed", "cancelled")
