@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -329,5 +329,6 @@ JobResult = Annotated[
     Union[ScoreResult, RectifyResult, BatchResult, PropagationResult], Field(discriminator="kind")
 ]
 
-JOB_STATES = ("queued", "running", "finished", "failed", "cancelled")
-JobState = Literal["queued", "running", "finished", "failed", "cancelled"]
+JobState = Literal["queued", "running", "finished", "failed", "cancelled"]  # the only list of job states
+JOB_STATES: tuple[str, ...] = get_args(JobState)
+FINAL_STATES: frozenset[str] = frozenset({"finished", "failed", "cancelled"})  # no transition leaves them

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-JobState = Literal["queued", "running", "finished", "failed", "cancelled"]
-FINAL_STATES = frozenset({"finished", "failed", "cancelled"})
+from initscore.contract import FINAL_STATES, JobState
 OPEN_OWNER = "anonymous"
 
 

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from initscore.contract import JobRequest, request_hash
+from initscore.contract import JobRequest, JobState, request_hash
 from service.deps import AppContext, Principal, get_ctx, principal
 from service.problems import PROBLEM_JSON, ProblemError
 from initscore.server.records import JobRecord, group_id_for, new_job_id
@@ -156,7 +156,7 @@ def _read_job(ctx: AppContext, job_id: str, who: Principal, deadline: float) -> 
 def list_jobs(
     request: Request,
     who: Annotated[Principal, Depends(principal)],
-    status: Literal["queued", "running", "finished", "failed", "cancelled"] | None = None,
+    status: JobState | None = None,
     kind: Literal["score", "rectify", "batch", "propagation"] | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$", description="next_cursor of the previous page")] = None,
