@@ -25,7 +25,7 @@ from service.routes.models import visible_upload
 from initscore.server.storage import StoreError
 from service.validation import check_request
 from service.views import job_view, list_summaries, load_record
-from initscore.server import defaults
+from initscore.server import defaults, lifecycle
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 log = logging.getLogger("initscore.service")
@@ -36,7 +36,7 @@ ERRORS = {400: PROBLEM, 401: PROBLEM, 404: PROBLEM, 409: PROBLEM, 413: PROBLEM, 
 
 def _persist(ctx: AppContext, rec: JobRecord) -> None:
     try:
-        ctx.store.put_ref("jobs", rec.id, rec.model_dump(mode="json"))
+        lifecycle.persist(ctx.store, rec, strict=True)
     except StoreError as exc:
         raise ProblemError(503, "Service unavailable", f"the artifact store cannot accept the job: {exc}", slug="store-unavailable") from exc
 
@@ -173,23 +173,9 @@ def cancel_job(request: Request, job_id: str, who: Annotated[Principal, Depends(
     rec = load_record(ctx, job_id, who)
     if rec.final:
         raise ProblemError(409, "Conflict", f"job {job_id} is already {rec.status}; nothing to cancel", slug="job-final")
-    ctx.index.request_cancel(job_id)
-
-    def _cancel(r: JobRecord) -> JobRecord | None:
-        if r.final:
-            return None
-        r.cancel_requested = True
-        if r.status == "queued":
-            r.status, r.finished_at = "cancelled", time.time()
-            r.note("cancelled while queued")
-        else:
-            r.note("cancel requested while running")
-        return r
-
-    new = ctx.index.update(job_id, _cancel) or rec
+    new = lifecycle.request_cancel(ctx.index, ctx.store, job_id) or rec  # a store failure: 503 store-unavailable
     if new.status == "cancelled":
         ctx.backend.cancel_queued(new)
-        _persist(ctx, new)
     return JSONResponse(job_view(new, ctx), status_code=200 if new.status == "cancelled" else 202)
 
 
