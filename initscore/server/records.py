@@ -1,8 +1,9 @@
 """The job record: the index entry of one submitted job (torch-free, JSON-able).
 
 The record is written to Redis (the index, with a TTL) and, at submission and at
-every final transition, to the artifact store under ``refs/jobs/<id>.json`` (the
-durable copy), so a finished job stays readable after a Redis flush or TTL expiry.
+every transition (:mod:`initscore.server.lifecycle`), to the artifact store under
+``refs/jobs/<id>.json`` (the durable copy), so a finished job stays readable after a
+Redis flush or TTL expiry.
 Results, weights and plots are NOT in the record: it points at them by sha256.
 """
 from __future__ import annotations

@@ -11,13 +11,13 @@ import asyncio
 import hashlib
 import logging
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from initscore.contract import JobRequest, JobState, request_hash
+from initscore.contract import JobKind, JobRequest, JobState, request_hash
 from service.deps import AppContext, Principal, get_ctx, principal
 from service.problems import PROBLEM_JSON, ProblemError
 from initscore.server.records import JobRecord, group_id_for, new_job_id
@@ -157,7 +157,7 @@ def list_jobs(
     request: Request,
     who: Annotated[Principal, Depends(principal)],
     status: JobState | None = None,
-    kind: Literal["score", "rectify", "batch", "propagation"] | None = None,
+    kind: JobKind | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$", description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:

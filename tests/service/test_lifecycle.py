@@ -127,3 +127,17 @@ def test_one_winner_when_a_late_worker_and_the_reaper_race_on_redis(redis_conn, 
         assert _durable(store, rec.id)["status"] == final.status  # the durable copy is the winner's
         outcomes.append(final.status)
     assert index.counts()["running"] == 0 and len(outcomes) == 20
+
+
+def test_job_kinds_are_declared_once_and_each_has_a_queue_and_a_timeout() -> None:
+    """JobKind lists the `kind` tags of the JobRequest union, and the server core configures every one."""
+    from typing import get_args
+
+    from initscore.contract import JOB_KINDS, JobRequest
+    from initscore.server import defaults
+
+    union = get_args(get_args(JobRequest)[0])
+    tags = {m.model_fields["kind"].default for m in union}
+    assert tags == set(JOB_KINDS)
+    assert set(defaults.QUEUE_FOR_KIND) == set(JOB_KINDS) == set(defaults.TIMEOUT_FOR_KIND)
+    assert set(defaults.QUEUE_FOR_KIND.values()) <= set(defaults.QUEUES)
