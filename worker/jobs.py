@@ -322,6 +322,7 @@ def execute_job(job_id: str, attempt: int, request: dict[str, Any], inline: Inli
 def _run_inline(job_id: str, attempt: int, request: dict[str, Any], ctx: InlineContext) -> str:
     """One job in a thread of the API process: progress goes into the record; nothing is left to retry."""
     index = ctx.index
+
     def publish(p: dict[str, Any]) -> None:
         def _set(r: JobRecord) -> JobRecord | None:
             if r.status != "running":

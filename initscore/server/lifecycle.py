@@ -15,7 +15,7 @@ and nothing else happens.
        |                 |------fail----> failed
        |                 |------cancel--> cancelled
        |<----requeue-----|   (the reaper: a dead worker's attempt, while attempt < max_attempts)
-       |------fail / cancel / requeue (a worker died between dequeue and start)
+       |------cancel (while queued) / fail (RQ failed it) / requeue (a worker died between dequeue and start)
 
 Used by the API (cancel), the worker and the inline backend (start, finish, fail, cancel) and
 the reaper (requeue, fail).

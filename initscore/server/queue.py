@@ -28,7 +28,7 @@ from initscore.server import defaults, lifecycle
 from initscore.server.index import JobIndex, MemoryJobIndex, RedisJobIndex
 from initscore.server.records import JobError, JobRecord
 from initscore.server.settings import Settings
-from initscore.server.storage import FileArtifactStore
+from initscore.server.storage import ArtifactStore, FileArtifactStore
 
 log = logging.getLogger("initscore.service")
 
@@ -38,7 +38,7 @@ class InlineContext:
     """What a job run inside the API process (inline mode) uses instead of the RQ worker's own context."""
 
     index: JobIndex
-    store: FileArtifactStore
+    store: ArtifactStore
     settings: Settings
 
 
