@@ -26,7 +26,7 @@ import logging
 import time
 from typing import Callable, Collection
 
-from initscore.contract import JobState
+from initscore.contract import FINAL_STATES, JOB_STATES
 from initscore.server.index import JobIndex
 from initscore.server.records import JobError, JobRecord
 from initscore.server.storage import ArtifactStore
@@ -34,7 +34,7 @@ from initscore.server.storage import ArtifactStore
 log = logging.getLogger("initscore.lifecycle")
 
 Guard = Callable[[JobRecord], bool]
-ACTIVE: tuple[JobState, ...] = ("queued", "running")
+ACTIVE: tuple[str, ...] = tuple(s for s in JOB_STATES if s not in FINAL_STATES)  # queued, running
 
 
 def persist(store: ArtifactStore, rec: JobRecord, *, strict: bool = False) -> None:
