@@ -14,9 +14,10 @@ from typing import Any, Iterable, Mapping
 
 import httpx
 
+from initscore.contract import FINAL_STATES
 from client.errors import JobFailed, ServiceError, UnavailableError, from_response
 
-FINAL = ("finished", "failed", "cancelled")
+FINAL = FINAL_STATES
 JobRef = str | Mapping[str, Any]
 
 

@@ -368,5 +368,8 @@ JobResult = Annotated[
     Union[ScoreResult, RectifyResult, BatchResult, PropagationResult], Field(discriminator="kind")
 ]
 
-JOB_STATES = ("queued", "running", "finished", "failed", "cancelled")
-JobState = Literal["queued", "running", "finished", "failed", "cancelled"]
+JobKind = Literal["score", "rectify", "batch", "propagation"]  # the `kind` tags of JobRequest (a test checks both agree)
+JOB_KINDS: tuple[str, ...] = get_args(JobKind)
+JobState = Literal["queued", "running", "finished", "failed", "cancelled"]  # the only list of job states
+JOB_STATES: tuple[str, ...] = get_args(JobState)
+FINAL_STATES: frozenset[str] = frozenset({"finished", "failed", "cancelled"})  # no transition leaves them

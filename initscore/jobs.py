@@ -46,7 +46,7 @@ from initscore.contract import (
     ScoreRequest,
     ScoreResult,
 )
-from initscore.errors import InitscoreError, OptionsError, SpecError
+from initscore.errors import InitscoreError, OptionsError, SpecError, is_out_of_memory
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 
@@ -208,8 +208,8 @@ def _run_batch(req: BatchRequest, progress: Progress | None) -> BatchResult:
             value = _rank_value(res, req.rank_by)
             entries.append({"index": i, "model": spec, "status": "finished", "score": value, "result": res})
         except (InitscoreError, RuntimeError, ValueError) as exc:
-            if type(exc).__name__ == "OutOfMemoryError":
-                raise
+            if is_out_of_memory(exc) and not isinstance(exc, InitscoreError):
+                raise  # the job fails as out of memory; a per-sample ResourceError is this entry's failure
             entries.append({"index": i, "model": spec, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
         if req.top_k is not None:  # keep the k best scored entries and the failures (their reasons), nothing else
             e = entries[-1]

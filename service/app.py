@@ -17,10 +17,10 @@ from initscore.contract import ENGINE_VERSION
 from service.deps import AppContext, make_result_cache
 from service.metrics import ServiceMetrics
 from service.problems import PROBLEM_JSON, install_handlers, problem_body
-from service.queue import Backend, make_backend
+from initscore.server.queue import Backend, make_backend
 from service import ui
 from service.routes import groups, jobs, meta, models
-from service.settings import Settings, get_settings
+from initscore.server.settings import Settings, get_settings
 
 log = logging.getLogger("initscore.service")
 

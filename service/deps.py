@@ -19,8 +19,8 @@ from typing import Any, Callable
 from fastapi import Request
 
 from service.problems import ProblemError
-from service.records import OPEN_OWNER
-from service.settings import Settings
+from initscore.server.records import OPEN_OWNER
+from initscore.server.settings import Settings
 
 
 def hash_key(key: str) -> str:

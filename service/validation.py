@@ -1,7 +1,7 @@
 """Deployment limits on a job request, checked in the API before anything is queued (torch-free).
 
 The contract (``initscore.contract``) checks intrinsic ranges; here we check what
-depends on the deployment (:class:`service.settings.Settings`): registered
+depends on the deployment (:class:`initscore.server.settings.Settings`): registered
 architecture and its arguments (``initscore.models.validate_spec``), the parameter
 cap (the pure-Python ``num_params``), batch size, iterations, models per batch,
 input size, known proxy names, and dataset-root confinement (realpath under one of
@@ -18,7 +18,7 @@ from initscore.contract import BatchRequest, DataRef, RectifyRequest
 from initscore.errors import InitscoreError
 from initscore.models import get_entry, validate_spec
 from service.problems import ProblemError
-from service.settings import Settings
+from initscore.server.settings import Settings
 
 RANK_BUILTINS = ("gradcosine", "gradnorm")
 

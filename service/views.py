@@ -6,7 +6,7 @@ from typing import Any
 
 from service.deps import AppContext, Principal
 from service.problems import ProblemError
-from service.records import JobRecord
+from initscore.server.records import JobRecord
 
 
 def iso(ts: float | None) -> str | None:

@@ -219,7 +219,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from service.app import create_app
-        from service.settings import Settings
+        from initscore.server.settings import Settings
 
         settings = Settings()
         if inline:

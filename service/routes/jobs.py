@@ -11,21 +11,21 @@ import asyncio
 import hashlib
 import logging
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from initscore.contract import JobRequest, request_hash
+from initscore.contract import JobKind, JobRequest, JobState, request_hash
 from service.deps import AppContext, Principal, get_ctx, principal
 from service.problems import PROBLEM_JSON, ProblemError
-from service.records import JobRecord, group_id_for, new_job_id
+from initscore.server.records import JobRecord, group_id_for, new_job_id
 from service.routes.models import visible_upload
-from service.storage import StoreError
+from initscore.server.storage import StoreError
 from service.validation import check_request
 from service.views import job_view, list_summaries, load_record
-from worker import defaults
+from initscore.server import defaults, lifecycle
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 log = logging.getLogger("initscore.service")
@@ -36,7 +36,7 @@ ERRORS = {400: PROBLEM, 401: PROBLEM, 404: PROBLEM, 409: PROBLEM, 413: PROBLEM, 
 
 def _persist(ctx: AppContext, rec: JobRecord) -> None:
     try:
-        ctx.store.put_ref("jobs", rec.id, rec.model_dump(mode="json"))
+        lifecycle.persist(ctx.store, rec, strict=True)
     except StoreError as exc:
         raise ProblemError(503, "Service unavailable", f"the artifact store cannot accept the job: {exc}", slug="store-unavailable") from exc
 
@@ -156,8 +156,8 @@ def _read_job(ctx: AppContext, job_id: str, who: Principal, deadline: float) -> 
 def list_jobs(
     request: Request,
     who: Annotated[Principal, Depends(principal)],
-    status: Literal["queued", "running", "finished", "failed", "cancelled"] | None = None,
-    kind: Literal["score", "rectify", "batch", "propagation"] | None = None,
+    status: JobState | None = None,
+    kind: JobKind | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$", description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
@@ -173,23 +173,9 @@ def cancel_job(request: Request, job_id: str, who: Annotated[Principal, Depends(
     rec = load_record(ctx, job_id, who)
     if rec.final:
         raise ProblemError(409, "Conflict", f"job {job_id} is already {rec.status}; nothing to cancel", slug="job-final")
-    ctx.index.request_cancel(job_id)
-
-    def _cancel(r: JobRecord) -> JobRecord | None:
-        if r.final:
-            return None
-        r.cancel_requested = True
-        if r.status == "queued":
-            r.status, r.finished_at = "cancelled", time.time()
-            r.note("cancelled while queued")
-        else:
-            r.note("cancel requested while running")
-        return r
-
-    new = ctx.index.update(job_id, _cancel) or rec
+    new = lifecycle.request_cancel(ctx.index, ctx.store, job_id) or rec  # a store failure: 503 store-unavailable
     if new.status == "cancelled":
         ctx.backend.cancel_queued(new)
-        _persist(ctx, new)
     return JSONResponse(job_view(new, ctx), status_code=200 if new.status == "cancelled" else 202)
 
 

@@ -101,11 +101,12 @@ class RedisServer:
 
 def run_worker_burst(backend: Any, settings: Any, queues: tuple[str, ...] | None = None) -> None:
     """Run a real RQ SimpleWorker in burst mode (JSON serializer) in this process."""
-    import service.settings as sset
+    import initscore.server.settings as sset
     from rq import SimpleWorker
     from rq.serializers import JSONSerializer
 
-    from worker import defaults, jobs
+    from initscore.server import defaults
+    from worker import jobs
 
     sset.get_settings.cache_clear()
     os.environ["INITSCORE_ARTIFACT_DIR"] = str(settings.artifact_dir)
@@ -159,7 +160,7 @@ def redis_conn(redis_server: RedisServer) -> Iterator[Any]:
 
 @pytest.fixture()
 def settings_factory(tmp_path: Path, redis_server: RedisServer):
-    from service.settings import Settings
+    from initscore.server.settings import Settings
 
     def make(**kw: Any) -> Settings:
         base = dict(redis_url=redis_server.url, artifact_dir=tmp_path / "artifacts", allowed_roots=[str(tmp_path / "data")],
@@ -177,7 +178,7 @@ def queued(settings_factory, redis_conn):
     from fastapi.testclient import TestClient
 
     from service.app import create_app
-    from service.queue import RQBackend
+    from initscore.server.queue import RQBackend
 
     def make(**kw: Any):
         settings = settings_factory(**kw)
