@@ -6,7 +6,7 @@ first-principles reference (tests/engine/engine_helpers.py: an eval-mode copy ho
 statistics). Rows, each the relative difference of GC / GN / g_max to float64: float32 on the fast path
 (segments, channels-last input); the fast path in the default memory layout; the plain path; the plain path fed
 a channels-last input; and a reference calibrated with the UNBIASED variance (BN's running_var convention).
-Then torch's BatchNorm kernels alone, float32 against float64 in both memory layouts, on Gaussian inputs of
+Then the no-BN ResNet-20 on the fast path (convolutions in channels-last, no BatchNorm). Then torch's BatchNorm kernels alone, float32 against float64 in both memory layouts, on Gaussian inputs of
 ResNet-20's first- and last-stage shapes: max relative error of invstd (the statistics) and of the backward's
 grad_weight / grad_bias (reductions over N, H, W) and grad_x. Not a timing; run under the bench lock all the same:
 
@@ -66,6 +66,13 @@ def main() -> None:
             print(f"  {name:42s} gc {rel(s.gc, ref.gc)}  gn {rel(s.gn, ref.gn)}  g_max {rel(s.g_max, ref.g_max)}")
         print(f"  {'float64, unbiased-variance calibration':42s} gc {rel(unbiased['gc'], ref.gc)}  "
               f"gn {rel(unbiased['gn'], ref.gn)}  g_max {rel(unbiased['g_max'], ref.g_max)}")
+    torch.manual_seed(0)
+    nobn = create("resnet20", bn=False)
+    ref = gradcosine(copy.deepcopy(nobn).double(), (x64, y), mode="batch", sub_batches=4, overlap=0.2)
+    s = gradcosine(nobn, (x, y), mode="batch", sub_batches=4, overlap=0.2)
+    print(f"no-BN ResNet-20, D=4 r=0.2, float32 fast path (channels-last) vs float64: gc "
+          f"{abs(s.gc - ref.gc) / ref.gc:.1e}  gn {abs(s.gn - ref.gn) / ref.gn:.1e}  "
+          f"g_max {abs(s.g_max - ref.g_max) / ref.g_max:.1e}")
     kernel_rows()
 
 
