@@ -6,7 +6,8 @@ first-principles reference (tests/engine/engine_helpers.py: an eval-mode copy ho
 statistics). Rows, each the relative difference of GC / GN / g_max to float64: float32 on the fast path
 (segments, channels-last input); the fast path in the default memory layout; the plain path; the plain path fed
 a channels-last input; and a reference calibrated with the UNBIASED variance (BN's running_var convention).
-Then the no-BN ResNet-20 on the fast path (convolutions in channels-last, no BatchNorm). Then torch's BatchNorm kernels alone, float32 against float64 in both memory layouts, on Gaussian inputs of
+Then the no-BN ResNet-20 on the fast path (convolutions in channels-last, no BatchNorm). Then torch's
+BatchNorm kernels alone, float32 against float64 in both memory layouts, on Gaussian inputs of
 ResNet-20's first- and last-stage shapes: max relative error of invstd (the statistics) and of the backward's
 grad_weight / grad_bias (reductions over N, H, W) and grad_x. Not a timing; run under the bench lock all the same:
 
@@ -55,7 +56,8 @@ def main() -> None:
             scores.fast_layout = layout
         with fastpath.plain():
             rows["float32 plain path"] = score(net, x)
-            rows["float32 plain path, channels-last input"] = score(net, x.contiguous(memory_format=torch.channels_last))
+            cl = x.contiguous(memory_format=torch.channels_last)
+            rows["float32 plain path, channels-last input"] = score(net, cl)
 
         def rel(a: float, b: float) -> str:
             return f"{abs(a - b) / abs(b):.1e}"

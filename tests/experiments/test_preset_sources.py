@@ -33,7 +33,8 @@ def test_paper_presets_carry_the_sourced_values():
     cifar = NIO_PRESETS["paper-cifar"]
     assert cifar.gamma_by_model == {"resnet110_nobn": 4.0, "resnet110_bn": 5.0}
     assert all(cifar.sources[f"gamma_by_model.{k}"] == ("audit",) for k in cifar.gamma_by_model)
-    assert (cifar.training["epochs"], cifar.training["weight_decay_on"], cifar.batch_size) == (500, "every parameter", 128)
+    t = cifar.training
+    assert (t["epochs"], t["weight_decay_on"], cifar.batch_size) == (500, "every parameter", 128)
     # what the paper's text was needed for and could not be read: tau, r, D, T, the optimizer, the WRN gammas
     assert set(cifar.unverified) == {"rectify.lr", "rectify.overlap", "rectify.sub_batches", "rectify.iters",
                                      "rectify.optimizer", "rectify.gamma"}
