@@ -129,10 +129,17 @@ def merge_reports(paths: list[str]) -> dict[str, Any]:
     return {**merged, "runs": runs, "summary": summary, "comparisons": comps}
 
 
+def preset_help() -> str:
+    """The --preset help: every name of the preset registry (``initscore.experiments.config.PRESETS``)."""
+    from initscore.experiments.config import PRESETS
+
+    return "named experiment: " + " | ".join(PRESETS)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("experiment")
     def experiment(
-        preset: Optional[str] = typer.Option(None, "--preset", help="cpu | gpu | gpu-vit | smoke"),
+        preset: Optional[str] = typer.Option(None, "--preset", help=preset_help()),
         config: Optional[str] = typer.Option(None, "--config", help="an ExperimentConfig as a JSON file"),
         out: Optional[str] = typer.Option(None, "--out", help="output folder for results.json and PNG plots"),
         methods: Optional[str] = typer.Option(None, help="comma-separated: kaiming,nio,gradinit,metainit"),

@@ -352,21 +352,134 @@ PRESETS: dict[str, ExperimentConfig] = {
 
 
 # ------------------------------------------------------------- the NIO paper's and the released code's settings
-# Appendix B.2 (CIFAR) values restated in issue #25's audit of the paper: gamma 4 for the no-BN ResNet-110 and 5
-# with BN, doubled on CIFAR-100; batch 128; 500 epochs; weight decay 1e-4 on every parameter. Values NOT restated
-# there (per-model tau and r, the WRN-28-10 gammas) were not checkable in this session: the presets below keep
-# the engine's defaults for them (lr 0.1, D = 2, r = 0.6, gamma = 2x the first g_max) and list them in
-# ``NIO_PRESETS[...].unverified``.
+PAPER = ("Yang, Wang, Yuan & Lin, \"Towards Theoretically Inspired Neural Initialization Optimization\", "
+         "NeurIPS 2022, arXiv 2210.05956")
+
+#: Where a preset's value comes from (``NioPreset.sources`` names one or more of these per value).
+SOURCES: dict[str, str] = {
+    "audit": f"Appendix B of {PAPER}, as restated in issue #25's audit of the paper; the appendix text itself could "
+             "not be read in this project (docs/engine.md, 'What could be checked')",
+    "algorithm": f"{PAPER}, Algorithm 3 and Eq. 6-8 (batch mode, Eq. 7 sub-batches, the 0.01 clamp), as audited in "
+                 "issue #25",
+    "released-config": "HarborYuan/GradCosine @ 006bb89, configs/mmcls/resnet_gradcos_init/resnet50_gc_gn.py, its "
+                       "'initializer' dict (logs/init.txt of the same commit prints the same values)",
+    "released-code": "HarborYuan/GradCosine @ 006bb89, gradcos/gradcos_initializer.py (its definitions and defaults)",
+    "released-base": "HarborYuan/GradCosine @ 006bb89: the mmcls base config resnet50_8xb32_in1k.py that "
+                     "resnet50_gc_gn.py extends, and its README's training command",
+    "profile": "this project's name for the definitions a profile stands for (initscore.scores, docs/engine.md)",
+    "engine-default": "no source value found: initscore's own default fills the gap (listed in 'unverified')",
+}
+
+# Appendix B.2's gammas that issue #25's audit restates; the WRN-28-10 gammas are not among them.
 PAPER_CIFAR_GAMMA: dict[str, float] = {"resnet110_nobn": 4.0, "resnet110_bn": 5.0}
 
 
+class NioPreset(_Model):
+    """Named NIO settings (keyword arguments of ``initscore.nio.rectify``) and where each value comes from.
+
+    ``gamma_by_model`` keys are ``"<arch>_bn"`` / ``"<arch>_nobn"`` and override ``rectify["gamma"]``;
+    ``training`` records how the source trains afterwards (documentation: ``initscore rectify`` does not train).
+    ``sources`` maps every value, named ``rectify.<key>``, ``batch_size``, ``gamma_by_model.<label>`` or
+    ``training.<key>``, to the :data:`SOURCES` it comes from; ``unverified`` lists exactly the values whose
+    source is ``engine-default`` (no source value found; ``rectify.gamma`` there means: for every model not in
+    ``gamma_by_model``)."""
+
+    source: str
+    rectify: dict[str, Scalar | None]
+    batch_size: int = Field(ge=1)
+    gamma_by_model: dict[str, float] = Field(default_factory=dict)
+    training: dict[str, Scalar] = Field(default_factory=dict)
+    sources: dict[str, tuple[str, ...]]
+    unverified: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _every_value_has_a_source(self) -> "NioPreset":
+        keys = {f"rectify.{k}" for k in self.rectify} | {"batch_size"}
+        keys |= {f"gamma_by_model.{k}" for k in self.gamma_by_model} | {f"training.{k}" for k in self.training}
+        if set(self.sources) != keys:
+            raise ValueError(f"sources must name every value: missing {sorted(keys - set(self.sources))}, "
+                             f"unknown {sorted(set(self.sources) - keys)}")
+        for key, names in self.sources.items():
+            if not names or any(n not in SOURCES for n in names):
+                raise ValueError(f"sources[{key!r}] must be one or more of {sorted(SOURCES)}, got {list(names)}")
+        gaps = sorted(k for k, names in self.sources.items() if "engine-default" in names)
+        if sorted(self.unverified) != gaps:
+            raise ValueError(f"unverified must list exactly the engine-default values {gaps}, got "
+                             f"{sorted(self.unverified)}")
+        return self
+
+    def kwargs_for(self, arch: str, bn: bool | None) -> dict[str, Any]:
+        kw = dict(self.rectify)
+        key = f"{arch}_{'bn' if bn else 'nobn'}"
+        if key in self.gamma_by_model:
+            kw["gamma"] = self.gamma_by_model[key]
+        return kw
+
+
+def _preset(rectify: dict[str, tuple[Scalar | None, tuple[str, ...]]], batch_size: tuple[int, tuple[str, ...]],
+            *, source: str, gamma_by_model: dict[str, tuple[float, tuple[str, ...]]] | None = None,
+            training: dict[str, tuple[Scalar, tuple[str, ...]]] | None = None) -> NioPreset:
+    """A NioPreset from (value, sources) pairs, so a value and its source are written side by side."""
+    gamma_by_model, training = gamma_by_model or {}, training or {}
+    sources = {f"rectify.{k}": v[1] for k, v in rectify.items()}
+    sources |= {"batch_size": batch_size[1]}
+    sources |= {f"gamma_by_model.{k}": v[1] for k, v in gamma_by_model.items()}
+    sources |= {f"training.{k}": v[1] for k, v in training.items()}
+    return NioPreset(source=source, rectify={k: v[0] for k, v in rectify.items()}, batch_size=batch_size[0],
+                     gamma_by_model={k: v[0] for k, v in gamma_by_model.items()},
+                     training={k: v[0] for k, v in training.items()}, sources=sources,
+                     unverified=tuple(sorted(k for k, v in sources.items() if "engine-default" in v)))
+
+
+_AUDIT, _ALG, _GAP, _PROFILE = ("audit",), ("algorithm",), ("engine-default",), ("profile",)
+_REL, _CODE = ("released-config",), ("released-code",)
+
+NIO_PRESETS: dict[str, NioPreset] = {
+    "paper-cifar": _preset(
+        source=f"{PAPER}, Appendix B.2 (CIFAR-10 / CIFAR-100)",
+        rectify={"profile": ("paper", _PROFILE), "mode": ("batch", _ALG), "sub_batches": (2, _GAP),
+                 "overlap": (0.6, _GAP), "lr": (0.1, _GAP), "iters": (100, _GAP), "gamma": (None, _GAP),
+                 "optimizer": ("adam", _GAP), "min_scale": (0.01, _ALG)},
+        batch_size=(128, _AUDIT),
+        gamma_by_model={k: (v, _AUDIT) for k, v in PAPER_CIFAR_GAMMA.items()},
+        training={"epochs": (500, _AUDIT), "batch_size": (128, _AUDIT), "optimizer": ("sgd", _AUDIT),
+                  "momentum": (0.9, _AUDIT), "lr": (0.1, _AUDIT), "weight_decay": (1e-4, _AUDIT),
+                  "weight_decay_on": ("every parameter", _AUDIT), "cifar100_gamma_factor": (2.0, _AUDIT)}),
+    # B.3's tau, D, r, B and T as the audit restates them are also the released ResNet-50 config's values
+    "paper-imagenet": _preset(
+        source=f"{PAPER}, Appendix B.3 (ImageNet: ResNet-50, Swin-T)",
+        rectify={"profile": ("paper", _PROFILE), "mode": ("batch", _ALG), "sub_batches": (4, _AUDIT + _REL),
+                 "overlap": (0.2, _AUDIT + _REL), "lr": (3e-3, _AUDIT + _REL), "iters": (100, _AUDIT + _REL),
+                 "gamma": (None, _GAP), "optimizer": ("adam", _GAP), "min_scale": (0.01, _ALG)},
+        batch_size=(64, _AUDIT + _REL),
+        training={"swin_optimizer": ("adamw", _AUDIT), "warmup": ("none (the paper's Table 5 claim)", _AUDIT)}),
+    "official-imagenet": _preset(
+        source="HarborYuan/GradCosine @ 006bb89 configs/mmcls/resnet_gradcos_init/resnet50_gc_gn.py (initializer "
+               "dict) and gradcos/gradcos_initializer.py",
+        rectify={"profile": ("official", _PROFILE), "mode": ("batch", _CODE), "split": ("official", _CODE),
+                 "bn": ("shared", _CODE), "sub_batches": (4, _REL), "overlap": (0.2, _REL), "lr": (3e-3, _REL),
+                 "iters": (100, _REL), "gamma": (10.0, _REL), "optimizer": ("rescale_adam", _CODE),
+                 "grad_clip": (1.0, _REL), "min_scale": (0.01, _REL), "objective": ("gc_gn_sqrt", _REL),
+                 "gn_mul": (1.0, _REL)},
+        batch_size=(64, _REL),
+        training={"base_config": ("mmcls resnet50_8xb32_in1k (8 GPUs x 32, SGD)", ("released-base",)),
+                  "init_data": ("the training set with its training augmentation, loader seed 0", _CODE),
+                  "model_note": ("mmcls ResNet-50; its residual branches' last BN weights start at 0 "
+                                 "(zero_init_residual), which the released optimizer then cannot rescale", _CODE)}),
+}
+
+
 def _paper_cifar(kind: Literal["cifar10", "cifar100"]) -> ExperimentConfig:
-    mul = 2.0 if kind == "cifar100" else 1.0
+    """Appendix B.2 as a training comparison (Kaiming vs NIO on ResNet-110 and WRN-28-10, with and without BN):
+    every NIO, recipe and gamma value is read from ``NIO_PRESETS["paper-cifar"]``, where each has its source."""
+    p = NIO_PRESETS["paper-cifar"]
+    r, t = p.rectify, p.training
+    mul = float(t["cifar100_gamma_factor"]) if kind == "cifar100" else 1.0
     classes = 100 if kind == "cifar100" else 10
 
     def model(arch: str, bn: bool) -> ModelConfig:
         label = f"{arch}_{'bn' if bn else 'nobn'}"
-        gamma = PAPER_CIFAR_GAMMA.get(label)
+        gamma = p.gamma_by_model.get(label)
         return ModelConfig(arch=arch, args={"bn": bn, "num_classes": classes}, label=label,
                            init=None if gamma is None else {"gamma": gamma * mul})
 
@@ -377,68 +490,19 @@ def _paper_cifar(kind: Literal["cifar10", "cifar100"]) -> ExperimentConfig:
                         num_classes=classes),
         methods=("kaiming", "nio"),
         seeds=(0, 1, 2),
-        recipe=RecipeConfig(epochs=500, batch_size=128, lr=0.1, eval_batch_size=1000, bn_weight_decay=True),
+        recipe=RecipeConfig(epochs=int(t["epochs"]), batch_size=int(t["batch_size"]), lr=float(t["lr"]),
+                            momentum=float(t["momentum"]), weight_decay=float(t["weight_decay"]),
+                            eval_batch_size=1000, bn_weight_decay=True),
         # Algorithm 3 as published: batch mode, Eq. 7 sub-batches, last iterate, no margin
-        init=InitConfig(iters=100, lr=0.1, batch_size=128, mode="batch", sub_batches=2, overlap=0.6,
-                        heldout_mode="batch"),
+        init=InitConfig(iters=int(r["iters"]), lr=float(r["lr"]), batch_size=p.batch_size, mode=r["mode"],
+                        sub_batches=int(r["sub_batches"]), overlap=float(r["overlap"]), optimizer=r["optimizer"],
+                        min_scale=float(r["min_scale"]), heldout_mode="batch"),
         threads=None,
     )
 
 
 PRESETS["paper-cifar"] = _paper_cifar("cifar10")
 PRESETS["paper-cifar100"] = _paper_cifar("cifar100")
-
-
-class NioPreset(_Model):
-    """Named NIO settings (keyword arguments of ``initscore.nio.rectify``) and where they come from.
-
-    ``gamma_by_model`` keys are ``"<arch>_bn"`` / ``"<arch>_nobn"`` and override ``rectify["gamma"]``;
-    ``training`` records how the source trains afterwards (documentation: ``initscore rectify`` does not train);
-    ``unverified`` names the values this project could not check against the source."""
-
-    source: str
-    rectify: dict[str, Scalar | None]
-    batch_size: int = Field(ge=1)
-    gamma_by_model: dict[str, float] = Field(default_factory=dict)
-    training: dict[str, Scalar] = Field(default_factory=dict)
-    unverified: tuple[str, ...] = ()
-
-    def kwargs_for(self, arch: str, bn: bool | None) -> dict[str, Any]:
-        kw = dict(self.rectify)
-        key = f"{arch}_{'bn' if bn else 'nobn'}"
-        if key in self.gamma_by_model:
-            kw["gamma"] = self.gamma_by_model[key]
-        return kw
-
-
-NIO_PRESETS: dict[str, NioPreset] = {
-    "paper-cifar": NioPreset(
-        source="Zhu et al., NeurIPS 2022, Appendix B.2 (as restated in issue #25)",
-        rectify={"profile": "paper", "mode": "batch", "sub_batches": 2, "overlap": 0.6, "lr": 0.1, "iters": 100,
-                 "gamma": None, "optimizer": "adam", "min_scale": 0.01},
-        batch_size=128, gamma_by_model=dict(PAPER_CIFAR_GAMMA),
-        training={"epochs": 500, "batch_size": 128, "optimizer": "sgd", "momentum": 0.9, "lr": 0.1,
-                  "weight_decay": 1e-4, "weight_decay_on": "every parameter", "cifar100_gamma_factor": 2.0},
-        unverified=("lr", "sub_batches", "overlap", "optimizer", "gamma of models other than resnet110")),
-    "paper-imagenet": NioPreset(
-        source="Zhu et al., NeurIPS 2022, Appendix B.3 (as restated in issue #25)",
-        rectify={"profile": "paper", "mode": "batch", "sub_batches": 4, "overlap": 0.2, "lr": 3e-3, "iters": 100,
-                 "gamma": None, "optimizer": "adam", "min_scale": 0.01},
-        batch_size=64,
-        training={"swin_optimizer": "adamw", "warmup": "none (the paper's Table 5 claim)"},
-        unverified=("gamma", "optimizer")),
-    "official-imagenet": NioPreset(
-        source="HarborYuan/GradCosine configs/mmcls/resnet_gradcos_init/resnet50_gc_gn.py (initializer dict) and the "
-               "defaults of gradcos/gradcos_initializer.py",
-        rectify={"profile": "official", "mode": "batch", "split": "official", "bn": "shared", "sub_batches": 4,
-                 "overlap": 0.2, "lr": 3e-3, "iters": 100, "gamma": 10.0, "optimizer": "rescale_adam",
-                 "grad_clip": 1.0, "min_scale": 0.01, "objective": "gc_gn_sqrt", "gn_mul": 1.0},
-        batch_size=64,
-        training={"base_config": "mmcls resnet50_8xb32_in1k (8 GPUs x 32, SGD)",
-                  "init_data": "the training set with its training augmentation, loader seed 0",
-                  "model_note": "mmcls ResNet-50; its residual branches' last BN weights start at 0 "
-                                "(zero_init_residual), which the released optimizer then cannot rescale"}),
-}
 
 
 def nio_preset(name: str) -> NioPreset:

@@ -398,3 +398,20 @@ def test_report_merges_folders_and_renames_repeated_methods(micro_run):
     assert any(c["method"] == f"nio@{out.name}" for c in merged["comparisons"])
     with pytest.raises(OptionsError):
         merge_reports([str(out / "nothing_here")])
+
+
+def test_cli_preset_help_lists_the_registry(monkeypatch):
+    """`initscore experiment --help` names every registered preset; the list is read from PRESETS, not typed."""
+    from initscore.cli.experiment_cmds import preset_help
+    from initscore.experiments import config
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400", "TERMINAL_WIDTH": "400"}
+    p = subprocess.run([sys.executable, "-m", "initscore", "experiment", "--help"], capture_output=True, text=True,
+                       env=env, cwd=REPO, timeout=120)
+    assert p.returncode == 0, p.stderr
+    line = next(ln for ln in p.stdout.splitlines() if "--preset" in ln)
+    shown = line.split("named experiment:", 1)[1].strip(" │|").split(" | ")
+    assert [s.strip(" │") for s in shown] == list(PRESETS)
+    assert {"paper-cifar", "paper-cifar100", "gpu-vit"} <= set(PRESETS)
+    monkeypatch.setitem(config.PRESETS, "added-later", PRESETS["smoke"])
+    assert preset_help().endswith("| added-later")
