@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             r = prototype_rectify(splits, seed, spec=cfg.models[0].spec() if cfg else None, gn_weight=a.gn_weight,
                                   lr=a.lr, margin=a.margin, constraint=a.constraint,
                                   split_optimizer=a.split_optimizer, trace=a.trace,
-                                  iters=cfg.init.iters if cfg else 20, batch_size=cfg.init.batch_size if cfg else 64)
+                                  iters=cfg.init.rectify.iters if cfg else 20,
+                                  batch_size=cfg.init.batch_size if cfg else 64)
             model = r.pop("model")
             if cfg is not None:
                 r["train"] = train(model, splits, cfg, seed, lambda s: None)

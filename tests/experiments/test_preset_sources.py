@@ -56,12 +56,21 @@ def test_experiment_presets_are_read_from_the_nio_preset(name, factor, classes):
     p, cfg = NIO_PRESETS["paper-cifar"], PRESETS[name]
     r, t = p.rectify, p.training
     init = cfg.init
-    assert (init.iters, init.lr, init.batch_size, init.mode, init.sub_batches, init.overlap, init.optimizer,
-            init.min_scale) == (r["iters"], r["lr"], p.batch_size, r["mode"], r["sub_batches"], r["overlap"],
-                                r["optimizer"], r["min_scale"])
+    assert init.rectify.model_dump(include=set(r)) == r and init.batch_size == p.batch_size
     assert (cfg.recipe.epochs, cfg.recipe.batch_size, cfg.recipe.lr, cfg.recipe.momentum, cfg.recipe.weight_decay) \
         == (t["epochs"], t["batch_size"], t["lr"], t["momentum"], t["weight_decay"])
     assert cfg.recipe.bn_weight_decay and cfg.data.num_classes == classes
-    gammas = {m.name: (m.init or {}).get("gamma") for m in cfg.models}
+    gammas = {m.name: (m.init or {}).get("rectify", {}).get("gamma") for m in cfg.models}
     assert gammas == {"resnet110_nobn": 4.0 * factor, "resnet110_bn": 5.0 * factor,
                       "wrn28_10_nobn": None, "wrn28_10_bn": None}
+
+
+def test_a_preset_value_must_be_a_rectify_option():
+    """NIO presets are checked against RectifyOptions: a misspelt name or a value out of range is refused."""
+    from pydantic import ValidationError
+
+    from initscore.experiments.config import _preset
+
+    for rectify, needle in (({"itres": (5, ("audit",))}, "rectify.itres"), ({"lr": (-1.0, ("audit",))}, "rectify.lr")):
+        with pytest.raises(ValidationError, match=needle):
+            _preset(rectify, (64, ("audit",)), source="test")
