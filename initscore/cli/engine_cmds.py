@@ -246,6 +246,13 @@ def apply_nio_preset(ctx: typer.Context, name: str, arch: str, spec_args: dict[s
     return {**p.kwargs_for(arch, spec_args.get("bn")), **options}, batch_size
 
 
+def nio_preset_help() -> str:
+    """The --preset help: every name of the NIO preset registry (``initscore.experiments.config.NIO_PRESETS``)."""
+    from initscore.experiments.config import NIO_PRESETS
+
+    return "named NIO settings (docs/engine.md); flags given explicitly win: " + " | ".join(NIO_PRESETS)
+
+
 @options_from(RectifyOptions, flags={"split": "--sub-batch-split"}, skip=("seed",))
 def rectify_cmd(
     ctx: typer.Context,
@@ -261,9 +268,7 @@ def rectify_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="write the rectified weights (.safetensors)"),
     as_json: bool = typer.Option(False, "--json"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="named NIO settings: paper-cifar | paper-imagenet | "
-                                                                "official-imagenet (docs/engine.md); flags given "
-                                                                "explicitly win"),
+    preset: Optional[str] = typer.Option(None, "--preset", help=nio_preset_help()),
     opt: Optional[list[str]] = typer.Option(None, "--opt", "-o", help=OPT_HELP),
     options: dict[str, Any] | None = None,
 ) -> None:
