@@ -375,9 +375,12 @@ def demo_cmd(
     con.print(f"[bold]initscore demo[/]: ResNet-20 (bn=False, {sum(p.numel() for p in model.parameters()):,} "
               f"params) on {td.name}, {len(td)} images ({len(held)} held-out batches of {DEMO_BATCH}); "
               f"torch threads {torch.get_num_threads()}")
+    from initscore.nio import heldout_scores, options_of, rectify
+
+    options = options_of(None, dict(iters=iters, lr=DEMO_LR, mode="batch", sub_batches=2, overlap=0.6))
     x, y = held[0]
     rows = []
-    for mode, kw in (("sample", {}), ("batch", {"sub_batches": 2, "overlap": 0.6})):
+    for mode, kw in (("sample", {}), ("batch", {"sub_batches": options.sub_batches, "overlap": options.overlap})):
         s0 = time.perf_counter()
         s = gradcosine(model, (x, y), mode=mode, **kw)
         rows.append((mode, s, time.perf_counter() - s0))
@@ -387,23 +390,19 @@ def demo_cmd(
     for c in ("mode", "gc", "gn", "g_max", "g_min", "seconds"):
         t.add_column(c, justify="right")
     for mode, s, secs in rows:
-        t.add_row(mode + ("" if mode == "sample" else " D=2 r=0.6"), f"{s.gc:.5f}", f"{s.gn:.5g}",
+        label = mode if mode == "sample" else f"{mode} D={options.sub_batches} r={options.overlap}"
+        t.add_row(label, f"{s.gc:.5f}", f"{s.gn:.5g}",
                   f"{s.g_max:.5g}", f"{s.g_min:.5g}", f"{secs:.2f}")
     con.print(t)
-    hyper = dict(method="nio", iters=iters, lr=DEMO_LR, gamma=None, sub_batches=2, overlap=0.6, mode="batch",
-                 min_scale=0.01, optimizer="adam", seed=0, bn=None)
-    from initscore.nio import rectify
-
     with _progress_bar("nio") as progress:
-        r = rectify(model, train, heldout=held, progress=progress, batch_size=DEMO_BATCH, **hyper)
-    from initscore.nio import heldout_scores
-
+        r = rectify(model, train, options, heldout=held, progress=progress, batch_size=DEMO_BATCH)
     exact_before = heldout_scores(model, None, held, mode="sample", sub_batches=2, overlap=0.0, bn=None, loss=None)
     exact_after = heldout_scores(model, r.state_dict, held, mode="sample", sub_batches=2, overlap=0.0, bn=None,
                                  loss=None)
     from initscore import weights_file
 
-    request = _request("rectify", spec, ref, {**hyper, "heldout_batches": 2}, init_seed=0)
+    request = _request("rectify", spec, ref, {**options.model_dump(mode="json"), "heldout_batches": len(held)},
+                       init_seed=0)
     summary = {**weights_file.summary_of(r.to_dict()), "heldout_exact_before": exact_before,
                "heldout_exact_after": exact_after}
     sha = weights_file.save(out, r.state_dict, weights_file.Provenance.for_request(request, summary=summary))
