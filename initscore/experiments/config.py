@@ -302,13 +302,20 @@ def parse_config(obj: ExperimentConfig | dict[str, Any]) -> ExperimentConfig:
 
 
 def override(cfg: ExperimentConfig, **changes: Any) -> ExperimentConfig:
-    """A copy of ``cfg`` with nested changes, e.g. ``override(cfg, recipe={"epochs": 1}, seeds=[0])``, validated."""
+    """A copy of ``cfg`` with nested changes, e.g. ``override(cfg, recipe={"epochs": 1}, seeds=[0])``, validated.
+    An ``init`` change's ``rectify`` replaces the whole options; rectify options given flat in it (``init={"iters":
+    5}``) replace those options one by one."""
     data = cfg.model_dump(mode="json")
     for key, value in changes.items():
         if value is None:
             continue
         if key not in data:
             raise OptionsError(f"unknown experiment config field {key!r}; allowed: {sorted(data)}")
+        if key == "init" and isinstance(value, dict):
+            flat = {k: v for k, v in value.items() if k not in InitConfig.model_fields}
+            value = {k: v for k, v in value.items() if k in InitConfig.model_fields}
+            if flat:
+                value["rectify"] = {**(value.get("rectify") or data["init"]["rectify"]), **flat}
         if isinstance(value, dict) and isinstance(data[key], dict):
             data[key] = {**data[key], **value}
         else:

@@ -452,6 +452,8 @@ def test_flat_init_of_saved_configs_loads_as_the_nested_one():
     saved["models"] = [{**m, "init": {"scale_tensors": ["fc.weight"]} if m["init"] else None} for m in saved["models"]]
     assert parse_config(saved) == cpu
     assert parse_config(json.loads(json.dumps(cpu.model_dump(mode="json")))) == cpu
+    small = override(cpu, init={"iters": 5, "batch_size": 32})  # flat changes of options, as before
+    assert (small.init.rectify.iters, small.init.batch_size, small.init.rectify.mode) == (5, 32, "sample")
     nested = {**MICRO, "init": {"batch_size": 32, "rectify": {"iters": 2}}}
     assert parse_config(nested) == parse_config(MICRO)
     for bad, needle in [({"iters": 2, "rectify": {"iters": 3}}, "both flat and under 'rectify'"),
