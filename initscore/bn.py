@@ -162,7 +162,8 @@ class StatBN(nn.Module):
     """BatchNorm replacement with an explicit statistics mode (see module docstring).
 
     y = (x - mu) / sqrt(var + eps) * weight + bias, mu/var per channel (dim 1),
-    var biased (divided by the count, as BN uses for normalization).
+    var biased (divided by the count, as BN uses for normalization); then the replaced
+    layer's own child modules, if it has any (timm's BatchNormAct2d: drop, act).
     """
 
     def __init__(self, bn: _BatchNorm, mode: str, primitive: bool) -> None:
@@ -187,11 +188,21 @@ class StatBN(nn.Module):
         # plain attributes, not buffers: functional_call must not swap/restore them
         self.calib_mean: torch.Tensor | None = None
         self.calib_var: torch.Tensor | None = None
+        # a BatchNorm subclass with child modules (timm's norm-act layers BatchNormAct2d / SyncBatchNormAct: `drop`,
+        # then `act`) applies them to the normalized output in registration order: kept under the same names
+        for name, sub in bn.named_children():
+            self.add_module(name, sub)
 
     def _shape(self, x: torch.Tensor) -> list[int]:
         return [1, self.num_features] + [1] * (x.dim() - 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._normalize(x)
+        for sub in self._modules.values():
+            y = sub(y)
+        return y
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2:
             raise OptionsError(f"BatchNorm input must have a channel dimension, got shape {tuple(x.shape)}")
         shape = self._shape(x)

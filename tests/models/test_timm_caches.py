@@ -97,12 +97,7 @@ def test_tiny_vit_5m_rectifies_one_step(tiny_vit):
     assert all(torch.equal(before[k], v) for k, v in tiny_vit.state_dict().items())  # the caller's model untouched
 
 
-@pytest.mark.parametrize("name,args", [
-    ("efficientvit_m0", {"img_size": 32}),
-    pytest.param("efficientformerv2_s0", {"img_size": 32}, marks=pytest.mark.xfail(strict=True, reason=(
-        "not the cache: the scoring copy replaces timm's BatchNormAct2d (a BatchNorm2d subclass whose forward "
-        "applies its `drop` and `act` children after normalizing) by a StatBN without them; open"))),
-])
+@pytest.mark.parametrize("name,args", [("efficientvit_m0", {"img_size": 32}), ("efficientformerv2_s0", {"img_size": 32})])
 def test_other_cached_attention_families_score_as_the_loop(name, args):
     net = _build(name, **args)
     assert any(keeps_mode_state(m) for m in net.modules())
@@ -112,6 +107,39 @@ def test_other_cached_attention_families_score_as_the_loop(name, args):
     s = gradcosine(net.eval(), (x, y), mode="sample", chunk_size=1)
     assert s.gc == pytest.approx(ref["gc"], abs=1e-6)
     assert s.gn == pytest.approx(ref["gn"], rel=1e-6)
+
+
+def _batch_reference(net: nn.Module, x: torch.Tensor, y: torch.Tensor, D: int) -> dict[str, float]:
+    """Batch mode with bn="batch" and overlap 0: each sub-batch's mean-loss gradient from a train-mode deep copy
+    (batch statistics of that sub-batch; timm's drop rates are 0 by default)."""
+    from initscore.scores import batch_splits
+
+    units, norms = None, []
+    for s, e in batch_splits(len(x), D, 0.0):
+        m = copy.deepcopy(net).train()
+        ps = [p for p in m.parameters() if p.requires_grad]
+        gs = torch.autograd.grad(F.cross_entropy(m(x[s:e]), y[s:e]), ps, allow_unused=True)
+        g = torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1) for p, gi in zip(ps, gs)])
+        norms.append(float(g.norm()))
+        units = g / g.norm() if units is None else units + g / g.norm()
+    return {"gc": float(units.norm() ** 2) / D ** 2, "gn": sum(norms) / len(norms)}
+
+
+def test_batchnorm_with_its_own_activation_keeps_it_in_the_scoring_copy():
+    """timm's BatchNormAct2d (a BatchNorm2d subclass whose forward applies `drop` and `act`) was replaced by a
+    StatBN without them: every EfficientNet/MobileNetV3-style model scored without those activations."""
+    from timm.layers import BatchNormAct2d
+
+    net = _build("mobilenetv3_small_050")
+    assert any(type(m) is BatchNormAct2d and not isinstance(m.act, nn.Identity) for m in net.modules())
+    torch.manual_seed(4)
+    x, y = torch.randn(6, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (6,))
+    ref = _per_sample_reference(net, x, y)
+    s = gradcosine(net.eval(), (x, y), mode="sample")
+    assert s.gc == pytest.approx(ref["gc"], abs=1e-6) and s.gn == pytest.approx(ref["gn"], rel=1e-6)
+    b = gradcosine(net.eval(), (x, y), mode="batch", sub_batches=2, overlap=0.0)
+    ref = _batch_reference(net, x, y, 2)
+    assert b.gc == pytest.approx(ref["gc"], abs=1e-6) and b.gn == pytest.approx(ref["gn"], rel=1e-6)
 
 
 def test_every_timm_module_that_keeps_mode_state_is_a_known_attention_bias_cache():
