@@ -8,6 +8,7 @@ over INITSCORE_MAX_PARAMS is refused on the meta device before it is allocated),
 the worker was ever killed (its exit code and the kernel's OOM messages are checked), and the wall time.
 
     flock /tmp/initscore-bench.lock .venv/bin/python bench/timm_batch.py [--n 50] [--seed 0] [--batch-size 16]
+        [--names tiny_vit_5m_224,...]
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--names", default="", help="comma-separated catalog names to send instead of a random draw")
     a = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))
     import httpx
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from initscore.models import timm_models
 
     cat = timm_models.catalog()["models"]
-    names = random.Random(a.seed).sample(sorted(cat), a.n)
+    names = a.names.split(",") if a.names else random.Random(a.seed).sample(sorted(cat), a.n)
     specs = [{"arch": f"timm:{n}", "args": {"num_classes": 10, **({"img_size": 32} if cat[n]["img_size"] else {})}}
              for n in names]
     stack = Stack(workers=1, env={"INITSCORE_MAX_BATCH_MODELS": "1000", "HF_HUB_OFFLINE": "1"}, prefix="timm-batch-")
@@ -84,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                            (e.get("error") or "").split(":")[0][:60]) for e in bad)
         dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout if shutil.which("dmesg") else ""
         oom = sum("Out of memory" in line or "oom-kill" in line for line in dmesg.splitlines())
-        print(f"{len(specs)} timm architectures (random.Random({a.seed})), B={a.batch_size}, 32x32, batch mode: "
+        print(f"{len(specs)} timm architectures ({'named' if a.names else f'random.Random({a.seed})'}), B={a.batch_size}, 32x32, batch mode: "
               f"job {cur['status']}; {len(ok)} finished, {len(bad)} failed {dict(reasons)}")
         print(f"worker peak RSS {peak[0]:.0f} MB; worker alive at the end: {wrk.poll() is None} "
               f"(exit code {wrk.poll()}); kernel OOM messages: {oom}; wall {wall:.0f} s")

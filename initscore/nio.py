@@ -48,7 +48,6 @@ unchanged (all scales 1).
 """
 from __future__ import annotations
 
-import copy
 import fnmatch
 import time
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ from torch import Tensor, nn
 
 from initscore import bn as bnmod
 from initscore import fast_conv
+from initscore import mode_caches
 from initscore.contract import IterationRecord, RectifyOptions, RectifyResult, Verification, choices
 from initscore.errors import NonFiniteError, OptionsError
 from initscore.rescale_adam import RescaleAdam
@@ -435,7 +435,7 @@ def heldout_scores(model: nn.Module, state: dict[str, Tensor] | None, heldout: l
         return {}
     m = model
     if state is not None:
-        m = copy.deepcopy(model)
+        m = mode_caches.deepcopy(model)
         m.load_state_dict(state)
     res = [gradcosine(m, b, mode=mode, sub_batches=sub_batches, overlap=overlap, bn=bn, loss=loss, split=split,
                       profile=profile) for b in heldout]
@@ -444,7 +444,7 @@ def heldout_scores(model: nn.Module, state: dict[str, Tensor] | None, heldout: l
 
 
 def _rectified_state(model: nn.Module, scales: dict[str, float]) -> dict[str, Tensor]:
-    m = copy.deepcopy(model)
+    m = mode_caches.deepcopy(model)
     with torch.no_grad():
         for n, p in m.named_parameters():
             if n in scales and scales[n] != 1.0:

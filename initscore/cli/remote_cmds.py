@@ -198,6 +198,11 @@ def register(app: typer.Typer) -> None:
         """Upload your own network (ONNX) to the service; prints the spec to use as a job's model."""
         if not path.is_file():
             raise OptionsError(f"{str(path)!r} is not a file")
+        try:
+            with path.open("rb") as fh:
+                fh.read(1)
+        except OSError as exc:
+            raise OptionsError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
         with _client(url, api_key) as c:
             up = _service_call(lambda: c.upload_model(path))
         if as_json:
