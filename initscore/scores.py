@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vjp, vmap
 
 from initscore import bn as bnmod
-from initscore.errors import NonFiniteError, OptionsError, ResourceError
+from initscore.errors import NonFiniteError, OptionsError, ResourceError, is_out_of_memory
 from initscore.hook_grads import hook_grad_fn
 from initscore.segments import SegmentedNet, for_batch_mode
 
@@ -226,11 +226,6 @@ def check_finite(grads: dict[str, Tensor], sq: dict[str, Tensor] | None = None) 
             raise NonFiniteError(
                 f"non-finite gradient in parameter tensor {name!r}; the initialization or the inputs overflow "
                 "(try smaller input values or a different init)", tensor=name)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 
 
 # ---------------------------------------------------------- accumulation
@@ -512,7 +507,7 @@ def gradcosine(model: nn.Module, batch: tuple[Tensor, Tensor], *, mode: str = "s
             else:
                 g = fn(params, x[start:end], y[start:end])
         except (RuntimeError, torch.OutOfMemoryError) as exc:
-            if not _is_oom(exc):
+            if not is_out_of_memory(exc):
                 raise
             if chunk == 1:
                 raise ResourceError(f"out of memory computing one per-sample gradient; use mode='batch' "
