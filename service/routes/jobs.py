@@ -11,9 +11,11 @@ import asyncio
 import hashlib
 import logging
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Coroutine, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -23,12 +25,46 @@ from service.problems import PROBLEM_JSON, ProblemError
 from service.records import JobRecord, group_id_for, new_job_id
 from service.routes.models import visible_upload
 from service.storage import StoreError
-from service.validation import check_request
+from service.validation import check_request, deployment_problems, parts_of_body
 from service.views import job_view, list_summaries, load_record
 from worker import defaults
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
 log = logging.getLogger("initscore.service")
+
+
+class ListEveryProblem(APIRoute):
+    """A route whose body, when it breaks the contract, is also put through the deployment checks part by part.
+
+    FastAPI answers a contract (pydantic) error before the endpoint runs, so the deployment's problems
+    (unknown architecture, a data root outside the roots, limits) would only show after the contract
+    ones were fixed. Here the parts that parse alone (:func:`service.validation.parts_of_body`) are
+    checked and their problems appended to the same 422, after the contract's. Authentication has
+    already succeeded when the body is validated (dependencies are solved first).
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                if exc.body is None:
+                    raise
+                ctx, who = get_ctx(request), principal(request)
+                extra = await run_in_threadpool(
+                    deployment_problems, parts_of_body(exc.body), ctx.settings,
+                    lambda sha: visible_upload(ctx, who, sha) is not None)
+                if not extra:
+                    raise
+                # a ("body", "<dotted loc>") location renders as the dotted loc (problems._loc)
+                more = [{"type": "deployment", "loc": ("body", e["loc"]), "msg": e["msg"]} for e in extra]
+                raise RequestValidationError([*exc.errors(), *more], body=exc.body) from None
+
+        return route
+
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
 
 PROBLEM = {"content": {PROBLEM_JSON: {}}, "description": "problem details (RFC 9457)"}
 ERRORS = {400: PROBLEM, 401: PROBLEM, 404: PROBLEM, 409: PROBLEM, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM, 503: PROBLEM}
@@ -48,7 +84,6 @@ def _accepted(rec: JobRecord, ctx: AppContext, *, replayed: bool = False) -> JSO
     return JSONResponse(job_view(rec, ctx), status_code=202, headers=headers)
 
 
-@router.post("/jobs", status_code=202, responses=ERRORS, summary="Submit a score, rectify, batch or propagation job")
 def submit_job(
     request: Request,
     job: Annotated[JobRequest, Body()],
@@ -87,6 +122,10 @@ def submit_job(
                     log.warning("cannot release idempotency key of failed submit %s: %s", job_id, type(exc).__name__)
             raise
     return _create(ctx, job, who, payload, rhash, job_id, reuse, [])
+
+
+router.add_api_route("/jobs", submit_job, methods=["POST"], status_code=202, responses=ERRORS,
+                     summary="Submit a score, rectify, batch or propagation job", route_class_override=ListEveryProblem)
 
 
 def _create(ctx: AppContext, job: JobRequest, who: Principal, payload: dict[str, Any], rhash: str, job_id: str,
