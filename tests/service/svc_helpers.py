@@ -61,6 +61,7 @@ def served(env: dict[str, str], *, api_cwd: Path = REPO, worker_cwd: Path | None
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait(timeout=15)
 
 
 def _socket_owners() -> dict[str, int]:
