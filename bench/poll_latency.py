@@ -99,6 +99,34 @@ async def poll(url: str, ids: list[str], interval: float, rounds: int) -> tuple[
     return lat, errors
 
 
+async def poll_raw(url: str, ids: list[str], interval: float, rounds: int) -> tuple[list[float], int]:
+    """The same schedule and one keep-alive connection per poller, but a minimal HTTP/1.1 client on asyncio
+    streams (request line + Host, read the head and Content-Length bytes): real clients run on other machines,
+    and httpx's own CPU per request competes with the API on this one."""
+    host, port = url.removeprefix("http://").split(":")
+    lat: list[float] = []
+    errors = 0
+    t0 = time.perf_counter() + 1.0
+
+    async def poller(job_id: str) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, int(port))
+        req = f"GET /v1/jobs/{job_id} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        for k in range(rounds):
+            await asyncio.sleep(max(0.0, t0 + k * interval - time.perf_counter()))
+            s = time.perf_counter()
+            writer.write(req)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+            lat.append(time.perf_counter() - s)
+            errors += not head.startswith(b"HTTP/1.1 200")
+        writer.close()
+
+    await asyncio.gather(*(poller(j) for j in ids))
+    return lat, errors
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repo", default=str(HERE), help="code tree to run the API and worker from")
@@ -109,6 +137,8 @@ def main() -> int:
     ap.add_argument("--api-workers", type=int, default=1, help="uvicorn --workers (API processes)")
     ap.add_argument("--http", default="auto", help="uvicorn --http (auto, h11, httptools)")
     ap.add_argument("--loop", default="auto", help="uvicorn --loop (auto, asyncio, uvloop)")
+    ap.add_argument("--client", choices=("httpx", "raw"), default="httpx",
+                    help="the pollers' HTTP client: httpx.AsyncClient, or a minimal one on asyncio streams (see poll_raw)")
     a = ap.parse_args()
     repo = Path(a.repo).resolve()
     tmp = Path(tempfile.mkdtemp(prefix="initscore-poll-"))
@@ -137,13 +167,13 @@ def main() -> int:
         ids = [busy] + [httpx.post(f"{url}/v1/jobs", json={"kind": "score", "model": model, "data": {**data, "seed": i}}).json()["id"]
                         for i in range(a.pollers - 1)]
         cpu0 = (cpu_seconds(api.pid), own_cpu(), cpu_seconds(worker.pid), time.perf_counter())
-        lat, errors = asyncio.run(poll(url, ids, a.interval, a.rounds))
+        lat, errors = asyncio.run((poll_raw if a.client == "raw" else poll)(url, ids, a.interval, a.rounds))
         cpu1 = (cpu_seconds(api.pid), own_cpu(), cpu_seconds(worker.pid), time.perf_counter())
         assert httpx.get(f"{url}/v1/jobs/{busy}").json()["status"] == "running", "the worker was not busy throughout"
         ms = sorted(x * 1000 for x in lat)
         q = statistics.quantiles(ms, n=100, method="inclusive")
         out = {"repo": str(repo), "requests": len(ms), "errors": errors, "pollers": a.pollers, "interval_s": a.interval,
-               "api_workers": a.api_workers, "http": a.http, "loop": a.loop,
+               "api_workers": a.api_workers, "http": a.http, "loop": a.loop, "client": a.client,
                "p50_ms": round(q[49], 1), "p90_ms": round(q[89], 1), "p99_ms": round(q[98], 1), "max_ms": round(ms[-1], 1),
                "api_cpu_ms_per_req": round((cpu1[0] - cpu0[0]) * 1000 / len(ms), 2),
                "poller_cpu_ms_per_req": round((cpu1[1] - cpu0[1]) * 1000 / len(ms), 2),
