@@ -152,6 +152,9 @@ def describe_client(c: dict[str, Any]) -> str:
     return f"pid {c['pid']} ({c['cmdline'] or 'exiting or unknown'}) name={c['name'] or '-'} cmd={c['cmd']} age={c['age']}s"
 
 
+LIVE_REDIS_PIDS: set[int] = set()  # redis-servers started by RedisServer in this process (the session ones too)
+
+
 class RedisServer:
     def __init__(self, workdir: Path, port: int | None = None, appendonly: bool = False) -> None:
         self.workdir = workdir
@@ -171,6 +174,7 @@ class RedisServer:
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.workdir),
                 "--appendonly", "yes" if self.appendonly else "no", "--protected-mode", "no", "--loglevel", "warning"]
         self.proc = subprocess.Popen(args, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        LIVE_REDIS_PIDS.add(self.proc.pid)
         from redis import Redis
 
         deadline = time.time() + 10
@@ -186,6 +190,8 @@ class RedisServer:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+        if self.proc:
+            LIVE_REDIS_PIDS.discard(self.proc.pid)
 
 
 def run_worker_burst(backend: Any, settings: Any, queues: tuple[str, ...] | None = None) -> None:
@@ -240,7 +246,7 @@ def redis_conn(redis_server: RedisServer) -> Iterator[Any]:
     r = Redis.from_url(redis_server.url)
     r.flushdb()
     yield r
-    children = leftover_children({redis_server.proc.pid} if redis_server.proc else set())
+    children = leftover_children(LIVE_REDIS_PIDS)
     left = leftover_clients(r)
     for c in left:  # so that the next test does not inherit them; this one fails below
         r.execute_command("CLIENT", "KILL", "ID", c["id"])
