@@ -33,3 +33,24 @@ def test_get_job_on_the_event_loop_path(tmp_path: Path, redis_server, redis_conn
         redis_conn.delete(f"initscore:job:{job['id']}")  # the index lost it: the store's durable copy answers
         again = httpx.get(f"{url}/v1/jobs/{job['id']}", headers=a).json()
         assert again["status"] == "finished" and again["result"] == got["result"], again
+
+
+def test_get_job_on_the_event_loop_path_while_redis_is_away(tmp_path: Path) -> None:
+    from svc_helpers import RedisServer
+
+    srv = RedisServer(tmp_path / "redis", appendonly=True).start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INITSCORE_")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), INITSCORE_REDIS_URL=srv.url,
+               INITSCORE_ARTIFACT_DIR=str(tmp_path / "artifacts"))
+    try:
+        with served(env, worker_args=("--no-preload", "--queues", "initscore-rectify")) as url:
+            job = httpx.post(f"{url}/v1/jobs", json=MLP_SCORE).json()  # a score job: no worker takes it
+            assert httpx.get(f"{url}/v1/jobs/{job['id']}").json()["status"] == "queued"
+            srv.stop()
+            down = expect_problem(httpx.get(f"{url}/v1/jobs/{job['id']}"), 503)
+            assert down["type"].endswith(":queue-unavailable") and down.get("instance") == f"/v1/jobs/{job['id']}", down
+            srv = RedisServer(srv.workdir, port=srv.port, appendonly=True).start()
+            back = httpx.get(f"{url}/v1/jobs/{job['id']}")  # the same client reconnects: no API restart
+            assert back.status_code == 200 and back.json()["status"] == "queued", back.text
+    finally:
+        srv.stop()
