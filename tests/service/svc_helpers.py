@@ -130,22 +130,26 @@ def leftover_clients(r: Any, timeout: float = 10.0) -> list[dict[str, Any]]:
         time.sleep(0.1)
 
 
-def leftover_children(exclude: set[int]) -> list[str]:
-    """This process's child processes (alive, or exited but never waited for) other than ``exclude``, as
-    "pid state cmdline"; a test must kill AND wait() for what it started."""
-    me, out = str(os.getpid()), []
+def child_processes(pid: int) -> list[tuple[int, str, str]]:
+    """(pid, state, cmdline) of every process whose parent is ``pid``; an exiting process's cmdline is empty."""
+    out = []
     for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) in exclude:
+        if not proc.name.isdigit():
             continue
         try:
-            stat = (proc / "stat").read_text()
-            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-            if ppid == me:
+            state, ppid = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            if ppid == str(pid):
                 cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-                out.append(f"{proc.name} {state} {cmd or '(exiting)'}")
+                out.append((int(proc.name), state, cmd))
         except (OSError, ValueError, IndexError):
             continue
     return out
+
+
+def leftover_children(exclude: set[int]) -> list[str]:
+    """This process's child processes (alive, or exited but never waited for) other than ``exclude``, as
+    "pid state cmdline"; a test must kill AND wait() for what it started."""
+    return [f"{pid} {state} {cmd or '(exiting)'}" for pid, state, cmd in child_processes(os.getpid()) if pid not in exclude]
 
 
 def describe_client(c: dict[str, Any]) -> str:

@@ -10,18 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from svc_helpers import MLP_SCORE, REPO, free_port
-
-
-def _children(pid: int) -> list[str]:
-    out = []
-    for d in Path("/proc").iterdir():
-        try:
-            if d.name.isdigit() and (d / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(pid):
-                out.append((d / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-        except OSError:
-            continue
-    return out
+from svc_helpers import MLP_SCORE, REPO, child_processes, free_port
 
 
 def test_two_api_processes_share_every_state(tmp_path: Path, redis_server, redis_conn) -> None:
@@ -37,7 +26,7 @@ def test_two_api_processes_share_every_state(tmp_path: Path, redis_server, redis
         while True:
             try:
                 if httpx.get(f"{url}/healthz").status_code == 200 and \
-                        sum("spawn_main" in c for c in _children(srv.pid)) == 2:
+                        sum("spawn_main" in c for _, _, c in child_processes(srv.pid)) == 2:
                     break
             except httpx.HTTPError:
                 pass
