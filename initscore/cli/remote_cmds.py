@@ -219,6 +219,8 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1"),
         port: int = typer.Option(8000),
         workers: int = typer.Option(1, help="inline: job threads"),
+        processes: int = typer.Option(1, min=1, max=64, help="queued: API processes (uvicorn --workers); every "
+                                      "request may go to any of them, all state is in Redis and the artifact store"),
     ) -> None:
         """Run the API (uvicorn). Queued mode needs INITSCORE_REDIS_URL and `initscore worker`."""
         import uvicorn
@@ -228,9 +230,15 @@ def register(app: typer.Typer) -> None:
 
         settings = Settings()
         if inline:
+            if processes > 1:
+                raise OptionsError("--processes needs the queued service: inline jobs and their index live in one process")
             settings = settings.model_copy(update={"redis_url": None, "inline_workers": workers})
         elif settings.redis_url is None:
             raise OptionsError("set INITSCORE_REDIS_URL for the queued service, or use `initscore serve --inline`")
+        if processes > 1:  # each process builds its app from the same environment
+            uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=processes,
+                        log_level=settings.log_level)
+            return
         uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
 
     @app.command("worker")

@@ -63,6 +63,10 @@ class RedisJobIndex:
     def ping(self) -> bool:
         return bool(self.r.ping())
 
+    def record_key(self, job_id: str) -> str:
+        """The Redis key of a job's record (read by the API's async path, service.deps.AsyncRecords)."""
+        return self._k("job", job_id)
+
     def next_seq(self) -> int:
         return int(self.r.incr(self._k("seq")))
 
