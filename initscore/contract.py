@@ -102,7 +102,7 @@ BnMode = Literal["batch", "calibrated", "per_sample", "shared"]
 OVERLAP_DOC = "batch-mode sub-batch overlap r; default: the profile's (0.6 paper, 0.0 official)"
 SPLIT_DOC = ("how batch mode cuts the batch: 'eq7' (the paper's Eq. 7), 'cover' (equal sub-batches from 0 to B), "
              "'official' (the released code's slicing); default: the profile's")
-PROFILE_DOC = ("'paper' (Zhu et al. 2022) or 'official' (the authors' released code: off-diagonal GC, "
+PROFILE_DOC = ("'paper' (Yang et al. 2022) or 'official' (the authors' released code: off-diagonal GC, "
                "Conv/Linear/LayerNorm gradients, shared BN statistics; batch mode only)")
 
 

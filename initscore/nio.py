@@ -1,4 +1,4 @@
-"""NIO: Neural Initialization Optimization (Zhu et al., NeurIPS 2022, Algorithm 3) and its baselines.
+"""NIO: Neural Initialization Optimization (Yang, Wang, Yuan & Lin, NeurIPS 2022, Algorithm 3) and its baselines.
 
 One learnable scalar s_l per parameter tensor (weights, biases, BN affine); the
 network is scored at theta_l = s_l * w_l where w_l is the initial tensor. Each

@@ -1,6 +1,6 @@
 """GradCosine (GC) and gradient norm (GN) of a network at its initialization.
 
-Source: Zhu et al., "Towards Theoretically Inspired Neural Initialization
+Source: Yang, Wang, Yuan & Lin, "Towards Theoretically Inspired Neural Initialization
 Optimization", NeurIPS 2022, Algorithm 1 (sample-wise) and Algorithm 2 / Eq. 7
 (batch relaxation).
 
@@ -457,7 +457,7 @@ def gradcosine(model: nn.Module, batch: tuple[Tensor, Tensor], *, mode: str = "s
     official profile), "batch", "calibrated", "per_sample" or "shared" (batch mode: one forward of the
     whole batch, every sub-batch's gradient through its shared statistics). chunk_size: samples per vmap
     call in sample mode (None: automatic, halved on out-of-memory).
-    profile: "paper" (Zhu et al. 2022: GC over all D^2 pairs, i = j included, every trainable tensor) or
+    profile: "paper" (Yang et al. 2022: GC over all D^2 pairs, i = j included, every trainable tensor) or
     "official" (the authors' released code, batch mode only: GC = the mean of the D(D-1) off-diagonal
     cosines, gradients w.r.t. the weights and biases of Conv2d/Linear/LayerNorm modules only; GN, g_max
     and the per-layer rows over those tensors). docs/engine.md lists every difference.
