@@ -9,7 +9,10 @@ owns one queued score job. All pollers fire at the same instants t0 + k * interv
 
     flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=1 .venv/bin/python bench/poll_latency.py [--repo DIR]
 
-Prints p50/p90/p99/max of the request latencies measured by the pollers.
+Prints p50/p90/p99/max of the request latencies measured by the pollers, and the CPU seconds spent
+during the polling phase per request by the API's processes (``/proc/<pid>/stat`` utime+stime, summed
+over the uvicorn process and its children), by this poller process (``getrusage``) and by the worker.
+``--api-workers N`` starts uvicorn with N processes; ``--http``/``--loop`` choose uvicorn's parser and loop.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -35,6 +39,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and of every live descendant (seconds)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, float] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(f[1]), []).append(int(d.name))
+            stats[int(d.name)] = (int(f[11]) + int(f[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, 0.0)
+        todo += children.get(p, [])
+    return total
+
+
+def own_cpu() -> float:
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_utime + u.ru_stime
 
 
 def wait_until(pred, timeout: float, what: str) -> None:
@@ -69,6 +99,34 @@ async def poll(url: str, ids: list[str], interval: float, rounds: int) -> tuple[
     return lat, errors
 
 
+async def poll_raw(url: str, ids: list[str], interval: float, rounds: int) -> tuple[list[float], int]:
+    """The same schedule and one keep-alive connection per poller, but a minimal HTTP/1.1 client on asyncio
+    streams (request line + Host, read the head and Content-Length bytes): real clients run on other machines,
+    and httpx's own CPU per request competes with the API on this one."""
+    host, port = url.removeprefix("http://").split(":")
+    lat: list[float] = []
+    errors = 0
+    t0 = time.perf_counter() + 1.0
+
+    async def poller(job_id: str) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, int(port))
+        req = f"GET /v1/jobs/{job_id} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        for k in range(rounds):
+            await asyncio.sleep(max(0.0, t0 + k * interval - time.perf_counter()))
+            s = time.perf_counter()
+            writer.write(req)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+            lat.append(time.perf_counter() - s)
+            errors += not head.startswith(b"HTTP/1.1 200")
+        writer.close()
+
+    await asyncio.gather(*(poller(j) for j in ids))
+    return lat, errors
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repo", default=str(HERE), help="code tree to run the API and worker from")
@@ -76,6 +134,11 @@ def main() -> int:
     ap.add_argument("--interval", type=float, default=0.5)
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--json", default=None, help="also write the figures to this file")
+    ap.add_argument("--api-workers", type=int, default=1, help="uvicorn --workers (API processes)")
+    ap.add_argument("--http", default="auto", help="uvicorn --http (auto, h11, httptools)")
+    ap.add_argument("--loop", default="auto", help="uvicorn --loop (auto, asyncio, uvloop)")
+    ap.add_argument("--client", choices=("httpx", "raw"), default="httpx",
+                    help="the pollers' HTTP client: httpx.AsyncClient, or a minimal one on asyncio streams (see poll_raw)")
     a = ap.parse_args()
     repo = Path(a.repo).resolve()
     tmp = Path(tempfile.mkdtemp(prefix="initscore-poll-"))
@@ -85,12 +148,15 @@ def main() -> int:
         procs.append(subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(rport), "--save", "",
                                        "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL))
         env = {k: v for k, v in os.environ.items() if not k.startswith("INITSCORE_")}
-        env.update(PYTHONPATH=str(repo), OMP_NUM_THREADS="1", INITSCORE_REDIS_URL=f"redis://127.0.0.1:{rport}/0",
+        extra = [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x]
+        env.update(PYTHONPATH=os.pathsep.join([str(repo), *extra]), OMP_NUM_THREADS="1", INITSCORE_REDIS_URL=f"redis://127.0.0.1:{rport}/0",
                    INITSCORE_ARTIFACT_DIR=str(tmp / "artifacts"), INITSCORE_MAX_ITERS="100000", INITSCORE_REUSE_RESULTS="false")
-        procs.append(subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(aport),
-                                       "--log-level", "warning"], cwd=repo, env=env))
-        procs.append(subprocess.Popen([sys.executable, "-m", "worker.main"], cwd=repo, env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(aport),
+                                "--log-level", "warning", "--workers", str(a.api_workers), "--http", a.http, "--loop", a.loop],
+                               cwd=repo, env=env)
+        worker = subprocess.Popen([sys.executable, "-m", "worker.main"], cwd=repo, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs += [api, worker]
         url = f"http://127.0.0.1:{aport}"
         wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, 60, "the API did not start")
         model = {"arch": "mlp", "args": {"in_features": 3072, "hidden": 256, "depth": 4, "num_classes": 10}}
@@ -100,12 +166,19 @@ def main() -> int:
         wait_until(lambda: httpx.get(f"{url}/v1/jobs/{busy}").json()["status"] == "running", 180, "the worker never got busy")
         ids = [busy] + [httpx.post(f"{url}/v1/jobs", json={"kind": "score", "model": model, "data": {**data, "seed": i}}).json()["id"]
                         for i in range(a.pollers - 1)]
-        lat, errors = asyncio.run(poll(url, ids, a.interval, a.rounds))
+        cpu0 = (cpu_seconds(api.pid), own_cpu(), cpu_seconds(worker.pid), time.perf_counter())
+        lat, errors = asyncio.run((poll_raw if a.client == "raw" else poll)(url, ids, a.interval, a.rounds))
+        cpu1 = (cpu_seconds(api.pid), own_cpu(), cpu_seconds(worker.pid), time.perf_counter())
         assert httpx.get(f"{url}/v1/jobs/{busy}").json()["status"] == "running", "the worker was not busy throughout"
         ms = sorted(x * 1000 for x in lat)
         q = statistics.quantiles(ms, n=100, method="inclusive")
         out = {"repo": str(repo), "requests": len(ms), "errors": errors, "pollers": a.pollers, "interval_s": a.interval,
-               "p50_ms": round(q[49], 1), "p90_ms": round(q[89], 1), "p99_ms": round(q[98], 1), "max_ms": round(ms[-1], 1)}
+               "api_workers": a.api_workers, "http": a.http, "loop": a.loop, "client": a.client,
+               "p50_ms": round(q[49], 1), "p90_ms": round(q[89], 1), "p99_ms": round(q[98], 1), "max_ms": round(ms[-1], 1),
+               "api_cpu_ms_per_req": round((cpu1[0] - cpu0[0]) * 1000 / len(ms), 2),
+               "poller_cpu_ms_per_req": round((cpu1[1] - cpu0[1]) * 1000 / len(ms), 2),
+               "worker_cpu_share": round((cpu1[2] - cpu0[2]) / (cpu1[3] - cpu0[3]), 2),
+               "load1": round(os.getloadavg()[0], 2)}
         print(json.dumps(out))
         if a.json:
             Path(a.json).write_text(json.dumps(out, indent=1) + "\n")

@@ -19,23 +19,15 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from _stack import Stack
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def requests_for(n: int, arch: str, args: dict, batch_size: int, offset: int = 0) -> list[dict]:
@@ -95,33 +87,9 @@ def main() -> None:
     a = ap.parse_args()
     threads = os.environ.setdefault("OMP_NUM_THREADS", "1")
     args = json.loads(a.args)
-    tmp = Path(tempfile.mkdtemp(prefix="initscore-bench-"))
-    rport, aport = free_port(), free_port()
-    procs: list[subprocess.Popen] = []
-    try:
-        procs.append(subprocess.Popen(["redis-server", "--port", str(rport), "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-                                      stdout=subprocess.DEVNULL))
-        env = dict(os.environ, PYTHONPATH=str(REPO), INITSCORE_REDIS_URL=f"redis://127.0.0.1:{rport}/0",
-                   INITSCORE_ARTIFACT_DIR=str(tmp / "artifacts"), OMP_NUM_THREADS=threads)
-        procs.append(subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(aport),
-                                       "--log-level", "warning"], cwd=REPO, env=env))
-        procs.append(subprocess.Popen([sys.executable, "-m", "worker.main"], cwd=REPO, env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        url = f"http://127.0.0.1:{aport}"
-        import httpx
-
+    with Stack(workers=1, env={"OMP_NUM_THREADS": threads}) as stack:
+        url = stack.url
         from client import Client
-
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                raise SystemExit("service did not become ready")
-            time.sleep(0.2)
 
         reqs = requests_for(a.n, a.arch, args, a.batch_size)
         rate_inproc = in_process(reqs)
@@ -156,15 +124,6 @@ def main() -> None:
             "paced_get_latency_ms_p99": round(percentile(paced_ms, 99), 2),
         }
         print(json.dumps(out, indent=2))
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -8,30 +8,24 @@ over INITSCORE_MAX_PARAMS is refused on the meta device before it is allocated),
 the worker was ever killed (its exit code and the kernel's OOM messages are checked), and the wall time.
 
     flock /tmp/initscore-bench.lock .venv/bin/python bench/timm_batch.py [--n 50] [--seed 0] [--batch-size 16]
+        [--names tiny_vit_5m_224,...]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
+from _stack import Stack
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -50,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--names", default="", help="comma-separated catalog names to send instead of a random draw")
     a = ap.parse_args(argv)
     sys.path.insert(0, str(REPO))
     import httpx
@@ -57,47 +52,22 @@ def main(argv: list[str] | None = None) -> int:
     from initscore.models import timm_models
 
     cat = timm_models.catalog()["models"]
-    names = random.Random(a.seed).sample(sorted(cat), a.n)
+    names = a.names.split(",") if a.names else random.Random(a.seed).sample(sorted(cat), a.n)
     specs = [{"arch": f"timm:{n}", "args": {"num_classes": 10, **({"img_size": 32} if cat[n]["img_size"] else {})}}
              for n in names]
-    tmp = Path(tempfile.mkdtemp(prefix="timm-batch-"))
-    rport, port = free_port(), free_port()
-    redis = subprocess.Popen([shutil.which("redis-server"), "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL)
-    from redis import Redis
-
-    for _ in range(100):  # the workers must find Redis up
-        try:
-            if Redis(port=rport, socket_connect_timeout=0.2).ping():
-                break
-        except Exception:
-            time.sleep(0.1)
-    env = dict(os.environ, PYTHONPATH=str(REPO), INITSCORE_REDIS_URL=f"redis://127.0.0.1:{rport}/0",
-               INITSCORE_ARTIFACT_DIR=str(tmp / "artifacts"), INITSCORE_ALLOWED_ROOTS=str(tmp),
-               INITSCORE_MAX_BATCH_MODELS="1000", HF_HUB_OFFLINE="1")
-    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(port),
-                            "--log-level", "warning"], cwd=REPO, env=env)
-    wrk = subprocess.Popen([sys.executable, "-m", "worker.main"], cwd=REPO, env=env)
+    stack = Stack(workers=1, env={"INITSCORE_MAX_BATCH_MODELS": "1000", "HF_HUB_OFFLINE": "1"}, prefix="timm-batch-")
     peak = [0.0]
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.wait(0.5):
-            peak[0] = max(peak[0], rss_mb(wrk.pid))
+            peak[0] = max(peak[0], rss_mb(stack.workers[0].pid))
 
-    threading.Thread(target=sample, daemon=True).start()
-    url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
-    try:
-        with httpx.Client(base_url=url, timeout=60) as c:
-            deadline = time.time() + 120
-            while time.time() < deadline:
-                try:
-                    if c.get("/readyz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.3)
+    with stack:
+        threading.Thread(target=sample, daemon=True).start()
+        wrk = stack.workers[0]
+        with httpx.Client(base_url=stack.url, timeout=60) as c:
             r = c.post("/v1/jobs", json={"kind": "batch", "models": specs, "options": {"mode": "batch"},
                                          "data": {"kind": "synthetic", "shape": [3, 32, 32], "num_classes": 10,
                                                   "batch_size": a.batch_size, "seed": 0}})
@@ -116,23 +86,14 @@ def main(argv: list[str] | None = None) -> int:
                            (e.get("error") or "").split(":")[0][:60]) for e in bad)
         dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout if shutil.which("dmesg") else ""
         oom = sum("Out of memory" in line or "oom-kill" in line for line in dmesg.splitlines())
-        print(f"{len(specs)} timm architectures (random.Random({a.seed})), B={a.batch_size}, 32x32, batch mode: "
+        print(f"{len(specs)} timm architectures ({'named' if a.names else f'random.Random({a.seed})'}), B={a.batch_size}, 32x32, batch mode: "
               f"job {cur['status']}; {len(ok)} finished, {len(bad)} failed {dict(reasons)}")
         print(f"worker peak RSS {peak[0]:.0f} MB; worker alive at the end: {wrk.poll() is None} "
               f"(exit code {wrk.poll()}); kernel OOM messages: {oom}; wall {wall:.0f} s")
         for e in bad:
             print(f"  failed {e['model']['arch']}: {(e.get('error') or '')[:160]}")
-        (tmp.parent / "timm_batch_last.json").write_text(json.dumps(cur.get("result"), indent=1))
-    finally:
-        stop.set()
-        for p in (wrk, api):
-            p.terminate()
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        redis.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        (stack.tmp.parent / "timm_batch_last.json").write_text(json.dumps(cur.get("result"), indent=1))
+    stop.set()
     return 0
 
 

@@ -24,7 +24,7 @@ def main() -> int:
     a = ap.parse_args()
     from initscore.contract import ModelSpec
     from initscore.models import timm_models
-    from service.settings import Settings
+    from initscore.server.settings import Settings
     from service.validation import check_model
 
     settings = Settings()

@@ -11,23 +11,15 @@ queued); 1,000 score jobs are submitted for one key and 50 for another. Then the
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import socket
+import re
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from _stack import Stack
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,24 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     from service.deps import hash_key
 
-    tmp = Path(tempfile.mkdtemp(prefix="ui-bench-"))
-    rport, port = free_port(), free_port()
-    redis = subprocess.Popen([shutil.which("redis-server"), "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL)
-    env = dict(os.environ, PYTHONPATH=str(REPO), INITSCORE_REDIS_URL=f"redis://127.0.0.1:{rport}/0",
-               INITSCORE_ARTIFACT_DIR=str(tmp / "artifacts"), INITSCORE_ALLOWED_ROOTS=str(tmp),
-               INITSCORE_API_KEYS=f"{hash_key('k-a')},{hash_key('k-b')}")
-    api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(port),
-                            "--log-level", "warning"], cwd=REPO, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=url, timeout=30) as c:
-            for _ in range(200):
-                try:
-                    if c.get("/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+    keys = f"{hash_key('k-a')},{hash_key('k-b')}"
+    with Stack(workers=0, env={"INITSCORE_API_KEYS": keys}, prefix="ui-bench-") as stack:  # no worker: jobs stay queued
+        with httpx.Client(base_url=stack.url, timeout=30) as c:
             t0 = time.perf_counter()
             for key, n in (("k-a", a.jobs), ("k-b", 50)):
                 for i in range(n):
@@ -68,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"submitted {a.jobs} + 50 jobs in {time.perf_counter() - t0:.1f} s")
             head = {"Authorization": "Bearer k-a"}
             rows = {}
-            import re
 
             def walk() -> int:
                 n, cursor = 0, None
@@ -93,11 +69,6 @@ def main(argv: list[str] | None = None) -> int:
             for name, (med, p95, n_rows) in rows.items():
                 print(f"{name:28s} {n_rows:5d} rows  median {med * 1e3:7.1f} ms  p95 {p95 * 1e3:7.1f} ms  "
                       f"median / 300 ms target = {med / 0.3:.2f}")
-    finally:
-        api.terminate()
-        api.wait(timeout=10)
-        redis.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

@@ -14,10 +14,11 @@ from typing import Any, Iterable, Mapping
 
 import httpx
 
+from initscore.contract import FINAL_STATES
 from client.errors import JobFailed, ServiceError, UnavailableError, from_response
 from initscore.contract import DEFAULT_RANK_BY
 
-FINAL = ("finished", "failed", "cancelled")
+FINAL = FINAL_STATES
 JobRef = str | Mapping[str, Any]
 
 

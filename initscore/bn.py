@@ -37,12 +37,14 @@ follows its ``mode``.
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from typing import Iterator
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from initscore import mode_caches
 from initscore.errors import OptionsError
 
 BN_MODES = ("batch", "calibrated", "per_sample")
@@ -160,7 +162,8 @@ class StatBN(nn.Module):
     """BatchNorm replacement with an explicit statistics mode (see module docstring).
 
     y = (x - mu) / sqrt(var + eps) * weight + bias, mu/var per channel (dim 1),
-    var biased (divided by the count, as BN uses for normalization).
+    var biased (divided by the count, as BN uses for normalization); then the replaced
+    layer's own child modules, if it has any (timm's BatchNormAct2d: drop, act).
     """
 
     def __init__(self, bn: _BatchNorm, mode: str, primitive: bool) -> None:
@@ -185,11 +188,21 @@ class StatBN(nn.Module):
         # plain attributes, not buffers: functional_call must not swap/restore them
         self.calib_mean: torch.Tensor | None = None
         self.calib_var: torch.Tensor | None = None
+        # a BatchNorm subclass with child modules (timm's norm-act layers BatchNormAct2d / SyncBatchNormAct: `drop`,
+        # then `act`) applies them to the normalized output in registration order: kept under the same names
+        for name, sub in bn.named_children():
+            self.add_module(name, sub)
 
     def _shape(self, x: torch.Tensor) -> list[int]:
         return [1, self.num_features] + [1] * (x.dim() - 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._normalize(x)
+        for sub in self._modules.values():
+            y = sub(y)
+        return y
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2:
             raise OptionsError(f"BatchNorm input must have a channel dimension, got shape {tuple(x.shape)}")
         shape = self._shape(x)
@@ -246,11 +259,15 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, _BatchNorm) for m in model.modules())
 
 
+_CONTAINERS = (dict, OrderedDict, list, set)
+
+
 def tree_copy(model: nn.Module) -> nn.Module:
     """A copy of the module tree that SHARES every parameter and buffer tensor.
 
-    Each module object is copied shallowly (its own attribute dict, parameter, buffer
-    and child dicts; everything else shared), children recursively; a module reached
+    Each module object is copied shallowly (its own attribute dict, and its own copy of every
+    dict, list and set attribute: parameter, buffer, child and hook dicts, and caches a module
+    fills during a forward; everything else shared), children recursively; a module reached
     twice is copied once. Setting attributes, the train/eval flag or replacing
     children on the copy leaves ``model`` untouched (``copy.deepcopy`` with the
     tensors in its memo would do the same by walking every attribute, far slower).
@@ -267,9 +284,10 @@ def _clone_tree(m: nn.Module, memo: dict[int, nn.Module]) -> nn.Module:
         return done
     c = copy.copy(m)
     memo[id(m)] = c
-    c._parameters = dict(m._parameters)
-    c._buffers = dict(m._buffers)
-    c._non_persistent_buffers_set = set(m._non_persistent_buffers_set)
+    own = c.__dict__
+    for k, v in own.items():
+        if type(v) in _CONTAINERS:
+            own[k] = v.copy()
     c._modules = {k: (_clone_tree(v, memo) if v is not None else None) for k, v in m._modules.items()}
     return c
 
@@ -280,7 +298,9 @@ def scoring_copy(model: nn.Module, mode: str, *, primitive: bool) -> nn.Module:
     Parameter names are preserved; the caller's model is not modified. The copy SHARES the
     caller's parameter and buffer tensors (:func:`tree_copy`): scoring code passes its own
     tensors through ``functional_call`` and never writes into the copy's (tests/engine check
-    the caller's tensors, buffers and train/eval flags are unchanged).
+    the caller's tensors, buffers and train/eval flags are unchanged). Modules that keep a
+    parameter-derived tensor between eval-mode forwards drop it around each forward
+    (:func:`initscore.mode_caches.refresh_each_forward`).
     """
     net = tree_copy(model)
     for parent in list(net.modules()):
@@ -288,6 +308,7 @@ def scoring_copy(model: nn.Module, mode: str, *, primitive: bool) -> nn.Module:
             if isinstance(child, _BatchNorm):
                 setattr(parent, child_name, StatBN(child, mode, primitive))
     net.eval()
+    mode_caches.refresh_each_forward(net)
     return net
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from typing_extensions import Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -23,6 +25,33 @@ JsonScalar = Union[bool, int, float, str]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def choices(model: type[BaseModel], field: str) -> tuple[Any, ...]:
+    """The values a ``Literal`` field of ``model`` allows (None left out), in declaration order."""
+    found: list[Any] = []
+    todo = [model.model_fields[field].annotation]
+    while todo:
+        t = todo.pop(0)
+        if get_origin(t) is Literal:
+            found.extend(get_args(t))
+        else:
+            todo.extend(get_args(t))
+    return tuple(v for v in found if v is not None)
+
+
+class _Options(_Model):
+    """A job's options: the one declaration its library function, CLI flags and request share."""
+
+    def updated(self, **overrides: Any) -> Self:
+        """A copy with ``overrides`` applied and every field validated again, strictly (Python types as given:
+        ``True`` is not an int, ``"2"`` is not a number; a tuple stands for a list). Defaults derived from other
+        fields (RectifyOptions.optimizer from the profile) are derived again unless they were set explicitly.
+        Raises pydantic.ValidationError, whose errors name the field (an unknown name: "extra_forbidden")."""
+        if not overrides:
+            return self
+        given = {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
+        return type(self).model_validate({**self.model_dump(exclude_unset=True), **given}, strict=True)
 
 
 # ---------------------------------------------------------------- inputs
@@ -77,7 +106,7 @@ BnMode = Literal["batch", "calibrated", "per_sample", "shared"]
 OVERLAP_DOC = "batch-mode sub-batch overlap r; default: the profile's (0.6 paper, 0.0 official)"
 SPLIT_DOC = ("how batch mode cuts the batch: 'eq7' (the paper's Eq. 7), 'cover' (equal sub-batches from 0 to B), "
              "'official' (the released code's slicing); default: the profile's")
-PROFILE_DOC = ("'paper' (Zhu et al. 2022) or 'official' (the authors' released code: off-diagonal GC, "
+PROFILE_DOC = ("'paper' (Yang et al. 2022) or 'official' (the authors' released code: off-diagonal GC, "
                "Conv/Linear/LayerNorm gradients, shared BN statistics; batch mode only)")
 
 
@@ -88,16 +117,18 @@ def _check_profile(opts: Any) -> None:
         raise ValueError("bn='shared' is a batch-mode option")
 
 
-class ScoreOptions(_Model):
+class ScoreOptions(_Options):
     """Options of a score job: GradCosine/GradNorm mode, BN handling, extra zero-cost proxies."""
 
-    mode: Literal["sample", "batch"] = "sample"
-    sub_batches: int = Field(default=2, ge=2, le=1024)
+    mode: Literal["sample", "batch"] = Field(
+        default="sample", description="'sample' (exact sample-wise GC) or 'batch' (B-GC over sub-batches, Eq. 7)")
+    sub_batches: int = Field(default=2, ge=2, le=1024, description="batch mode: sub-batches D of the batch")
     overlap: float | None = Field(default=None, ge=0.0, lt=1.0, description=OVERLAP_DOC)
-    bn: BnMode | None = None
+    bn: BnMode | None = Field(default=None, description="BatchNorm statistics; default by mode and profile")
     split: Split | None = Field(default=None, description=SPLIT_DOC)
     profile: Profile = Field(default="paper", description=PROFILE_DOC)
-    proxies: list[str] = Field(default_factory=list, max_length=32)
+    proxies: list[str] = Field(default_factory=list, max_length=32,
+                               description="zero-cost proxies to compute as well (initscore proxies --list)")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="the weights' seed: torch is seeded with "
                       "initscore.proxies.batch.spec_seed(model, seed), so a spec scores the same in score and batch "
                       "jobs, the CLI and the library")
@@ -108,16 +139,19 @@ class ScoreOptions(_Model):
         return self
 
 
-class RectifyOptions(_Model):
+class RectifyOptions(_Options):
     """Hyperparameters of NIO (Algorithm 3) or a baseline (gradinit, metainit, kaiming)."""
 
-    method: Literal["nio", "gradinit", "metainit", "kaiming"] = "nio"
-    iters: int = Field(default=100, ge=0)
-    lr: float = Field(default=0.1, gt=0.0, le=100.0)
+    method: Literal["nio", "gradinit", "metainit", "kaiming"] = Field(
+        default="nio", description="'nio' (Algorithm 3), the baselines 'gradinit' and 'metainit', or 'kaiming' "
+                                   "(the input unchanged)")
+    iters: int = Field(default=100, ge=0, description="optimization steps on the scales")
+    lr: float = Field(default=0.1, gt=0.0, le=100.0, description="learning rate of the scale optimizer")
     gamma: float | None = Field(default=None, gt=0.0, description="bound on g_max; default: 2x the initial g_max")
-    sub_batches: int = Field(default=2, ge=2, le=1024)
+    sub_batches: int = Field(default=2, ge=2, le=1024, description="batch mode: sub-batches D of each batch")
     overlap: float | None = Field(default=None, ge=0.0, lt=1.0, description=OVERLAP_DOC)
-    mode: Literal["sample", "batch"] = "batch"
+    mode: Literal["sample", "batch"] = Field(
+        default="batch", description="'batch' (B-GC over sub-batches, Eq. 7) or 'sample' (exact sample-wise GC)")
     bn: BnMode | None = Field(
         default=None, description="BatchNorm statistics; default: 'batch' in batch mode, 'calibrated' in sample mode, "
                                   "'shared' in the official profile")
@@ -134,7 +168,11 @@ class RectifyOptions(_Model):
     select: Literal["last", "feasible", "best"] = Field(
         default="last", description="'last' (Algorithm 3), 'feasible': the last iterate with g_max <= gamma, or "
                                     "'best' (nio only): the within-bound iterate with the largest GC + gn_weight*GN")
-    min_scale: float = Field(default=0.01, gt=0.0, le=1.0)
+    min_scale: float = Field(default=0.01, gt=0.0, le=1.0, description="every scale is clamped to >= min_scale "
+                                                                      "after each step")
+    max_scale: float | None = Field(default=None, ge=1.0, le=1e6,
+                                    description="every scale is clamped to <= max_scale after each step, so one "
+                                                "large step cannot blow a tensor up; default: no upper bound")
     optimizer: Literal["adam", "sgd", "rescale_adam"] | None = Field(
         default=None, description="'adam' (one Adam for both branches), 'sgd', or 'rescale_adam' (the NIO/GradInit "
                                   "reference optimizer: clipped scale gradients, one first moment per branch); "
@@ -150,8 +188,9 @@ class RectifyOptions(_Model):
         default=0, ge=0, le=64,
         description="select 'feasible'/'best' only: the returned iterate must also be within the bound on this many "
                     "more training batches (the method's own constraint test; checked latest/best first); 0 = off")
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    heldout_batches: int = Field(default=2, ge=0, le=64)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="seed of the batches the loop draws")
+    heldout_batches: int = Field(default=2, ge=0, le=64,
+                                 description="job driver only: batches split off the data and scored before/after")
 
     @model_validator(mode="after")
     def _best_is_nio_only(self) -> "RectifyOptions":
@@ -354,5 +393,8 @@ JobResult = Annotated[
     Union[ScoreResult, RectifyResult, BatchResult, PropagationResult], Field(discriminator="kind")
 ]
 
-JOB_STATES = ("queued", "running", "finished", "failed", "cancelled")
-JobState = Literal["queued", "running", "finished", "failed", "cancelled"]
+JobKind = Literal["score", "rectify", "batch", "propagation"]  # the `kind` tags of JobRequest (a test checks both agree)
+JOB_KINDS: tuple[str, ...] = get_args(JobKind)
+JobState = Literal["queued", "running", "finished", "failed", "cancelled"]  # the only list of job states
+JOB_STATES: tuple[str, ...] = get_args(JobState)
+FINAL_STATES: frozenset[str] = frozenset({"finished", "failed", "cancelled"})  # no transition leaves them

@@ -50,3 +50,12 @@ class ResourceError(InitscoreError, MemoryError):
 
     status = 507
     title = "Out of memory"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` means the process ran out of memory, recognised without importing torch.
+
+    True for ``MemoryError`` (CPU, and :class:`ResourceError`), ``torch.OutOfMemoryError`` (matched by
+    name) and the ``RuntimeError("CUDA out of memory ...")`` of older torch versions.
+    """
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()

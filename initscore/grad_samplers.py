@@ -122,6 +122,8 @@ def _linear(mod: nn.Module, owned: frozenset[str], a: Tensor, o: Tensor, d: Tens
 
 
 def _statbn_check(mod: nn.Module, owned: frozenset[str]) -> str | None:
+    if any(True for _ in mod.children()):
+        return "a BatchNorm that applies its own activation (timm's norm-act layers)"
     if mod.mode not in ("per_sample", "calibrated"):
         return "BatchNorm with batch statistics couples the samples"
     if mod.weight is not None and owned != {"weight", "bias"}:

@@ -31,13 +31,12 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from initscore.contract import (
     BatchEntry,
     BatchRequest,
     BatchResult,
-    IterationRecord,
     JobRequest,
     LayerPropagation,
     LayerScore,
@@ -48,9 +47,8 @@ from initscore.contract import (
     ScoreOptions,
     ScoreRequest,
     ScoreResult,
-    Verification,
 )
-from initscore.errors import InitscoreError, OptionsError, SpecError
+from initscore.errors import InitscoreError, OptionsError, SpecError, is_out_of_memory
 
 Progress = Callable[[int, int, dict[str, Any]], None]
 
@@ -148,8 +146,8 @@ def _score_one(spec: Any, batch: Any, opts: ScoreOptions, num_classes: int = 1) 
         batch = batch(s)
     model = _build(spec, s)
     _check_fits(model, batch[0], num_classes)
-    gs = gradcosine(model, batch, mode=opts.mode, sub_batches=opts.sub_batches, overlap=opts.overlap, bn=opts.bn,
-                    split=opts.split, profile=opts.profile)
+    # every ScoreOptions field but the proxies and the weights' seed is a gradcosine keyword of the same name
+    gs = gradcosine(model, batch, **opts.model_dump(exclude={"proxies", "seed"}))
     proxies: dict[str, float] = {}
     proxy_errors: dict[str, str] = {}
     if opts.proxies:
@@ -222,8 +220,8 @@ def _run_batch(req: BatchRequest, progress: Progress | None) -> BatchResult:
             value = _rank_value(res, req.rank_by)
             entries.append({"index": i, "model": spec, "status": "finished", "score": value, "result": res})
         except (InitscoreError, RuntimeError, ValueError) as exc:
-            if type(exc).__name__ == "OutOfMemoryError":
-                raise
+            if is_out_of_memory(exc) and not isinstance(exc, InitscoreError):
+                raise  # the job fails as out of memory; a per-sample ResourceError is this entry's failure
             entries.append({"index": i, "model": spec, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
         if req.top_k is not None:  # keep the k best scored entries and the failures (their reasons), nothing else
             e = entries[-1]
@@ -272,32 +270,8 @@ def _run_rectify(req: RectifyRequest, progress: Progress | None) -> tuple[Rectif
     model = _build(req.model, req.init_seed)
     _check_fits(model, train.x, td.num_classes)
 
-    def _prog(it: int, total: int, metrics: Mapping[str, Any]) -> None:
-        if progress is not None:
-            progress(it, total, dict(metrics))
-
-    # every option of the contract is a keyword of the engine (tests/engine/test_job_options.py checks the two
-    # declarations match), so a new option passes through here without an edit
-    engine_kw = opts.model_dump(exclude={"heldout_batches"})
-    rect = nio.rectify(model, train.batches(bs, req.data.seed), heldout=heldout, progress=_prog, **engine_kw)
-    result = RectifyResult(
-        arch=req.model.arch,
-        method=rect.method,
-        params=_num_params(model),
-        scales={k: float(v) for k, v in rect.scales.items()},
-        unscalable=list(rect.unscalable),
-        fixed=list(rect.fixed),
-        history=[IterationRecord(**{k: h[k] for k in ("it", "gc", "gn", "g_max", "constrained")}) for h in rect.history],
-        heldout_before={k: float(v) for k, v in (rect.heldout_before or {}).items()},
-        heldout_after={k: float(v) for k, v in (rect.heldout_after or {}).items()},
-        gamma=None if rect.gamma is None else float(rect.gamma),
-        seconds=float(rect.seconds),
-        gamma_margin=float(rect.gamma_margin),
-        select=rect.select,
-        returned_iterate=rect.returned_iterate,
-        final=None if rect.final is None else IterationRecord(**{k: rect.final[k] for k in ("it", "gc", "gn", "g_max", "constrained")}),
-        verification=None if rect.verification is None else Verification(**rect.verification),
-    )
+    rect = nio.rectify(model, train.batches(bs, req.data.seed), opts, heldout=heldout, progress=progress)
+    result = rect.to_result(req.model.arch, _num_params(model))
     weights = dict(rect.state_dict)
     if hasattr(model, "onnx_state_dict"):  # an uploaded ONNX network: weights under its initializer names
         weights = model.onnx_state_dict(weights)

@@ -1,4 +1,4 @@
-"""NIO: Neural Initialization Optimization (Zhu et al., NeurIPS 2022, Algorithm 3) and its baselines.
+"""NIO: Neural Initialization Optimization (Yang, Wang, Yuan & Lin, NeurIPS 2022, Algorithm 3) and its baselines.
 
 One learnable scalar s_l per parameter tensor (weights, biases, BN affine); the
 network is scored at theta_l = s_l * w_l where w_l is the initial tensor. Each
@@ -12,7 +12,7 @@ and g_max (the largest sub-batch / sample gradient norm). Then::
 
     if g_max > gamma:  step to LOWER GN             (constraint branch)
     else:              step to RAISE GC + GN       (GC + gn_weight * GN; gn_weight=1 default)
-    s_l <- max(s_l, min_scale)
+    s_l <- min(max(s_l, min_scale), max_scale)   (max_scale None: no upper bound)
 
 with Adam, SGD or ``"rescale_adam"`` (the reference code's optimizer: scale gradients
 clipped to +-``grad_clip``, one Adam first moment per branch, a shared second moment;
@@ -48,18 +48,19 @@ unchanged (all scales 1).
 """
 from __future__ import annotations
 
-import copy
 import fnmatch
-import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from initscore import bn as bnmod
 from initscore import fast_conv
+from initscore import mode_caches
+from initscore.contract import IterationRecord, RectifyOptions, RectifyResult, Verification, choices
 from initscore.errors import NonFiniteError, OptionsError
 from initscore.rescale_adam import RescaleAdam
 from initscore.segments import SegmentedNet, for_batch_mode
@@ -79,17 +80,40 @@ from initscore.scores import (
     trainable,
 )
 
-METHODS = ("nio", "gradinit", "metainit", "kaiming")
-OPTIMIZERS = ("adam", "sgd", "rescale_adam")
-SELECTS = ("last", "feasible", "best")
+METHODS = choices(RectifyOptions, "method")
+OPTIMIZERS = choices(RectifyOptions, "optimizer")
+SELECTS = choices(RectifyOptions, "select")
 # the released code's ascent targets (gradcos_initializer.py, opt_target); D = sub-batches, g_d their gradients,
 # GC the off-diagonal mean cosine, GV = sum over parameters of the (biased) variance over d of g_d:
 #   gc: -GC   gc_gn: -GC - gn_mul sum_d ||g_d||^2   gc_gn_sqrt: -GC - gn_mul sum_d ||g_d||
 #   gv: GV    gv_gn: GV - gn_mul sum_d ||g_d||^2    gv_gn_sqrt: GV - gn_mul sum_d ||g_d||
-OBJECTIVES = ("gc", "gc_gn", "gc_gn_sqrt", "gv", "gv_gn", "gv_gn_sqrt")
+OBJECTIVES = choices(RectifyOptions, "objective")
 GAMMA_FACTOR = 2.0  # gamma=None -> GAMMA_FACTOR x initial g_max
 
 Progress = Callable[[int, int, dict[str, Any]], None]
+StepFn = Callable[[bool], None]  # step(constrained): one optimizer step on the scales' .grad
+
+
+@dataclass(frozen=True)
+class NioStep:
+    """One iteration of :func:`rectify`'s loop, as ``on_step`` receives it.
+
+    gc, gn, g_max: the iterate before the step, measured on this iteration's batch (the record of
+    ``Rectification.history``); gamma: the bound itself (None only for a method without one, MetaInit);
+    constrained: the branch taken (True: the step lowered GN); scales: a read-only copy of every tensor's
+    scale after the step and the clamp (1.0 for unscaled tensors)."""
+
+    iteration: int
+    total: int
+    gc: float
+    gn: float
+    g_max: float
+    gamma: float | None
+    constrained: bool
+    scales: Mapping[str, float]
+
+
+OnStep = Callable[[NioStep], None]
 
 
 @dataclass(frozen=True)
@@ -111,6 +135,7 @@ class Rectification:
     final: dict[str, Any] | None = None
     fixed: tuple[str, ...] = ()  # non-zero tensors left unscaled by ``scale_tensors``
     verification: dict[str, Any] | None = None  # verify_batches > 0: see :func:`rectify`
+    options: RectifyOptions | None = None  # the validated options of the run
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary (no tensors)."""
@@ -131,6 +156,15 @@ class Rectification:
             "verification": None if self.verification is None else {
                 **self.verification, "checked": [dict(c) for c in self.verification["checked"]]},
         }
+
+    def to_result(self, arch: str, params: int) -> RectifyResult:
+        """The job contract's RectifyResult of this rectification (``arch`` and ``params`` name the network)."""
+        d = self.to_dict()
+        return RectifyResult(
+            arch=arch, params=params, **{k: v for k, v in d.items() if k not in ("history", "final", "verification")},
+            history=[IterationRecord(**h) for h in d["history"]],
+            final=None if d["final"] is None else IterationRecord(**d["final"]),
+            verification=None if d["verification"] is None else Verification(**d["verification"]))
 
 
 # ---------------------------------------------------------------- context
@@ -188,6 +222,10 @@ class Context:
             self.calibrate(params, x)
 
 
+# an objective: (ctx, params, x, y) -> (quantity to minimize, {"gc", "gn", "g_max"}, constrained branch taken)
+Objective = Callable[[Context, dict[str, Tensor], Tensor, Tensor], tuple[Tensor, dict[str, float], bool]]
+
+
 def select_tensors(names: Iterable[str], patterns: Sequence[str] | None) -> tuple[str, ...]:
     """The names a ``scale_tensors`` selection keeps, in order.
 
@@ -237,9 +275,10 @@ class ScaledParams:
         return {n: (self.scales[n] * w if n in self.scales else w) for n, w in self.w0.items()}
 
     @torch.no_grad()
-    def clamp(self, min_scale: float) -> None:
+    def clamp(self, min_scale: float, max_scale: float | None = None) -> None:
+        """s_l <- min(max(s_l, the tensor's lower bound (``min_scales`` or ``min_scale``)), ``max_scale``)."""
         for n, s in self.scales.items():
-            s.clamp_(min=self.min_scales.get(n, min_scale))
+            s.clamp_(min=self.min_scales.get(n, min_scale), max=max_scale)
 
     def values(self) -> dict[str, float]:
         return {n: (float(self.scales[n].detach()) if n in self.scales else 1.0) for n in self.w0}
@@ -396,7 +435,7 @@ def heldout_scores(model: nn.Module, state: dict[str, Tensor] | None, heldout: l
         return {}
     m = model
     if state is not None:
-        m = copy.deepcopy(model)
+        m = mode_caches.deepcopy(model)
         m.load_state_dict(state)
     res = [gradcosine(m, b, mode=mode, sub_batches=sub_batches, overlap=overlap, bn=bn, loss=loss, split=split,
                       profile=profile) for b in heldout]
@@ -404,17 +443,8 @@ def heldout_scores(model: nn.Module, state: dict[str, Tensor] | None, heldout: l
             "g_max": max(r.g_max for r in res)}
 
 
-def _check_number(name: str, value: Any, *, lo: float, lo_open: bool = True, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > lo if lo_open else value >= lo)
-    if not ok:
-        raise OptionsError(f"{name} must be a finite number {'>' if lo_open else '>='} {lo}, got {value!r}")
-
-
 def _rectified_state(model: nn.Module, scales: dict[str, float]) -> dict[str, Tensor]:
-    m = copy.deepcopy(model)
+    m = mode_caches.deepcopy(model)
     with torch.no_grad():
         for n, p in m.named_parameters():
             if n in scales and scales[n] != 1.0:
@@ -442,20 +472,54 @@ def _optimizer_step(name: str, leaves: list[Tensor], lr: float, grad_clip: float
 
 
 # ------------------------------------------------------------ public API
-def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 100, lr: float = 0.1,
-            gamma: float | None = None, sub_batches: int = 2, overlap: float | None = None, mode: str = "batch",
-            min_scale: float = 0.01, optimizer: str | None = None, seed: int = 0, heldout: list[Any] | None = None,
-            progress: Progress | None = None, bn: str | None = None, batch_size: int = 64,
-            loss: LossFn | None = None, gn_weight: float = 1.0, gamma_margin: float = 0.0,
-            select: str = "last", grad_clip: float = 1.0,
-            scale_tensors: Sequence[str] | None = None, verify_batches: int = 0, profile: str = "paper",
-            split: str | None = None, objective: str | None = None, gn_mul: float = 1.0) -> Rectification:
+def options_of(options: RectifyOptions | None, overrides: dict[str, Any]) -> RectifyOptions:
+    """``options`` (None: the defaults) with keyword ``overrides`` applied, validated by pydantic
+    (:meth:`initscore.contract.RectifyOptions.updated`). A name that is not an option is a TypeError, as for
+    any unknown keyword; a bad value is an OptionsError naming the field."""
+    from pydantic import ValidationError
+
+    if options is not None and not isinstance(options, RectifyOptions):
+        raise TypeError(f"options must be an initscore.contract.RectifyOptions or None, got {type(options).__name__}")
+    unknown = sorted(set(overrides) - set(RectifyOptions.model_fields) | set(overrides) & {"heldout_batches"})
+    if unknown:
+        hint = ("; heldout_batches is the job driver's: pass heldout=[(x, y), ...]" if "heldout_batches" in unknown
+                else f"; the options are {', '.join(f for f in RectifyOptions.model_fields if f != 'heldout_batches')}")
+        raise TypeError(f"rectify() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}{hint}")
+    try:
+        return (options or RectifyOptions()).updated(**overrides)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        where = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        raise OptionsError(f"{where}: {msg}, got {e['input']!r}" if where else msg) from None
+
+
+def rectify(model: nn.Module, data: Any, options: RectifyOptions | None = None, *, heldout: list[Any] | None = None,
+            batch_size: int = 64, loss: LossFn | None = None, progress: Progress | None = None,
+            on_step: OnStep | None = None, objective_fn: Objective | None = None,
+            make_step: Callable[[list[Tensor]], StepFn] | None = None, **overrides: Any) -> Rectification:
     """Rectify the initialization of ``model`` by per-tensor scales (NIO, Algorithm 3) or a baseline.
 
-    data: an iterable (cycled) of (x, y) batches, one (x, y) batch, or an
-    ``initscore.data.TensorData`` (then ``batch_size`` samples per iteration,
-    drawn with ``seed``). heldout: list of (x, y) batches scored before and after.
-    progress(iteration, total, metrics) is called after every iteration.
+    Args:
+        model: the network; it is not modified (the result holds a new state dict).
+        data: an iterable (cycled) of (x, y) batches, one (x, y) batch, or an ``initscore.data.TensorData``
+            (then ``batch_size`` samples per iteration, drawn with ``options.seed``).
+        options: a :class:`initscore.contract.RectifyOptions`, the one declaration of the options (the job
+            request's ``options`` is the same model); None: its defaults.
+        **overrides: any option by name (``rectify(net, data, iters=30, lr=0.01)``), applied on top of
+            ``options`` and validated by pydantic; an unknown name is a TypeError.
+        heldout: (x, y) batches scored before and after, by :func:`heldout_scores`.
+        batch_size: samples per iteration when ``data`` is a TensorData.
+        loss: loss(logits, targets) -> scalar; None: cross-entropy.
+        progress: progress(iteration, total, metrics) after every iteration.
+        on_step: on_step(:class:`NioStep`) after every iteration's step and clamp: the measured quantities,
+            gamma, the branch taken and the scales.
+        objective_fn: replaces the method's objective (:func:`nio_objective` for NIO): (ctx, params, x, y) ->
+            (quantity to minimize, {"gc", "gn", "g_max"}, constrained); for studies that vary the step.
+        make_step: make_step(leaves) -> step(constrained), replacing ``options.optimizer``: called once with the
+            scale tensors; step is called after their ``.grad`` is set; for studies that vary the optimizer.
+
+    What the options mean here (their ranges are RectifyOptions'):
     gn_weight: weight w of GN in the unconstrained NIO step, which raises GC + w GN
     (w = 1 is Algorithm 3; w = 0 ascends GC alone under the same g_max <= gamma constraint; on
     ResNet-20 without BN that collapses every scale: one constraint step, whose gradient is
@@ -505,59 +569,29 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     optimizer defaults to "rescale_adam". split: :func:`initscore.scores.batch_splits` ("eq7" default of the
     paper profile, "official" of the official one, or "cover"). overlap None: the profile's default (0.6 paper,
     0.0 official). optimizer None: "adam" (paper) or "rescale_adam" (official).
-    Returns a :class:`Rectification`; the caller's model is not modified.
+
+    Returns a :class:`Rectification` (its ``options`` are the validated options; ``to_result`` converts it to
+    the job contract's RectifyResult).
     """
     t0 = time.perf_counter()
-    overlap, split = resolve_profile(profile, mode, overlap, split)
-    if optimizer is None:
-        optimizer = "rescale_adam" if profile == "official" else "adam"
-    if profile == "official" and method not in ("nio", "kaiming"):
-        raise OptionsError(f"profile='official' is the released code's NIO; method {method!r} takes profile='paper'")
-    if objective is not None and profile != "official":
-        raise OptionsError("objective selects one of the released code's targets; it needs profile='official' "
-                           "(the paper profile's objective is GC + gn_weight * GN)")
-    target = objective or "gc"
-    if target not in OBJECTIVES:
-        raise OptionsError(f"objective must be one of {list(OBJECTIVES)}, got {objective!r}")
-    _check_number("gn_mul", gn_mul, lo=0.0, lo_open=False)
-    if method not in METHODS:
-        raise OptionsError(f"method must be one of {list(METHODS)}, got {method!r}")
-    if optimizer not in OPTIMIZERS:
-        raise OptionsError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
-        raise OptionsError(f"iters must be an integer >= 0, got {iters!r}")
+    o = options_of(options, overrides)
+    method, select = o.method, o.select
+    overlap, split = resolve_profile(o.profile, o.mode, o.overlap, o.split)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise OptionsError(f"batch_size must be a positive integer, got {batch_size!r}")
-    _check_number("lr", lr, lo=0.0)
-    _check_number("gamma", gamma, lo=0.0, allow_none=True)
-    _check_number("min_scale", min_scale, lo=0.0)
-    _check_number("gn_weight", gn_weight, lo=0.0, lo_open=False)
-    _check_number("gamma_margin", gamma_margin, lo=0.0, lo_open=False)
-    _check_number("grad_clip", grad_clip, lo=0.0, lo_open=False)
-    if gamma_margin >= 1.0:
-        raise OptionsError(f"gamma_margin must be < 1, got {gamma_margin!r}")
-    if select not in SELECTS:
-        raise OptionsError(f"select must be one of {list(SELECTS)}, got {select!r}")
-    if isinstance(verify_batches, bool) or not isinstance(verify_batches, int) or verify_batches < 0:
-        raise OptionsError(f"verify_batches must be an integer >= 0, got {verify_batches!r}")
-    if verify_batches and select == "last":
-        raise OptionsError("verify_batches checks the iterate that select returns; use select='feasible' or 'best' "
-                           "(select='last' returns the last iterate whatever its g_max)")
-    if select == "best" and method != "nio":
-        raise OptionsError(f"select='best' ranks iterates by NIO's objective; method {method!r} takes 'last' or "
-                           "'feasible'")
-    if progress is not None and not callable(progress):
-        raise OptionsError("progress must be a callable progress(iteration, total, metrics) or None")
-    bn_mode = resolve_options(mode, bn, sub_batches, overlap, profile)
-    heldout = list(heldout or [])
-    heldout = [check_batch(b) for b in heldout]
-    score_kw = dict(mode=mode, sub_batches=sub_batches, overlap=float(overlap), bn=bn_mode, loss=loss, split=split,
-                    profile=profile)
+    for name, fn in (("progress", progress), ("on_step", on_step), ("objective_fn", objective_fn),
+                     ("make_step", make_step), ("loss", loss)):
+        if fn is not None and not callable(fn):
+            raise OptionsError(f"{name} must be a callable or None, got {type(fn).__name__}")
+    bn_mode = resolve_options(o.mode, o.bn, o.sub_batches, overlap, o.profile)
+    heldout = [check_batch(b) for b in heldout or []]
+    score_kw = dict(mode=o.mode, sub_batches=o.sub_batches, overlap=float(overlap), bn=bn_mode, loss=loss,
+                    split=split, profile=o.profile)
     before = heldout_scores(model, None, heldout, **score_kw)
 
-    net = rectify_net(model, bn_mode, mode=mode, method=method)
+    net = rectify_net(model, bn_mode, mode=o.mode, method=method)
     wrt: tuple[str, ...] | None = None
-    if profile == "official":
+    if o.profile == "official":
         wrt = official_params(net)
         if not wrt:
             raise OptionsError("profile='official' differentiates Conv2d/Linear/LayerNorm weights and biases only; "
@@ -565,35 +599,37 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
         names = list(trainable(net))
         # the released code's two optimizer groups: names containing "weight" (min_scale) and "bias" (0)
         only = [n for n in names if "weight" in n or "bias" in n]
-        scaled = ScaledParams(trainable(net), scale_tensors, only=only,
+        scaled = ScaledParams(trainable(net), o.scale_tensors, only=only,
                               min_scales={n: 0.0 for n in names if "bias" in n and "weight" not in n})
     else:
-        scaled = ScaledParams(trainable(net), scale_tensors)
-    if method == "kaiming" or iters == 0 or not scaled.scales:
+        scaled = ScaledParams(trainable(net), o.scale_tensors)
+    if method == "kaiming" or o.iters == 0 or not scaled.scales:
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return Rectification(method=method, state_dict=state, scales=scaled.values(), unscalable=scaled.unscalable,
                              fixed=scaled.fixed, history=(), heldout_before=before, heldout_after=dict(before),
-                             gamma=None if gamma is None else float(gamma), seconds=time.perf_counter() - t0,
-                             gamma_margin=float(gamma_margin), select=select, returned_iterate=0)
+                             gamma=o.gamma, seconds=time.perf_counter() - t0, gamma_margin=o.gamma_margin,
+                             select=select, returned_iterate=0, options=o)
 
-    if method == "nio":
+    if objective_fn is not None:
+        objective = objective_fn
+    elif method == "nio":
         objective = nio_objective
     else:
         from initscore import baselines
 
         objective = baselines.OBJECTIVES[method]
-    keep = 1.0 - float(gamma_margin)
-    ctx = Context(net=net, loss=loss, mode=mode, bn_mode=bn_mode, has_bn=bnmod.has_batchnorm(model),
-                  sub_batches=sub_batches, overlap=float(overlap), gamma=None if gamma is None else keep * float(gamma),
-                  gn_weight=float(gn_weight), profile=profile, split=split, objective=target, gn_mul=float(gn_mul),
-                  wrt=wrt)
-    gamma_value = None if gamma is None else float(gamma)
+    keep = 1.0 - o.gamma_margin
+    ctx = Context(net=net, loss=loss, mode=o.mode, bn_mode=bn_mode, has_bn=bnmod.has_batchnorm(model),
+                  sub_batches=o.sub_batches, overlap=float(overlap), gamma=None if o.gamma is None else keep * o.gamma,
+                  gn_weight=o.gn_weight, profile=o.profile, split=split, objective=o.objective or "gc",
+                  gn_mul=o.gn_mul, wrt=wrt)
+    gamma_value = o.gamma
     leaves = list(scaled.scales.values())
-    step = _optimizer_step(optimizer, leaves, lr, float(grad_clip))
+    step = make_step(leaves) if make_step is not None else _optimizer_step(o.optimizer, leaves, o.lr, o.grad_clip)
     history: list[dict[str, Any]] = []
     verification: dict[str, Any] | None = None
     snapshots: list[dict[str, float]] = []  # snapshots[k] = scales of iterate k (after k steps), select="feasible"
-    stream = batch_stream(data, batch_size, seed)
+    stream = batch_stream(data, batch_size, o.seed)
 
     def evaluate(x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float], bool]:
         nonlocal gamma_value
@@ -604,8 +640,8 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
         return out
 
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for it in range(1, iters + 1):
+        torch.manual_seed(o.seed)
+        for it in range(1, o.iters + 1):
             x, y = next(stream)
             if select != "last":
                 snapshots.append(scaled.values())
@@ -619,33 +655,37 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
                     raise NonFiniteError(f"non-finite gradient of the scale of parameter tensor {name!r}", tensor=name)
                 s.grad = g
             step(constrained)
-            scaled.clamp(min_scale)
+            scaled.clamp(o.min_scale, o.max_scale)
             record = {"it": it, "gc": rec["gc"], "gn": rec["gn"], "g_max": rec["g_max"],
                       "constrained": bool(constrained)}
             history.append(record)
+            if on_step is not None:
+                on_step(NioStep(iteration=it, total=o.iters, gc=rec["gc"], gn=rec["gn"], g_max=rec["g_max"],
+                                gamma=gamma_value, constrained=bool(constrained),
+                                scales=MappingProxyType(scaled.values())))
             if progress is not None:
-                progress(it, iters, dict(record))
-        returned, final = iters, None
+                progress(it, o.iters, dict(record))
+        returned, final = o.iters, None
         if select != "last":
             snapshots.append(scaled.values())
             x, y = next(stream)
             with torch.enable_grad():
                 obj, rec, constrained = evaluate(x, y)
                 del obj
-            final = {"it": iters + 1, "gc": rec["gc"], "gn": rec["gn"], "g_max": rec["g_max"],
+            final = {"it": o.iters + 1, "gc": rec["gc"], "gn": rec["gn"], "g_max": rec["g_max"],
                      "constrained": bool(constrained)}
             measured = list(history) + [final]  # measured[k] = the record of iterate k
             ok = [k for k, h in enumerate(measured) if not h["constrained"]]
             if select == "best":  # the latest of equals first
-                ok.sort(key=lambda k: (measured[k]["gc"] + float(gn_weight) * measured[k]["gn"], k), reverse=True)
+                ok.sort(key=lambda k: (measured[k]["gc"] + o.gn_weight * measured[k]["gn"], k), reverse=True)
             else:
                 ok.reverse()
-            if verify_batches and method != "metainit":
-                vbatches = [next(stream) for _ in range(verify_batches)]
+            if o.verify_batches and method != "metainit":
+                vbatches = [next(stream) for _ in range(o.verify_batches)]
                 returned, verification = _verified_choice(
                     ok, measured, lambda k: _verify(evaluate, ctx, gamma_value, scaled, snapshots[k], vbatches,
-                                      first_order=method == "nio"),
-                    verify_batches)
+                                                    first_order=method == "nio"),
+                    o.verify_batches)
             elif not ok:
                 returned = min(range(len(measured)), key=lambda k: measured[k]["g_max"])
             else:
@@ -654,9 +694,9 @@ def rectify(model: nn.Module, data: Any, *, method: str = "nio", iters: int = 10
     state = _rectified_state(model, scales)
     after = heldout_scores(model, state, heldout, **score_kw)
     return Rectification(method=method, state_dict=state, scales=scales, unscalable=scaled.unscalable,
-                         fixed=scaled.fixed, history=tuple(history), heldout_before=before, heldout_after=after, gamma=gamma_value,
-                         seconds=time.perf_counter() - t0, gamma_margin=float(gamma_margin), select=select,
-                         returned_iterate=returned, final=final, verification=verification)
+                         fixed=scaled.fixed, history=tuple(history), heldout_before=before, heldout_after=after,
+                         gamma=gamma_value, seconds=time.perf_counter() - t0, gamma_margin=o.gamma_margin,
+                         select=select, returned_iterate=returned, final=final, verification=verification, options=o)
 
 
 def _verify(evaluate: Callable[[Tensor, Tensor], tuple[Tensor, dict[str, float], bool]], ctx: Context,

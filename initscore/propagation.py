@@ -28,7 +28,6 @@ train/eval mode as the original.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import io
 import math
@@ -38,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from initscore import mode_caches
 from initscore.errors import DataError, NonFiniteError, OptionsError
 
 
@@ -166,7 +166,7 @@ def report(model: nn.Module, batch: Any, *, seed: int = 0, level: str = "leaf") 
     if y is not None and (not isinstance(y, torch.Tensor) or y.shape[0] != x.shape[0]):
         raise DataError("targets must be a tensor with one entry per input sample")
 
-    net = copy.deepcopy(model)
+    net = mode_caches.deepcopy(model)
     net.zero_grad(set_to_none=True)
     selected = _select(net, level)
     if not selected:

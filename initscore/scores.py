@@ -1,6 +1,6 @@
 """GradCosine (GC) and gradient norm (GN) of a network at its initialization.
 
-Source: Zhu et al., "Towards Theoretically Inspired Neural Initialization
+Source: Yang, Wang, Yuan & Lin, "Towards Theoretically Inspired Neural Initialization
 Optimization", NeurIPS 2022, Algorithm 1 (sample-wise) and Algorithm 2 / Eq. 7
 (batch relaxation).
 
@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vjp, vmap
 
 from initscore import bn as bnmod
-from initscore.errors import NonFiniteError, OptionsError, ResourceError
+from initscore.errors import NonFiniteError, OptionsError, ResourceError, is_out_of_memory
 from initscore.hook_grads import hook_grad_fn
 from initscore.segments import SegmentedNet, for_batch_mode
 
@@ -226,11 +226,6 @@ def check_finite(grads: dict[str, Tensor], sq: dict[str, Tensor] | None = None) 
             raise NonFiniteError(
                 f"non-finite gradient in parameter tensor {name!r}; the initialization or the inputs overflow "
                 "(try smaller input values or a different init)", tensor=name)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 
 
 # ---------------------------------------------------------- accumulation
@@ -462,7 +457,7 @@ def gradcosine(model: nn.Module, batch: tuple[Tensor, Tensor], *, mode: str = "s
     official profile), "batch", "calibrated", "per_sample" or "shared" (batch mode: one forward of the
     whole batch, every sub-batch's gradient through its shared statistics). chunk_size: samples per vmap
     call in sample mode (None: automatic, halved on out-of-memory).
-    profile: "paper" (Zhu et al. 2022: GC over all D^2 pairs, i = j included, every trainable tensor) or
+    profile: "paper" (Yang et al. 2022: GC over all D^2 pairs, i = j included, every trainable tensor) or
     "official" (the authors' released code, batch mode only: GC = the mean of the D(D-1) off-diagonal
     cosines, gradients w.r.t. the weights and biases of Conv2d/Linear/LayerNorm modules only; GN, g_max
     and the per-layer rows over those tensors). docs/engine.md lists every difference.
@@ -512,7 +507,7 @@ def gradcosine(model: nn.Module, batch: tuple[Tensor, Tensor], *, mode: str = "s
             else:
                 g = fn(params, x[start:end], y[start:end])
         except (RuntimeError, torch.OutOfMemoryError) as exc:
-            if not _is_oom(exc):
+            if not is_out_of_memory(exc):
                 raise
             if chunk == 1:
                 raise ResourceError(f"out of memory computing one per-sample gradient; use mode='batch' "

@@ -1,6 +1,6 @@
 """Exact per-segment gradients of a sample-independent network in ONE forward/backward.
 
-Used by batch mode (Eq. 7 of Zhu et al., NeurIPS 2022): its overlapping sub-batches are
+Used by batch mode (Eq. 7 of Yang et al., NeurIPS 2022): its overlapping sub-batches are
 cut at every boundary into disjoint segments S_1..S_k, and each sub-batch gradient is the
 sum of its segments' gradients g_S = sum_{i in S} dL_i/dtheta (L_i the per-sample loss)
 divided by its size. That decomposition needs samples that do not interact: no BatchNorm

@@ -8,12 +8,11 @@ reported: which tensors got the largest / smallest scales.
 
 Variants (``VARIANTS``): the default (batch mode D=2, r=0.6, Adam lr 0.1, gamma = 2x the
 initial g_max), no overlap (r=0), gamma = 1x the initial g_max (GN may not grow),
-GC only (``gn_weight=0`` where the engine supports it), a smaller lr, the exact
+GC only (``gn_weight=0``), a smaller lr, the exact
 sample-wise objective.
 """
 from __future__ import annotations
 
-import inspect
 import time
 from typing import Any, Callable
 
@@ -42,13 +41,9 @@ def run_ablation(spec: dict[str, Any], seeds: list[int], *, iters: int = 20, bat
 
     data = data or DataConfig(train_size=2000, test_size=1, heldout_size=128, heldout_batch_size=64)
     splits = load_splits(data, torch.device("cpu"))
-    supports_w = "gn_weight" in inspect.signature(nio.rectify).parameters
     rows = []
     for name, v in (variants or VARIANTS).items():
         v = dict(v)
-        if "gn_weight" in v and not supports_w:
-            log(f"skip {name}: this engine's rectify has no gn_weight")
-            continue
         per_seed = []
         for seed in seeds:
             torch.manual_seed(seed)

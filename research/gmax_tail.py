@@ -24,7 +24,7 @@ import torch
 
 from initscore import models
 from initscore.experiments.config import ExperimentConfig, parse_config
-from initscore.experiments.runner import heldout_exact, load_splits, pick_device, rect_kwargs_for
+from initscore.experiments.runner import heldout_exact, load_splits, pick_device, rectify_options
 
 
 def _tail_stats(ratios: list[float]) -> dict[str, Any]:
@@ -64,16 +64,15 @@ def gmax_tail(config: ExperimentConfig | dict[str, Any], *, n_images: int = 2048
             torch.manual_seed(seed)
             base = models.build(mcfg.spec()).to(device)
             for method in methods:
-                kw = rect_kwargs_for(base, splits, mc, seed, method)
-                rect = nio.rectify(base, splits.train, method=method, seed=seed, heldout=splits.heldout, **kw)
+                options, bs = rectify_options(base, splits, mc, seed, method)
+                rect = nio.rectify(base, splits.train, options, batch_size=bs, heldout=splits.heldout)
                 if rect.gamma is None:
                     log(f"[{mcfg.name} seed {seed} {method}] no gamma (method has no bound): skipped")
                     continue
-                bs = kw["batch_size"]
                 batches = [(splits.test.x[i:i + bs], splits.test.y[i:i + bs])
                            for i in range(0, len(splits.test) - bs + 1, bs)]
                 model = nio.apply(copy.deepcopy(base), rect)
-                mode, D, r = mc.init.heldout_mode, mc.init.sub_batches, mc.init.overlap
+                mode, D, r = mc.init.heldout_mode, mc.init.rectify.sub_batches, mc.init.rectify.overlap
                 before = [g / rect.gamma for g in heldout_exact(base, batches, mode, D, r)["g_max_batches"]]
                 after = [g / rect.gamma for g in heldout_exact(model, batches, mode, D, r)["g_max_batches"]]
                 held_before = heldout_exact(base, splits.heldout, mode, D, r)

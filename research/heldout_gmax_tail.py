@@ -31,7 +31,8 @@ if __name__ == "__main__":
     a = ap.parse_args()
     cfg = PRESETS[a.preset]
     if a.verify_batches is not None:
-        cfg = cfg.model_copy(update={"init": cfg.init.model_copy(update={"verify_batches": a.verify_batches})})
+        cfg = cfg.model_copy(update={"init": cfg.init.model_copy(
+            update={"rectify": cfg.init.rectify.updated(verify_batches=a.verify_batches)})})
     if a.data_seed is not None:
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"seed": a.data_seed})})
     rows = gmax_tail(cfg, n_images=a.images, seeds=None if a.seeds is None else [int(s) for s in a.seeds.split(",")],

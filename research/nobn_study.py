@@ -8,15 +8,14 @@ data seed 1), never on the reported run's:
   s = 1, by autograd through :func:`initscore.nio.nio_objective` (``gn_weight=0``), on
   several training batches, with central finite differences for a few tensors and GC
   along a global scale c (all s_l = c).
-* :func:`prototype_rectify` -- NIO's loop in sample mode written out with the engine's
-  own pieces (:class:`initscore.nio.ScaledParams`, :func:`~initscore.nio.stacked_grads`,
-  :func:`~initscore.nio.grad_terms`, clamp at 0.01, gamma = 2x the first g_max, margin,
-  last feasible iterate) and two switches the engine does not have: ``constraint="loggn"``
-  (the constraint step descends log GN, whose gradient dGN/GN is of the size of the GC
-  terms, instead of GN) and ``split_optimizer`` (one Adam per branch instead of one shared
-  Adam). With ``constraint="gn"`` and ``split_optimizer=False`` it is ``nio.rectify(mode="sample",
-  select="feasible")`` step for step (tests/research/test_nobn_study.py).
-* ``trace=True`` prints every step: branch, GC, GN, g_max/gamma, the scales and Adam's
+* :func:`prototype_rectify` -- :func:`initscore.nio.rectify` in sample mode (clamp at 0.01, gamma = 2x
+  the first g_max, margin, last feasible iterate) with two switches the engine's options do not have,
+  given through its study hooks: ``constraint="loggn"`` (``objective_fn``: the constraint step descends
+  log GN, whose gradient dGN/GN is of the size of the GC terms, instead of GN) and ``split_optimizer``
+  (``make_step``: one Adam per branch instead of one shared Adam). With ``constraint="gn"`` and
+  ``split_optimizer=False`` it is ``nio.rectify(mode="sample", select="feasible")``
+  (tests/research/test_nobn_study.py).
+* ``trace=True`` prints every step (``on_step``): branch, GC, GN, g_max/gamma, the scales and Adam's
   m / sqrt(v) (the sign-like step Adam takes).
 
 Command line (under the bench lock on this machine)::
@@ -31,6 +30,7 @@ Command line (under the bench lock on this machine)::
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -132,67 +132,53 @@ def prototype_rectify(splits: Splits, seed: int, *, spec: dict[str, Any] | None 
                       log: Log = print) -> dict[str, Any]:
     """NIO in sample mode with last-feasible selection; see the module docstring for the two switches.
 
-    Iteration k (1-based) measures iterate k-1 on the k-th batch of ``splits.train.batches(batch_size,
-    seed)``: constrained if g_max > (1 - margin) gamma (the first against gamma = 2 g_max itself), then
-    one Adam step on GN / log GN (constrained) or -(GC + gn_weight GN); the final iterate is measured on
-    one more batch. Returned: the last iterate within the bound, scored on the held-out batches.
+    It is :func:`initscore.nio.rectify` (``mode="sample"``, ``gamma_margin=margin``, ``select="feasible"``, Adam)
+    with its two hooks: ``objective_fn`` replaces the constraint step's GN by log GN, ``make_step`` gives each
+    branch its own Adam; ``on_step`` prints the trace. Iteration k (1-based) measures iterate k-1 on the k-th
+    batch of ``splits.train.batches(batch_size, seed)``; the final iterate is measured on one more batch.
+    Returned: the last iterate within the bound, scored on the held-out batches.
     """
     if constraint not in ("gn", "loggn"):
         raise ValueError(f"constraint must be 'gn' or 'loggn', got {constraint!r}")
     spec = spec or NOBN_SPEC
-    base, sp, ctx = _scaled(spec, seed, gn_weight)
-    leaves = list(sp.scales.values())
-    opt_up = torch.optim.Adam(leaves, lr=lr)
-    opt_down = torch.optim.Adam(leaves, lr=lr) if split_optimizer else opt_up
-    stream = splits.train.batches(batch_size, seed)
-    gamma: float | None = None
-    hist: list[dict[str, Any]] = []
-    snaps: list[dict[str, float]] = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for it in range(1, iters + 2):
-            x, y = next(stream)
-            snaps.append(sp.values())
-            with torch.enable_grad():
-                gc, norms = nio.grad_terms(nio.stacked_grads(ctx, sp.params(), x, y, create_graph=it <= iters))
-                gn, g_max = norms.mean(), norms.max()
-                gc_v, gn_v, gmax_v = float(gc.detach()), float(gn.detach()), float(g_max.detach())
-                if gamma is None:
-                    gamma = nio.GAMMA_FACTOR * gmax_v
-                    bound = gamma
-                else:
-                    bound = (1.0 - margin) * gamma
-                constrained = gmax_v > bound
-                hist.append({"it": it, "gc": gc_v, "gn": gn_v, "g_max": gmax_v,
-                             "constrained": constrained})
-                if it > iters:
-                    break
-                down = torch.log(gn) if constraint == "loggn" else gn
-                obj = down if constrained else -(gc + gn_weight * gn)
-                grads = torch.autograd.grad(obj, leaves)
-            opt = opt_down if constrained else opt_up
-            for s, g in zip(leaves, grads):
-                s.grad = g.detach()
-            opt.step()
-            sp.clamp(0.01)
-            if trace:
-                sv = torch.stack([s.detach() for s in leaves])
-                st = [opt.state[s] for s in leaves]
-                mv = torch.stack([t["exp_avg"] / t["exp_avg_sq"].sqrt().clamp_min(1e-30) for t in st])
-                gv = torch.stack(grads).detach()
-                log(f"it {it:2d} {'down' if constrained else 'up  '} GC {gc_v:.4f} GN {gn_v:9.2f} "
-                    f"g_max/gamma {gmax_v / gamma:.2f} |grad| {float(gv.abs().mean()):.1e} "
-                    f"grad says up on {int((gv < 0).sum())}/{len(leaves)}; scales {float(sv.min()):.3f}-{float(sv.max()):.3f} "
-                    f"(mean {float(sv.mean()):.3f}); Adam m/sqrt(v) mean {float(mv.mean()):+.2f}")
-    assert gamma is not None
-    ok = [k for k, h in enumerate(hist) if not h["constrained"]]
-    k = ok[-1] if ok else min(range(len(hist)), key=lambda j: hist[j]["g_max"])
-    scales = snaps[k]
     torch.manual_seed(seed)
-    model = models.build(spec)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            p.mul_(scales[n])
+    base = models.build(spec)
+    opts: dict[str, torch.optim.Adam] = {}
+    grads: list[torch.Tensor] = []
+
+    def objective(ctx: nio.Context, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor):
+        obj, rec, constrained = nio.nio_objective(ctx, params, x, y)  # GN when constrained, else -(GC + w GN)
+        return (torch.log(obj) if constrained and constraint == "loggn" else obj), rec, constrained
+
+    def make_step(leaves: list[torch.Tensor]) -> Callable[[bool], None]:
+        opts["up"] = torch.optim.Adam(leaves, lr=lr)
+        opts["down"] = torch.optim.Adam(leaves, lr=lr) if split_optimizer else opts["up"]
+
+        def step(constrained: bool) -> None:
+            grads[:] = [s.grad.detach().clone() for s in leaves]
+            opts["down" if constrained else "up"].step()
+            opts["last"] = opts["down" if constrained else "up"]
+        return step
+
+    def show(st: nio.NioStep) -> None:
+        opt = opts["last"]
+        leaves = [p for group in opt.param_groups for p in group["params"]]
+        sv = torch.stack([s.detach() for s in leaves])
+        mv = torch.stack([opt.state[s]["exp_avg"] / opt.state[s]["exp_avg_sq"].sqrt().clamp_min(1e-30) for s in leaves])
+        gv = torch.stack(grads)
+        assert st.gamma is not None
+        log(f"it {st.iteration:2d} {'down' if st.constrained else 'up  '} GC {st.gc:.4f} GN {st.gn:9.2f} "
+            f"g_max/gamma {st.g_max / st.gamma:.2f} |grad| {float(gv.abs().mean()):.1e} "
+            f"grad says up on {int((gv < 0).sum())}/{len(leaves)}; scales {float(sv.min()):.3f}-{float(sv.max()):.3f} "
+            f"(mean {float(sv.mean()):.3f}); Adam m/sqrt(v) mean {float(mv.mean()):+.2f}")
+
+    rect = nio.rectify(base, splits.train, mode="sample", bn="calibrated", iters=iters, lr=lr, batch_size=batch_size,
+                       seed=seed, gn_weight=gn_weight, gamma_margin=margin, select="feasible", min_scale=0.01,
+                       objective_fn=objective, make_step=make_step, on_step=show if trace else None)
+    assert rect.final is not None and rect.gamma is not None and rect.returned_iterate is not None
+    hist = [*rect.history, rect.final]
+    k, gamma, scales = rect.returned_iterate, rect.gamma, rect.scales
+    model = nio.apply(copy.deepcopy(base), rect)
     before = heldout_exact(base, splits.heldout, "sample", 2, 0.0)
     after = heldout_exact(model, splits.heldout, "sample", 2, 0.0)
     res = {"seed": seed, "gn_weight": gn_weight, "lr": lr, "constraint": constraint, "split_optimizer": split_optimizer,
@@ -200,7 +186,7 @@ def prototype_rectify(splits: Splits, seed: int, *, spec: dict[str, Any] | None 
            "constrained_iters": sum(1 for h in hist[:-1] if h["constrained"]),
            "exact_gc_before": before["gc"], "exact_gc_after": after["gc"], "exact_gn_before": before["gn"],
            "exact_gn_after": after["gn"], "heldout_gmax_over_gamma": after["g_max"] / gamma, "model": model}
-    vals = [v for n, v in scales.items() if n not in sp.unscalable]
+    vals = [v for n, v in scales.items() if n not in rect.unscalable]
     log(f"seed {seed} gn_weight {gn_weight} lr {lr} constraint {constraint} split {split_optimizer}: returned {k}, "
         f"held-out exact GC {before['gc']:.4f} -> {after['gc']:.4f} ({after['gc'] - before['gc']:+.4f}), "
         f"GN x{after['gn'] / before['gn']:.2f}, held-out g_max/gamma {res['heldout_gmax_over_gamma']:.2f}, "
@@ -245,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             r = prototype_rectify(splits, seed, spec=cfg.models[0].spec() if cfg else None, gn_weight=a.gn_weight,
                                   lr=a.lr, margin=a.margin, constraint=a.constraint,
                                   split_optimizer=a.split_optimizer, trace=a.trace,
-                                  iters=cfg.init.iters if cfg else 20, batch_size=cfg.init.batch_size if cfg else 64)
+                                  iters=cfg.init.rectify.iters if cfg else 20,
+                                  batch_size=cfg.init.batch_size if cfg else 64)
             model = r.pop("model")
             if cfg is not None:
                 r["train"] = train(model, splits, cfg, seed, lambda s: None)

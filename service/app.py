@@ -14,13 +14,13 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI
 
 from initscore.contract import ENGINE_VERSION
-from service.deps import AppContext, make_result_cache
+from service.deps import AppContext, AsyncRecords, make_result_cache
 from service.metrics import ServiceMetrics
 from service.problems import PROBLEM_JSON, install_handlers, problem_body
-from service.queue import Backend, make_backend
+from initscore.server.queue import Backend, make_backend
 from service import ui
 from service.routes import groups, jobs, meta, models
-from service.settings import Settings, get_settings
+from initscore.server.settings import Settings, get_settings
 
 log = logging.getLogger("initscore.service")
 
@@ -118,10 +118,15 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
         log.info("initscore service: %s mode, artifacts in %s, data roots %s", backend.mode, settings.artifact_dir,
                  list(settings.allowed_roots) or "(none: synthetic data only)")
         backend.start()
+        if backend.mode == "queued" and settings.redis_url and hasattr(backend.index, "record_key"):
+            ctx.records = AsyncRecords(settings.redis_url, backend.index.record_key)
         try:
             yield
         finally:
             backend.stop()
+            if ctx.records is not None:
+                records, ctx.records = ctx.records, None
+                await records.close()
 
     app = FastAPI(
         title="initscore service",

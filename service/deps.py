@@ -19,8 +19,8 @@ from typing import Any, Callable
 from fastapi import Request
 
 from service.problems import ProblemError
-from service.records import OPEN_OWNER
-from service.settings import Settings
+from initscore.server.records import OPEN_OWNER, JobRecord
+from initscore.server.settings import Settings
 
 
 def hash_key(key: str) -> str:
@@ -37,12 +37,36 @@ class Principal:
         return self.admin or hmac.compare_digest(self.owner, owner)
 
 
+class AsyncRecords:
+    """Job records read with ``redis.asyncio`` on the server's event loop: the hot path of ``GET /v1/jobs/{id}``,
+    with no thread-pool hop (each hop costs a thread wake-up and GIL hand-offs under load).
+
+    ``key(job_id)`` is the record's Redis key (``RedisJobIndex.record_key``). An asyncio client belongs to the
+    loop it was made on, so the app makes one in its lifespan (uvicorn's loop) and closes it there; without a
+    lifespan (a TestClient used without ``with``) there is none and the route reads in the thread pool.
+    """
+
+    def __init__(self, url: str, key: Callable[[str], str]) -> None:
+        from redis.asyncio import Redis
+
+        self.key = key
+        self.redis = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        raw = await self.redis.get(self.key(job_id))
+        return JobRecord.model_validate_json(raw) if raw else None
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
 @dataclass
 class AppContext:
     settings: Settings
     backend: Any
     metrics: Any = None
     result_json: Callable[[str], Any] = field(default=lambda sha: None)
+    records: AsyncRecords | None = None  # queued mode, while the lifespan runs: records read on the event loop
 
     @property
     def index(self) -> Any:
@@ -135,12 +159,13 @@ def authenticate(settings: Settings, request: Request) -> Principal:
                        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
-def principal(request: Request) -> Principal:
-    """FastAPI dependency: the authenticated caller (raises 401 problem+json)."""
+async def principal(request: Request) -> Principal:
+    """FastAPI dependency: the authenticated caller (raises 401 problem+json). ``async`` because it does no I/O:
+    FastAPI would run a plain ``def`` dependency in the thread pool."""
     return authenticate(get_ctx(request).settings, request)
 
 
-def admin_principal(request: Request) -> Principal:
+async def admin_principal(request: Request) -> Principal:
     """FastAPI dependency: an admin key (401 without a valid key, 403 for a tenant key); open mode lets anyone in."""
     settings = get_ctx(request).settings
     who = authenticate(settings, request)

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from initscore.contract import JOB_KINDS
 from initscore.errors import InitscoreError
 
 PROBLEM_JSON = "application/problem+json"
@@ -110,7 +111,7 @@ def _validation_errors(exc: RequestValidationError) -> tuple[int, str, str, str,
     for e in errs:
         loc = list(e.get("loc", ()))
         # drop the discriminator tag pydantic inserts for tagged unions ("score", "rectify", ...)
-        if len(loc) >= 2 and loc[0] == "body" and loc[1] in ("score", "rectify", "batch", "propagation"):
+        if len(loc) >= 2 and loc[0] == "body" and loc[1] in JOB_KINDS:
             loc = ["body", *loc[2:]]
         out.append({"loc": _loc(loc), "msg": str(e.get("msg", "invalid"))})
     detail = "; ".join(f"{x['loc']}: {x['msg']}" for x in out[:5])
@@ -159,7 +160,7 @@ def install_handlers(app: FastAPI) -> None:
     except ImportError:  # pragma: no cover - redis is a dependency
         pass
 
-    from service.storage import StoreError
+    from initscore.server.storage import StoreError
 
     @app.exception_handler(StoreError)
     async def _store(request: Request, exc: StoreError) -> JSONResponse:

@@ -1,24 +1,29 @@
 """Deployment limits on a job request, checked in the API before anything is queued (torch-free).
 
 The contract (``initscore.contract``) checks intrinsic ranges; here we check what
-depends on the deployment (:class:`service.settings.Settings`): registered
+depends on the deployment (:class:`initscore.server.settings.Settings`): registered
 architecture and its arguments (``initscore.models.validate_spec``), the parameter
 cap (the pure-Python ``num_params``), batch size, iterations, models per batch,
 input size, known proxy names, and dataset-root confinement (realpath under one of
 ``allowed_roots``; ``..`` and symlink escapes are rejected). All problems are
-collected and reported together as one 422 problem+json with an ``errors`` list.
+collected and reported together as one 422 problem+json with an ``errors`` list; when
+the body also breaks the contract, :func:`parts_of_body` gives the parts that still
+parse so that their problems are listed beside the contract's (see routes/jobs.py).
 """
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from initscore.contract import BatchRequest, DataRef, RectifyRequest
+from pydantic import BaseModel, ValidationError
+
+from initscore.contract import BatchRequest, DataRef, ModelSpec, PropagationOptions, RectifyOptions, ScoreOptions
 from initscore.errors import InitscoreError
 from initscore.models import get_entry, validate_spec
 from service.problems import ProblemError
-from service.settings import Settings
+from initscore.server.settings import Settings
 
 RANK_BUILTINS = ("gradcosine", "gradnorm")
 
@@ -98,41 +103,115 @@ def check_model(spec: Any, loc: str, settings: Settings, errors: list[dict[str, 
         errors.append({"loc": f"{loc}.args", "msg": f"{spec.arch} with these arguments has {n:,} parameters, over the cap of {settings.max_params:,}; choose a smaller model"})
 
 
-def check_request(req: Any, settings: Settings, model_visible: Callable[[str], bool] | None = None) -> None:
-    """Raise a 422 :class:`ProblemError` listing every limit the request breaks; ``model_visible(sha256)`` says
-    whether the caller may use an ONNX upload (None: no uploads are visible)."""
-    errors: list[dict[str, Any]] = []
-    if isinstance(req, BatchRequest):
-        if len(req.models) > settings.max_batch_models:
-            errors.append({"loc": "models", "msg": f"{len(req.models)} models is over the limit of {settings.max_batch_models} per batch; split the sweep"})
-        else:
-            for i, spec in enumerate(req.models):
-                check_model(spec, f"models[{i}]", settings, errors, model_visible)
-                check_classes(spec, f"models[{i}]", req.data, errors)
-    else:
-        check_model(req.model, "model", settings, errors, model_visible)
-        check_classes(req.model, "model", req.data, errors)
-    check_data(req.data, settings, errors, needs_pairs=req.kind in ("score", "batch", "rectify"))
+@dataclass
+class Parts:
+    """The parts of a job request that the deployment checks read; a part is None when it breaks the contract.
 
-    opts = req.options
-    if isinstance(req, RectifyRequest):
-        if opts.iters > settings.max_iters:
-            errors.append({"loc": "options.iters", "msg": f"iters {opts.iters} is over the limit of {settings.max_iters}"})
-    if req.kind in ("score", "batch"):
-        if opts.mode == "batch" and opts.sub_batches > req.data.batch_size:
-            errors.append({"loc": "options.sub_batches", "msg": f"sub_batches {opts.sub_batches} exceeds data.batch_size {req.data.batch_size}"})
+    ``specs`` pairs each model spec with its location (``model`` or ``models[i]``); ``n_models`` is the length
+    of a batch's ``models`` list (None for single-model kinds); ``kind`` is None when the body names no known kind.
+    """
+
+    kind: str | None
+    specs: list[tuple[str, ModelSpec]] = field(default_factory=list)
+    n_models: int | None = None
+    data: DataRef | None = None
+    options: Any = None
+    top_k: int | None = None
+    rank_by: str | None = None
+
+
+_OPTIONS: dict[str, type[BaseModel]] = {"score": ScoreOptions, "rectify": RectifyOptions, "batch": ScoreOptions,
+                                        "propagation": PropagationOptions}
+
+
+def parts_of_request(req: Any) -> Parts:
+    """The parts of a request that passed the contract."""
+    if isinstance(req, BatchRequest):
+        return Parts(req.kind, [(f"models[{i}]", s) for i, s in enumerate(req.models)], len(req.models), req.data,
+                     req.options, req.top_k, req.rank_by)
+    return Parts(req.kind, [("model", req.model)], None, req.data, req.options)
+
+
+def _part(model: type[BaseModel], value: Any) -> Any:
+    try:
+        return model.model_validate(value)
+    except ValidationError:
+        return None
+
+
+def parts_of_body(body: Any) -> Parts:
+    """The parts of a raw JSON body that pass the contract on their own (each validated alone), for a body
+    that broke the contract elsewhere; so that the deployment's problems can be listed beside the contract's."""
+    if not isinstance(body, dict):
+        return Parts(None)
+    kind = body.get("kind", "score")
+    kind = kind if isinstance(kind, str) and kind in _OPTIONS else None
+    parts = Parts(kind)
+    if kind != "batch" and "model" in body:
+        spec = _part(ModelSpec, body["model"])
+        parts.specs = [("model", spec)] if spec is not None else []
+    models = body.get("models")
+    if kind in ("batch", None) and isinstance(models, list):
+        parts.n_models = len(models)
+        parsed = [(f"models[{i}]", _part(ModelSpec, m)) for i, m in enumerate(models)]
+        parts.specs += [(loc, s) for loc, s in parsed if s is not None]
+    if "data" in body:
+        parts.data = _part(DataRef, body["data"])
+    if kind is not None:
+        parts.options = _part(_OPTIONS[kind], body.get("options", {}))
+    if kind == "batch":
+        top_k, rank_by = body.get("top_k"), body.get("rank_by", "ensemble")
+        parts.top_k = top_k if isinstance(top_k, int) and not isinstance(top_k, bool) and top_k >= 1 else None
+        parts.rank_by = rank_by if isinstance(rank_by, str) else None
+    return parts
+
+
+def deployment_problems(parts: Parts, settings: Settings, model_visible: Callable[[str], bool] | None = None
+                        ) -> list[dict[str, Any]]:
+    """Every deployment limit the given parts break, as ``{"loc", "msg"}`` entries; parts that are None are skipped.
+    ``model_visible(sha256)`` says whether the caller may use an ONNX upload (None: no uploads are visible)."""
+    errors: list[dict[str, Any]] = []
+    if parts.n_models is not None and parts.n_models > settings.max_batch_models:
+        errors.append({"loc": "models", "msg": f"{parts.n_models} models is over the limit of {settings.max_batch_models} per batch; split the sweep"})
+    else:
+        for loc, spec in parts.specs:
+            check_model(spec, loc, settings, errors, model_visible)
+            if parts.data is not None:
+                check_classes(spec, loc, parts.data, errors)
+    if parts.data is not None:
+        check_data(parts.data, settings, errors, needs_pairs=parts.kind in ("score", "batch", "rectify"))
+
+    opts = parts.options
+    if isinstance(opts, RectifyOptions) and opts.iters > settings.max_iters:
+        errors.append({"loc": "options.iters", "msg": f"iters {opts.iters} is over the limit of {settings.max_iters}"})
+    if isinstance(opts, ScoreOptions):
+        if opts.mode == "batch" and parts.data is not None and opts.sub_batches > parts.data.batch_size:
+            errors.append({"loc": "options.sub_batches", "msg": f"sub_batches {opts.sub_batches} exceeds data.batch_size {parts.data.batch_size}"})
         known = known_proxies()
         for j, name in enumerate(opts.proxies):
             if name not in known:
                 errors.append({"loc": f"options.proxies[{j}]", "msg": f"unknown proxy {name!r}; known: {list(known)}"})
-    if isinstance(req, BatchRequest):
-        if req.top_k is not None and req.top_k > len(req.models):
-            errors.append({"loc": "top_k", "msg": f"top_k {req.top_k} is larger than the {len(req.models)} models"})
-        allowed = set(RANK_BUILTINS) | set(opts.proxies) | {"ensemble"}
-        if req.rank_by not in allowed:
-            errors.append({"loc": "rank_by", "msg": f"rank_by {req.rank_by!r} must be one of {sorted(allowed)} (a proxy must also be listed in options.proxies)"})
+    if parts.kind == "batch":
+        if parts.top_k is not None and parts.n_models is not None and parts.top_k > parts.n_models:
+            errors.append({"loc": "top_k", "msg": f"top_k {parts.top_k} is larger than the {parts.n_models} models"})
+        if parts.rank_by is not None and isinstance(opts, ScoreOptions):
+            allowed = set(RANK_BUILTINS) | set(opts.proxies) | {"ensemble"}
+            if parts.rank_by not in allowed:
+                errors.append({"loc": "rank_by", "msg": f"rank_by {parts.rank_by!r} must be one of {sorted(allowed)} (a proxy must also be listed in options.proxies)"})
+    return errors
+
+
+def problem_detail(errors: list[dict[str, Any]]) -> str:
+    """The problem's one-line ``detail``: the first five ``loc: msg`` entries and how many more there are."""
+    detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
+    if len(errors) > 5:
+        detail += f"; and {len(errors) - 5} more"
+    return detail
+
+
+def check_request(req: Any, settings: Settings, model_visible: Callable[[str], bool] | None = None) -> None:
+    """Raise a 422 :class:`ProblemError` listing every limit the request breaks; ``model_visible(sha256)`` says
+    whether the caller may use an ONNX upload (None: no uploads are visible)."""
+    errors = deployment_problems(parts_of_request(req), settings, model_visible)
     if errors:
-        detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors[:5])
-        if len(errors) > 5:
-            detail += f"; and {len(errors) - 5} more"
-        raise ProblemError(422, "Invalid request", detail, slug="validation-error", errors=errors)
+        raise ProblemError(422, "Invalid request", problem_detail(errors), slug="validation-error", errors=errors)

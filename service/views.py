@@ -6,7 +6,7 @@ from typing import Any
 
 from service.deps import AppContext, Principal
 from service.problems import ProblemError
-from service.records import JobRecord
+from initscore.server.records import JobRecord
 
 
 def iso(ts: float | None) -> str | None:
@@ -73,16 +73,25 @@ def job_view(rec: JobRecord, ctx: AppContext) -> dict[str, Any]:
     return out
 
 
+def valid_job_id(job_id: str) -> bool:
+    """'j_' + 32 lowercase hex digits (records.new_job_id)."""
+    return job_id.startswith("j_") and len(job_id) == 34 and all(c in "0123456789abcdef" for c in job_id[2:])
+
+
+def job_not_found(job_id: str) -> ProblemError:
+    return ProblemError(404, "Not found", f"no job {job_id!r} for this API key", slug="job-not-found")
+
+
 def load_record(ctx: AppContext, job_id: str, who: Principal) -> JobRecord:
     """The record from the index, else its durable copy in the store; 404 unless `who` may see it."""
     rec = None
-    if job_id.startswith("j_") and len(job_id) == 34 and all(c in "0123456789abcdef" for c in job_id[2:]):
+    if valid_job_id(job_id):
         rec = ctx.index.get(job_id)
         if rec is None:
             doc = ctx.store.get_ref("jobs", job_id)
             rec = JobRecord.model_validate(doc) if doc else None
     if rec is None or not who.can_see(rec.owner):
-        raise ProblemError(404, "Not found", f"no job {job_id!r} for this API key", slug="job-not-found")
+        raise job_not_found(job_id)
     return rec
 
 

@@ -36,7 +36,7 @@ def test_lazy_engine_attribute_unknown_name() -> None:
 
 
 
-ENGINE = ("scores", "nio", "bn", "hook_grads", "grad_samplers", "segments", "fast_conv", "baselines",
+ENGINE = ("scores", "nio", "bn", "mode_caches", "hook_grads", "grad_samplers", "segments", "fast_conv", "baselines",
           "rescale_adam", "wishart", "propagation")
 FORBIDDEN = ("initscore.models", "service", "worker", "client")
 
@@ -63,3 +63,54 @@ def test_engine_imports_no_model_family_nor_service_worker_client() -> None:
         if hits:
             bad[name] = hits
     assert not bad, bad
+
+
+# package (a folder of the repository) -> the top-level modules it must never import, at any depth of any file
+SERVER_RULES: dict[str, tuple[str, ...]] = {
+    "service": ("worker", "torch", "torchvision"),          # the API reaches the worker by a job-function name
+    "worker": ("service",),                                 # the worker shares the server core, not the API
+    "initscore/server": ("service", "worker", "torch", "torchvision"),  # the core both of them import
+    "client": ("service", "worker", "torch", "torchvision"),  # torch only inside initscore.weights_file, lazily
+}
+
+
+def import_violations(repo: Path) -> dict[str, list[str]]:
+    """``{file: [forbidden module, ...]}`` over SERVER_RULES for the tree at ``repo`` (function-local imports included)."""
+    bad: dict[str, list[str]] = {}
+    for package, forbidden in SERVER_RULES.items():
+        for path in sorted((repo / package).rglob("*.py")):
+            hits = sorted(m for m in _imported_modules(path) if any(m == f or m.startswith(f + ".") for f in forbidden))
+            if hits:
+                bad[str(path.relative_to(repo))] = hits
+    return bad
+
+
+def test_service_and_worker_do_not_import_each_other_and_the_server_side_imports_no_torch() -> None:
+    """`service` and `worker` meet only in `initscore.server`; the API, the server core and the client never import torch."""
+    repo = Path(__file__).resolve().parents[1]
+    assert all((repo / p).is_dir() for p in SERVER_RULES)  # a renamed folder would make the scan vacuous
+    assert import_violations(repo) == {}
+
+
+def test_import_rule_scan_sees_function_local_imports(tmp_path: Path) -> None:
+    """The scan reports an import hidden in a function body (the form the old inline backend used)."""
+    (tmp_path / "service").mkdir()
+    (tmp_path / "service" / "queue.py").write_text("def enqueue():\n    from worker.jobs import run_inline\n")
+    for p in ("worker", "initscore/server", "client"):
+        (tmp_path / p).mkdir(parents=True)
+    assert import_violations(tmp_path) == {"service/queue.py": ["worker.jobs", "worker.jobs.run_inline"]}
+
+
+SERVER_CORE_CHECK = r"""
+import sys
+import initscore.server.lifecycle, initscore.server.queue, initscore.server.settings, service.app, client
+leaked = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.") or m in ("worker", "worker.jobs"))
+assert not leaked, leaked[:5]
+print("ok")
+"""
+
+
+def test_server_core_and_api_load_neither_torch_nor_the_worker() -> None:
+    out = subprocess.run([sys.executable, "-c", SERVER_CORE_CHECK], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok")

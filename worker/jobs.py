@@ -1,16 +1,17 @@
-"""The RQ job function and the inline runner: one code path from record to stored result.
+"""The job function: one code path from record to stored result, in an RQ worker or inline.
 
-:func:`execute_job` is what RQ calls (``worker.jobs.execute_job``, JSON kwargs
-``job_id``, ``attempt``, ``request``). :func:`run_inline` is what the inline
-service mode calls on its thread pool. Both go through :func:`run_recorded`:
+:func:`execute_job` is the job function named by ``initscore.server.defaults.JOB_FUNCTION``:
+RQ calls it with JSON kwargs ``job_id``, ``attempt``, ``request``; the inline backend
+(``initscore serve --inline``) resolves the same name and adds ``inline``. Both go through
+:func:`run_recorded`, whose record transitions are those of :mod:`initscore.server.lifecycle`:
 
 1. skip unless the record is queued for this attempt (or running for this attempt
    with a dead heartbeat: an RQ retry after a transient fault), honour a cancel;
-2. heartbeat (queued mode) and mark running (compare-and-set on the attempt);
+2. heartbeat (queued mode) and ``lifecycle.start`` (compare-and-set on the attempt);
 3. ``initscore.jobs.run_job`` -- progress goes to ``job.meta`` (queued) or the
    record (inline); each progress call checks the cancel flag;
 4. store weights (safetensors + provenance metadata), plot (PNG) and the result
-   (JSON) in the artifact store, then mark finished (compare-and-set again, so a
+   (JSON) in the artifact store, then ``lifecycle.finish`` (compare-and-set again, so a
    job the reaper handed to another worker cannot be finished twice).
 
 Failures: deterministic ones (``InitscoreError``, out of memory, non-finite
@@ -32,11 +33,13 @@ import time
 import traceback
 from typing import Any, Callable
 
-from service.index import JobIndex
-from service.records import JobCancelled, JobError, JobRecord
-from service.settings import Settings, get_settings
-from service.storage import ArtifactStore, FileArtifactStore, StoreError
-from worker import defaults
+from initscore.errors import is_out_of_memory
+from initscore.server import defaults, lifecycle
+from initscore.server.index import JobIndex
+from initscore.server.queue import InlineContext
+from initscore.server.records import JobCancelled, JobError, JobRecord
+from initscore.server.settings import Settings, get_settings
+from initscore.server.storage import ArtifactStore, FileArtifactStore, StoreError
 
 log = logging.getLogger("initscore.worker")
 
@@ -50,19 +53,15 @@ def _transient_types() -> tuple[type[BaseException], ...]:
     return (RCE, RTE)
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
-
-
 def classify_failure(exc: BaseException, request: dict[str, Any]) -> JobError:
     """The failure record of a deterministic fault: (type, title, one-line detail)."""
-    from initscore.errors import InitscoreError, NonFiniteError, ResourceError
+    from initscore.errors import InitscoreError, NonFiniteError
 
     bs = (request.get("data") or {}).get("batch_size")
     if isinstance(exc, NonFiniteError):
         where = f" (tensor {exc.tensor})" if getattr(exc, "tensor", None) else ""
         return JobError(type="non-finite", title="Non-finite gradient", detail=f"{exc}{where}")
-    if isinstance(exc, ResourceError) or _is_oom(exc):
+    if is_out_of_memory(exc):
         hint = f"; resubmit with a smaller data.batch_size (e.g. {max(2, bs // 2)})" if isinstance(bs, int) else ""
         return JobError(type="out-of-memory", title="Out of memory", detail=f"{str(exc).splitlines()[0][:300]}{hint}")
     if isinstance(exc, InitscoreError):
@@ -138,27 +137,6 @@ class _PatientIndex:
         return call
 
 
-def _persist(store: ArtifactStore, rec: JobRecord | None) -> None:
-    if rec is not None:
-        try:
-            store.put_ref("jobs", rec.id, rec.model_dump(mode="json"))
-        except OSError as exc:
-            log.error("cannot persist record %s: %s", rec.id, exc)
-
-
-def _mark_cancelled(index: JobIndex, store: ArtifactStore, job_id: str, attempt: int | None, note: str) -> None:
-    """Move a job to `cancelled` unless it is already final (or, with `attempt`, belongs to another attempt)."""
-
-    def _cancel(r: JobRecord) -> JobRecord | None:
-        if r.final or (attempt is not None and r.attempt != attempt):
-            return None
-        r.status, r.finished_at = "cancelled", time.time()
-        r.note(note)
-        return r
-
-    _persist(store, index.update(job_id, _cancel))
-
-
 def run_recorded(
     job_id: str,
     attempt: int,
@@ -184,22 +162,14 @@ def run_recorded(
         log.info("job %s attempt %d: record is %s/attempt %d; skipping", job_id, attempt, rec.status, rec.attempt)
         return "skipped"
     if rec.cancel_requested or index.cancel_requested(job_id):
-        _mark_cancelled(index, store, job_id, None, "cancelled before it started")
+        lifecycle.cancel(index, store, job_id, "cancelled before it started")
         return "cancelled"
 
     if hb:
         hb.__enter__()
     try:
-        def _start(r: JobRecord) -> JobRecord | None:
-            if r.attempt != attempt or r.final:
-                return None
-            r.status, r.started_at, r.worker = "running", time.time(), worker_name
-            r.note(f"attempt {attempt} started on {worker_name}")
-            return r
-
-        started = index.update(job_id, _start)
-        if started is None or started.status != "running" or started.worker != worker_name:
-            return "skipped"
+        if lifecycle.start(index, store, job_id, attempt, worker_name) is None:
+            return "skipped"  # cancelled, re-queued or taken by another worker meanwhile
         t0 = time.perf_counter()
         last = [0.0]
 
@@ -225,7 +195,7 @@ def run_recorded(
         except _transient_types():
             raise
         except JobCancelled:
-            _mark_cancelled(index, store, job_id, attempt, "cancelled while running")
+            lifecycle.cancel(index, store, job_id, "cancelled while running", attempt=attempt)
             return "cancelled"
         except BaseException as exc:  # deterministic: record, do not retry
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -233,18 +203,8 @@ def run_recorded(
             err = classify_failure(exc, request)
             if err.type == "internal-error":
                 log.error("job %s failed with a bug:\n%s", job_id, traceback.format_exc())
-            else:
-                log.info("job %s failed: %s", job_id, err.detail)
-
-            def _failed(r: JobRecord) -> JobRecord | None:
-                if r.attempt != attempt or r.final:
-                    return None
-                r.status, r.finished_at, r.error = "failed", time.time(), err
-                r.note(f"attempt {attempt} failed: {err.type}")
-                return r
-
-            _persist(store, index.update(job_id, _failed))
-            index.observe_duration(rec.kind, time.perf_counter() - t0)
+            lifecycle.fail(index, store, job_id, err, f"attempt {attempt} failed: {err.type}", attempt=attempt,
+                           seconds=time.perf_counter() - t0)
             return "failed"
     finally:
         if hb:
@@ -304,25 +264,14 @@ def _execute(
         result = result.model_copy(update=update)
     result_sha = store.put_json(result.model_dump(mode="json"))
     seconds = time.perf_counter() - t0
-
-    def _finish(r: JobRecord) -> JobRecord | None:
-        if r.attempt != attempt or r.status != "running":
-            return None
-        r.status, r.finished_at = "finished", time.time()
-        r.result_sha, r.weights_sha, r.plot_sha = result_sha, weights_sha, plot_sha
-        r.note(f"attempt {attempt} finished in {seconds:.3f} s")
-        return r
-
-    new = index.update(job_id, _finish)
-    if new is None or new.status != "finished" or new.result_sha != result_sha:
+    if lifecycle.finish(index, store, job_id, attempt, result_sha=result_sha, weights_sha=weights_sha,
+                        plot_sha=plot_sha, seconds=seconds) is None:
         log.warning("job %s attempt %d finished but the record moved on; result discarded", job_id, attempt)
         return "skipped"
-    _persist(store, new)
     try:
         store.put_ref("results", rec.request_hash, {"result_sha": result_sha, "weights_sha": weights_sha, "plot_sha": plot_sha, "kind": rec.kind})
     except OSError as exc:
         log.error("cannot index result of %s by request hash: %s", job_id, exc)
-    index.observe_duration(rec.kind, seconds)
     return "finished"
 
 
@@ -331,7 +280,7 @@ _ctx: dict[str, Any] = {}
 
 
 def _worker_context(connection: Any) -> tuple[JobIndex, ArtifactStore, Settings]:
-    from service.index import RedisJobIndex
+    from initscore.server.index import RedisJobIndex
 
     settings = get_settings()
     key = id(connection)
@@ -344,8 +293,15 @@ def _worker_context(connection: Any) -> tuple[JobIndex, ArtifactStore, Settings]
     return _ctx["index"], _ctx["store"], settings
 
 
-def execute_job(job_id: str, attempt: int, request: dict[str, Any]) -> dict[str, Any]:
-    """RQ entry point (JSON kwargs). Returns {'job_id', 'status'}; raises only on transient faults."""
+def execute_job(job_id: str, attempt: int, request: dict[str, Any], inline: InlineContext | None = None) -> dict[str, Any]:
+    """The job function (``defaults.JOB_FUNCTION``). Returns {'job_id', 'status'}.
+
+    RQ calls it with JSON kwargs (``job_id``, ``attempt``, ``request``); it raises only on transient
+    faults. The inline backend calls it by the same name with ``inline`` (the API process's index,
+    store and settings); it then never raises.
+    """
+    if inline is not None:
+        return {"job_id": job_id, "status": _run_inline(job_id, attempt, request, inline)}
     from rq import get_current_job
 
     job = get_current_job()
@@ -363,8 +319,10 @@ def execute_job(job_id: str, attempt: int, request: dict[str, Any]) -> dict[str,
     return {"job_id": job_id, "status": status}
 
 
-def run_inline(job_id: str, attempt: int, request: dict[str, Any], index: JobIndex, store: ArtifactStore, settings: Settings) -> str:
-    """Inline-mode entry point (a thread of the API process)."""
+def _run_inline(job_id: str, attempt: int, request: dict[str, Any], ctx: InlineContext) -> str:
+    """One job in a thread of the API process: progress goes into the record; nothing is left to retry."""
+    index = ctx.index
+
     def publish(p: dict[str, Any]) -> None:
         def _set(r: JobRecord) -> JobRecord | None:
             if r.status != "running":
@@ -376,7 +334,7 @@ def run_inline(job_id: str, attempt: int, request: dict[str, Any], index: JobInd
 
     try:
         return run_recorded(
-            job_id, attempt, request, index=index, store=store, settings=settings,
+            job_id, attempt, request, index=index, store=ctx.store, settings=ctx.settings,
             worker_name=f"inline-{threading.current_thread().name}", publish=publish, heartbeat=False,
         )
     except Exception:  # pragma: no cover - nothing is left to retry in-process

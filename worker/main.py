@@ -20,7 +20,7 @@ import sys
 import threading
 from typing import Any, Sequence
 
-from worker import defaults
+from initscore.server import defaults
 
 log = logging.getLogger("initscore.worker")
 
@@ -75,9 +75,9 @@ def run_worker(
     from rq import Queue
     from rq.serializers import JSONSerializer
 
-    from service.index import RedisJobIndex
-    from service.queue import RQBackend, reap, redis_from_url
-    from service.settings import get_settings
+    from initscore.server.index import RedisJobIndex
+    from initscore.server.queue import RQBackend, reap, redis_from_url
+    from initscore.server.settings import get_settings
     from worker.reconnect import ResilientWorker, wait_for_redis
 
     settings = get_settings()
@@ -105,7 +105,7 @@ def run_worker(
             try:
                 # no RQ scheduler: it runs in a forked child holding copies of this worker's sockets, which
                 # outlived a SIGKILLed worker and let Redis hand its dead BLPOP the next job; transient
-                # retries are immediate (worker.defaults), so nothing needs scheduling
+                # retries are immediate (initscore.server.defaults), so nothing needs scheduling
                 ok = w.work(burst=burst, logging_level=log_level, with_scheduler=False)
             except Exception as exc:
                 log.error("worker loop ended: %s: %s", type(exc).__name__, exc)

@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import typer
 
-from initscore.cli.options import csv_list
+from initscore.cli.options import options_from
+from initscore.contract import RectifyOptions, ScoreOptions
 from initscore.errors import DataError, InitscoreError, OptionsError, SpecError
 
 DEMO_OUT = Path("runs/demo/resnet20_nio.safetensors")
@@ -194,12 +195,11 @@ def _heldout_batches(td, n_batches: int, batch_size: int, seed: int):
 
 
 # ------------------------------------------------------------------- score
-SUB_BATCH_SPLIT_HELP = ("batch mode: eq7 (the paper's Eq. 7) | cover (equal sub-batches from 0 to B) | official (the "
-                        "released code's slicing); default by profile")
-PROFILE_HELP = ("paper (Zhu et al. 2022) | official (the authors' released code: off-diagonal GC, Conv/Linear/"
-                "LayerNorm gradients, shared BN statistics, mean-norm bound; batch mode)")
+OPT_HELP = ("any job option as KEY=VALUE (JSON value, else a string), e.g. -o gn_mul=2; repeatable; wins over the "
+            "flags")
 
 
+@options_from(ScoreOptions, flags={"split": "--sub-batch-split", "seed": "--init-seed"})
 def score_cmd(
     arch: str = typer.Option(..., "--arch", help="registered architecture (initscore proxies --list / models)"),
     args: str = typer.Option("{}", "--args", help="architecture arguments as a JSON object"),
@@ -209,27 +209,15 @@ def score_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", help="use a seeded subset of this many samples"),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     seed: int = typer.Option(0, "--seed", help="which samples"),
-    init_seed: int = typer.Option(0, "--init-seed", help="seed of the initial weights (torch is seeded with "
-                                                         "spec_seed(spec, seed), as in score and batch jobs)"),
-    mode: str = typer.Option("sample", "--mode", help="sample (exact) or batch (Eq. 7)"),
-    bn: Optional[str] = typer.Option(None, "--bn", help="batch|calibrated|per_sample|shared (default by mode and "
-                                                        "profile)"),
-    sub_batches: int = typer.Option(2, "--sub-batches"),
-    overlap: Optional[float] = typer.Option(None, "--overlap", help="batch mode; default 0.6 (paper), 0.0 (official)"),
-    sub_batch_split: Optional[str] = typer.Option(None, "--sub-batch-split", help=SUB_BATCH_SPLIT_HELP),
-    profile: str = typer.Option("paper", "--profile", help=PROFILE_HELP),
     layers: bool = typer.Option(False, "--layers", help="print the per-tensor breakdown"),
     as_json: bool = typer.Option(False, "--json", help="print a ScoreResult JSON object"),
-    opt: Optional[list[str]] = typer.Option(None, "--opt", "-o", help="any job option as KEY=VALUE (JSON value, "
-                                                                     "else a string), e.g. -o gn_mul=2; repeatable; "
-                                                                     "wins over the flags"),
+    opt: Optional[list[str]] = typer.Option(None, "--opt", "-o", help=OPT_HELP),
+    options: dict[str, Any] | None = None,
 ) -> None:
     """GradCosine and gradient norm of a freshly initialized architecture on one batch."""
     spec = _spec(arch, args)  # torch-free: a typo answers before torch is imported
     ref = _data_ref(spec, data, root, split, batch_size, seed, limit)
-    request = _request("score", spec, ref, {"mode": mode, "bn": bn, "sub_batches": sub_batches, "overlap": overlap,
-                                            "split": sub_batch_split, "profile": profile, "seed": init_seed,
-                                            **_key_values(opt)})
+    request = _request("score", spec, ref, {**(options or {}), **_key_values(opt)})
     result, _, _ = _run(request)
     if not layers:
         result = result.model_copy(update={"layers": []})
@@ -245,29 +233,27 @@ def score_cmd(
 
 
 # ----------------------------------------------------------------- rectify
-_PRESET_PARAMS = {"profile": "profile", "mode": "mode", "sub_batches": "sub_batches", "overlap": "overlap",
-                  "split": "sub_batch_split", "bn": "bn", "lr": "lr", "iters": "iters", "gamma": "gamma",
-                  "optimizer": "optimizer", "grad_clip": "grad_clip", "min_scale": "min_scale",
-                  "objective": "objective", "gn_mul": "gn_mul", "batch_size": "batch_size"}
-
-
-def apply_nio_preset(ctx: typer.Context, name: str, arch: str, spec_args: dict[str, Any],
-                     values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` (rectify_cmd's parameters) with the preset's settings in place of every one NOT given on the
-    command line (an explicit flag wins)."""
+def apply_nio_preset(ctx: typer.Context, name: str, arch: str, spec_args: dict[str, Any], options: dict[str, Any],
+                     batch_size: int) -> tuple[dict[str, Any], int]:
+    """(options, batch_size) with the preset's settings in place of every one NOT given on the command line
+    (an explicit flag wins)."""
     from initscore.experiments.config import nio_preset
 
     p = nio_preset(name)
-    kw = {**p.kwargs_for(arch, spec_args.get("bn")), "batch_size": p.batch_size}
-    out = dict(values)
-    for key, val in kw.items():
-        param = _PRESET_PARAMS[key]
-        # compared by name: typer's click may not be the installed click module (its enum is another class)
-        if getattr(ctx.get_parameter_source(param), "name", None) != "COMMANDLINE":
-            out[param] = val
-    return out
+    # compared by name: typer's click may not be the installed click module (its enum is another class)
+    if getattr(ctx.get_parameter_source("batch_size"), "name", None) != "COMMANDLINE":
+        batch_size = p.batch_size
+    return {**p.kwargs_for(arch, spec_args.get("bn")), **options}, batch_size
 
 
+def nio_preset_help() -> str:
+    """The --preset help: every name of the NIO preset registry (``initscore.experiments.config.NIO_PRESETS``)."""
+    from initscore.experiments.config import NIO_PRESETS
+
+    return "named NIO settings (docs/engine.md); flags given explicitly win: " + " | ".join(NIO_PRESETS)
+
+
+@options_from(RectifyOptions, flags={"split": "--sub-batch-split"}, skip=("seed",))
 def rectify_cmd(
     ctx: typer.Context,
     arch: str = typer.Option(..., "--arch"),
@@ -277,66 +263,29 @@ def rectify_cmd(
     split: str = typer.Option("train", "--split"),
     limit: Optional[int] = typer.Option(None, "--limit"),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
-    seed: int = typer.Option(0, "--seed", help="data sampling seed"),
+    seed: int = typer.Option(0, "--seed", help="data sampling seed (of the data and of the batches NIO draws)"),
     init_seed: int = typer.Option(0, "--init-seed"),
-    method: str = typer.Option("nio", "--method", help="nio|gradinit|metainit|kaiming"),
-    iters: int = typer.Option(100, "--iters"),
-    lr: float = typer.Option(0.1, "--lr"),
-    gamma: Optional[float] = typer.Option(None, "--gamma", help="bound on g_max (default 2x the initial g_max)"),
-    mode: str = typer.Option("batch", "--mode"),
-    bn: Optional[str] = typer.Option(None, "--bn"),
-    sub_batches: int = typer.Option(2, "--sub-batches"),
-    overlap: Optional[float] = typer.Option(None, "--overlap", help="default 0.6 (paper), 0.0 (official)"),
-    sub_batch_split: Optional[str] = typer.Option(None, "--sub-batch-split", help=SUB_BATCH_SPLIT_HELP),
-    profile: str = typer.Option("paper", "--profile", help=PROFILE_HELP),
-    objective: Optional[str] = typer.Option(None, "--objective", help="official profile: gc | gc_gn | gc_gn_sqrt | gv | "
-                                                                      "gv_gn | gv_gn_sqrt (default gc)"),
-    gn_mul: float = typer.Option(1.0, "--gn-mul", help="official profile: weight of the GN term of --objective"),
-    min_scale: float = typer.Option(0.01, "--min-scale"),
-    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adam | sgd | rescale_adam (NIO's reference "
-                                                                      "optimizer); default adam (paper), rescale_adam "
-                                                                      "(official)"),
-    grad_clip: float = typer.Option(1.0, "--grad-clip", help="rescale_adam: clip each scale's gradient to +-this"),
-    scale_tensors: Optional[str] = typer.Option(
-        None, "--scale-tensors", help="comma-separated name patterns of the tensors that get a scale ('!' excludes), "
-                                      "e.g. 'fc.weight' or '!fc.*' (default: all)"),
-    gn_weight: float = typer.Option(1.0, "--gn-weight", help="weight of GN in the unconstrained step (1 = paper)"),
-    gamma_margin: float = typer.Option(0.0, "--gamma-margin", help="step GN down when g_max > (1 - margin) gamma"),
-    select: str = typer.Option("last", "--select", help="returned iterate: last (Algorithm 3) | feasible (last within "
-                                                       "the bound) | best (NIO: within the bound, largest GC+GN)"),
-    verify_batches: int = typer.Option(0, "--verify-batches", help="with --select feasible|best: the returned iterate "
-                                                                   "must also be within the bound on this many more "
-                                                                   "training batches (0 = off)"),
-    heldout_batches: int = typer.Option(2, "--heldout-batches", min=0),
     out: Optional[Path] = typer.Option(None, "--out", help="write the rectified weights (.safetensors)"),
     as_json: bool = typer.Option(False, "--json"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress bar"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="named NIO settings: paper-cifar | paper-imagenet | "
-                                                                "official-imagenet (docs/engine.md); flags given "
-                                                                "explicitly win"),
-    opt: Optional[list[str]] = typer.Option(None, "--opt", "-o", help="any job option as KEY=VALUE (JSON value, "
-                                                                     "else a string), e.g. -o gn_mul=2; repeatable; "
-                                                                     "wins over the flags"),
+    preset: Optional[str] = typer.Option(None, "--preset", help=nio_preset_help()),
+    opt: Optional[list[str]] = typer.Option(None, "--opt", "-o", help=OPT_HELP),
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Rectify an initialization (NIO, Algorithm 3, or a baseline) and report held-out scores before/after."""
     if out is not None and out.suffix != ".safetensors":
         raise OptionsError(f"--out must end in .safetensors, got {str(out)!r}")
     spec = _spec(arch, args)
+    hyper = {**(options or {}), "seed": seed}
     if preset is not None:
-        names = list(_PRESET_PARAMS.values())
-        local = locals()
-        v = apply_nio_preset(ctx, preset, arch, spec.get("args", {}), {n: local[n] for n in names})
-        (profile, mode, sub_batches, overlap, sub_batch_split, bn, lr, iters, gamma, optimizer, grad_clip, min_scale,
-         objective, gn_mul, batch_size) = (v[n] for n in names)
+        hyper, batch_size = apply_nio_preset(ctx, preset, arch, spec.get("args", {}), hyper, batch_size)
+    hyper.update(_key_values(opt))
     if data == "synthetic" and limit is None:
-        limit = (heldout_batches + 8) * batch_size
+        held = hyper.get("heldout_batches", RectifyOptions.model_fields["heldout_batches"].default)
+        limit = ((held if isinstance(held, int) else 0) + 8) * batch_size
     ref = _data_ref(spec, data, root, split, batch_size, seed, limit)
-    hyper = dict(method=method, iters=iters, lr=lr, gamma=gamma, sub_batches=sub_batches, overlap=overlap,
-                 mode=mode, min_scale=min_scale, optimizer=optimizer, seed=seed, bn=bn, gn_weight=gn_weight,
-                 grad_clip=grad_clip, scale_tensors=csv_list(scale_tensors, "scale-tensors"),
-                 gamma_margin=gamma_margin, select=select, verify_batches=verify_batches, profile=profile,
-                 split=sub_batch_split, objective=objective, gn_mul=gn_mul, heldout_batches=heldout_batches)
-    request = _request("rectify", spec, ref, {**hyper, **_key_values(opt)}, init_seed=init_seed)
+    request = _request("rectify", spec, ref, hyper, init_seed=init_seed)
+    method = request["options"]["method"]
     result, weights, _ = _run(request, quiet=quiet or as_json, label=method)
     if out is not None:
         from initscore import weights_file
@@ -426,9 +375,12 @@ def demo_cmd(
     con.print(f"[bold]initscore demo[/]: ResNet-20 (bn=False, {sum(p.numel() for p in model.parameters()):,} "
               f"params) on {td.name}, {len(td)} images ({len(held)} held-out batches of {DEMO_BATCH}); "
               f"torch threads {torch.get_num_threads()}")
+    from initscore.nio import heldout_scores, options_of, rectify
+
+    options = options_of(None, dict(iters=iters, lr=DEMO_LR, mode="batch", sub_batches=2, overlap=0.6))
     x, y = held[0]
     rows = []
-    for mode, kw in (("sample", {}), ("batch", {"sub_batches": 2, "overlap": 0.6})):
+    for mode, kw in (("sample", {}), ("batch", {"sub_batches": options.sub_batches, "overlap": options.overlap})):
         s0 = time.perf_counter()
         s = gradcosine(model, (x, y), mode=mode, **kw)
         rows.append((mode, s, time.perf_counter() - s0))
@@ -438,23 +390,19 @@ def demo_cmd(
     for c in ("mode", "gc", "gn", "g_max", "g_min", "seconds"):
         t.add_column(c, justify="right")
     for mode, s, secs in rows:
-        t.add_row(mode + ("" if mode == "sample" else " D=2 r=0.6"), f"{s.gc:.5f}", f"{s.gn:.5g}",
+        label = mode if mode == "sample" else f"{mode} D={options.sub_batches} r={options.overlap}"
+        t.add_row(label, f"{s.gc:.5f}", f"{s.gn:.5g}",
                   f"{s.g_max:.5g}", f"{s.g_min:.5g}", f"{secs:.2f}")
     con.print(t)
-    hyper = dict(method="nio", iters=iters, lr=DEMO_LR, gamma=None, sub_batches=2, overlap=0.6, mode="batch",
-                 min_scale=0.01, optimizer="adam", seed=0, bn=None)
-    from initscore.nio import rectify
-
     with _progress_bar("nio") as progress:
-        r = rectify(model, train, heldout=held, progress=progress, batch_size=DEMO_BATCH, **hyper)
-    from initscore.nio import heldout_scores
-
+        r = rectify(model, train, options, heldout=held, progress=progress, batch_size=DEMO_BATCH)
     exact_before = heldout_scores(model, None, held, mode="sample", sub_batches=2, overlap=0.0, bn=None, loss=None)
     exact_after = heldout_scores(model, r.state_dict, held, mode="sample", sub_batches=2, overlap=0.0, bn=None,
                                  loss=None)
     from initscore import weights_file
 
-    request = _request("rectify", spec, ref, {**hyper, "heldout_batches": 2}, init_seed=0)
+    request = _request("rectify", spec, ref, {**options.model_dump(mode="json"), "heldout_batches": len(held)},
+                       init_seed=0)
     summary = {**weights_file.summary_of(r.to_dict()), "heldout_exact_before": exact_before,
                "heldout_exact_after": exact_after}
     sha = weights_file.save(out, r.state_dict, weights_file.Provenance.for_request(request, summary=summary))

@@ -9,6 +9,9 @@ Examples:
   initscore experiment --report runs/exp_cpu                    # print the tables of a finished run
   initscore experiment --preset cpu --show-config               # print the resolved config as JSON
 
+The rectification flags (--iters, --nio-lr, --mode, --profile, ...) are generated from
+initscore.contract.RectifyOptions, the options the experiment passes to initscore.nio.rectify.
+
 torch is imported only when a run starts.
 """
 from __future__ import annotations
@@ -19,19 +22,17 @@ from typing import Any, Optional
 
 import typer
 
+from initscore.cli.options import csv_list, options_from
+from initscore.contract import RectifyOptions
 from initscore.errors import OptionsError, SpecError
-from initscore.cli.options import csv_list
+from initscore.experiments.config import PER_RUN
 
 
 def resolve(preset_name: str | None, config_path: str | None, *, methods: str | None = None,
             seeds: str | None = None, epochs: int | None = None, arch: str | None = None,
             args: str | None = None, train_size: int | None = None, test_size: int | None = None,
-            iters: int | None = None, nio_lr: float | None = None, gamma: float | None = None,
-            overlap: float | None = None, gamma_factor: float | None = None, device: str | None = None, root: str | None = None,
-            mode: str | None = None, sub_batches: int | None = None, nio_batch_size: int | None = None,
-            gn_weight: float | None = None, gamma_margin: float | None = None, select: str | None = None,
-            optimizer: str | None = None, grad_clip: float | None = None,
-            scale_tensors: str | None = None, verify_batches: int | None = None) -> Any:
+            gamma_factor: float | None = None, device: str | None = None, root: str | None = None,
+            nio_batch_size: int | None = None, rectify: dict[str, Any] | None = None) -> Any:
     """The ExperimentConfig from a preset or a JSON file plus command-line overrides (torch-free)."""
     from initscore.experiments.config import override, parse_config, preset
 
@@ -60,23 +61,22 @@ def resolve(preset_name: str | None, config_path: str | None, *, methods: str | 
         data["root"] = root
     if data:
         changes["data"] = data
-    init = {k: v for k, v in (("iters", iters), ("lr", nio_lr), ("gamma", gamma), ("overlap", overlap),
-                                           ("gamma_factor", gamma_factor), ("mode", mode),
-                                           ("sub_batches", sub_batches), ("batch_size", nio_batch_size),
-                                           ("gn_weight", gn_weight), ("gamma_margin", gamma_margin),
-                                           ("select", select), ("optimizer", optimizer),
-                                           ("grad_clip", grad_clip), ("verify_batches", verify_batches),
-                                           ("scale_tensors", csv_list(scale_tensors, "scale-tensors")))
-            if v is not None}
+    own = {k: v for k, v in (("gamma_factor", gamma_factor), ("batch_size", nio_batch_size)) if v is not None}
+    rect = dict(rectify or {})
+    init: dict[str, Any] = {**own, **({"rectify": {**cfg.init.rectify.model_dump(exclude_unset=True), **rect}}
+                                     if rect else {})}
     if init:
         changes["init"] = init
     keep = [m.model_dump(mode="json") for m in cfg.models]
     # a command-line init flag applies to every model: it replaces a model's own override (gamma and gamma_factor
     # set one bound between them, so either flag replaces both)
-    replaced = set(init) | ({"gamma", "gamma_factor"} if {"gamma", "gamma_factor"} & set(init) else set())
+    bound = {"gamma", "gamma_factor"} & (set(own) | set(rect))
     for m in keep:
         if m.get("init"):
-            m["init"] = {k: v for k, v in m["init"].items() if k not in replaced} or None
+            mine = {k: v for k, v in m["init"].items() if k not in own and not (k == "gamma_factor" and bound)}
+            mine_rect = {k: v for k, v in (mine.pop("rectify", None) or {}).items()
+                         if k not in rect and not (k == "gamma" and bound)}
+            m["init"] = {**mine, **({"rectify": mine_rect} if mine_rect else {})} or None
     if init:
         changes["models"] = keep
     if args is not None and arch is None:
@@ -129,10 +129,18 @@ def merge_reports(paths: list[str]) -> dict[str, Any]:
     return {**merged, "runs": runs, "summary": summary, "comparisons": comps}
 
 
+def preset_help() -> str:
+    """The --preset help: every name of the preset registry (``initscore.experiments.config.PRESETS``)."""
+    from initscore.experiments.config import PRESETS
+
+    return "named experiment: " + " | ".join(PRESETS)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("experiment")
+    @options_from(RectifyOptions, flags={"lr": "--nio-lr", "split": "--sub-batch-split"}, skip=PER_RUN)
     def experiment(
-        preset: Optional[str] = typer.Option(None, "--preset", help="cpu | gpu | gpu-vit | smoke"),
+        preset: Optional[str] = typer.Option(None, "--preset", help=preset_help()),
         config: Optional[str] = typer.Option(None, "--config", help="an ExperimentConfig as a JSON file"),
         out: Optional[str] = typer.Option(None, "--out", help="output folder for results.json and PNG plots"),
         methods: Optional[str] = typer.Option(None, help="comma-separated: kaiming,nio,gradinit,metainit"),
@@ -142,43 +150,27 @@ def register(app: typer.Typer) -> None:
         args: Optional[str] = typer.Option(None, "--args", help="JSON arguments of --arch, e.g. '{\"bn\": false}'"),
         train_size: Optional[int] = typer.Option(None, help="training subset size"),
         test_size: Optional[int] = typer.Option(None, help="test subset size"),
-        iters: Optional[int] = typer.Option(None, help="rectification iterations (nio/gradinit/metainit)"),
-        nio_lr: Optional[float] = typer.Option(None, help="learning rate of the rectification's scales"),
-        gamma: Optional[float] = typer.Option(None, help="g_max bound (default 2x the initial g_max)"),
-        overlap: Optional[float] = typer.Option(None, help="NIO batch-mode overlap r"),
         gamma_factor: Optional[float] = typer.Option(None, help="gamma = this x the first batch's g_max"),
-        mode: Optional[str] = typer.Option(None, help="rectification mode: batch (Eq. 7) | sample (exact GC)"),
-        sub_batches: Optional[int] = typer.Option(None, help="NIO batch-mode sub-batches D"),
         nio_batch_size: Optional[int] = typer.Option(None, help="samples per rectification iteration"),
-        gn_weight: Optional[float] = typer.Option(None, help="weight of GN in NIO's ascent step (0 = GC only)"),
-        gamma_margin: Optional[float] = typer.Option(None, help="step GN down when g_max > (1 - margin) gamma"),
-        select: Optional[str] = typer.Option(None, help="returned iterate: last | feasible | best (NIO)"),
-        optimizer: Optional[str] = typer.Option(None, help="scale optimizer: adam | sgd | rescale_adam (reference)"),
-        grad_clip: Optional[float] = typer.Option(None, help="rescale_adam: clip each scale's gradient (0 = off)"),
-        scale_tensors: Optional[str] = typer.Option(
-            None, help="comma-separated name patterns of the tensors NIO scales ('!' excludes; e.g. 'fc.weight' or "
-                       "'!fc.*'; default all; GradInit/MetaInit scale every tensor)"),
-        verify_batches: Optional[int] = typer.Option(
-            None, help="select feasible/best: the returned iterate must also be within the bound on this many more "
-                       "training batches (0 = off)"),
         device: Optional[str] = typer.Option(None, help="auto | cpu | cuda"),
         root: Optional[str] = typer.Option(None, help="CIFAR root (default ../shared/data/cifar10_jpeg)"),
         show_config: bool = typer.Option(False, "--show-config", help="print the resolved config and exit"),
         report: Optional[str] = typer.Option(None, "--report",
                                              help="print the tables of finished run folder(s), comma-separated to merge"),
+        options: dict[str, Any] | None = None,
     ) -> None:
-        """Train from several initializations (Kaiming, NIO, GradInit, MetaInit) and compare them."""
+        """Train from several initializations (Kaiming, NIO, GradInit, MetaInit) and compare them.
+
+        A rectification flag given replaces the preset's or config's value (init.rectify); one not given keeps
+        it (the defaults listed are RectifyOptions')."""
         if report is not None:
             from initscore.experiments.summary import markdown
 
             typer.echo(markdown(merge_reports([s for s in report.split(",") if s.strip()])))
             return
         cfg = resolve(preset, config, methods=methods, seeds=seeds, epochs=epochs, arch=arch, args=args,
-                      train_size=train_size, test_size=test_size, iters=iters, nio_lr=nio_lr, gamma=gamma,
-                      overlap=overlap, gamma_factor=gamma_factor, device=device, root=root, mode=mode,
-                      sub_batches=sub_batches, nio_batch_size=nio_batch_size, gn_weight=gn_weight,
-                      gamma_margin=gamma_margin, select=select, optimizer=optimizer, grad_clip=grad_clip,
-                      scale_tensors=scale_tensors, verify_batches=verify_batches)
+                      train_size=train_size, test_size=test_size, gamma_factor=gamma_factor, device=device,
+                      root=root, nio_batch_size=nio_batch_size, rectify=options)
         if show_config:
             typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=1))
             return

@@ -200,6 +200,11 @@ def register(app: typer.Typer) -> None:
         """Upload your own network (ONNX) to the service; prints the spec to use as a job's model."""
         if not path.is_file():
             raise OptionsError(f"{str(path)!r} is not a file")
+        try:
+            with path.open("rb") as fh:
+                fh.read(1)
+        except OSError as exc:
+            raise OptionsError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
         with _client(url, api_key) as c:
             up = _service_call(lambda: c.upload_model(path))
         if as_json:
@@ -216,18 +221,26 @@ def register(app: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1"),
         port: int = typer.Option(8000),
         workers: int = typer.Option(1, help="inline: job threads"),
+        processes: int = typer.Option(1, min=1, max=64, help="queued: API processes (uvicorn --workers); every "
+                                      "request may go to any of them, all state is in Redis and the artifact store"),
     ) -> None:
         """Run the API (uvicorn). Queued mode needs INITSCORE_REDIS_URL and `initscore worker`."""
         import uvicorn
 
         from service.app import create_app
-        from service.settings import Settings
+        from initscore.server.settings import Settings
 
         settings = Settings()
         if inline:
+            if processes > 1:
+                raise OptionsError("--processes needs the queued service: inline jobs and their index live in one process")
             settings = settings.model_copy(update={"redis_url": None, "inline_workers": workers})
         elif settings.redis_url is None:
             raise OptionsError("set INITSCORE_REDIS_URL for the queued service, or use `initscore serve --inline`")
+        if processes > 1:  # each process builds its app from the same environment
+            uvicorn.run("service.app:create_app", factory=True, host=host, port=port, workers=processes,
+                        log_level=settings.log_level)
+            return
         uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level)
 
     @app.command("worker")

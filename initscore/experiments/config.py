@@ -23,6 +23,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from initscore.contract import RectifyOptions
 from initscore.errors import OptionsError
 
 Method = Literal["kaiming", "nio", "gradinit", "metainit"]
@@ -42,7 +43,13 @@ class ModelConfig(_Model):
     label: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     init: dict[str, Any] | None = Field(
         default=None, description="this model's overrides of the experiment's init (InitConfig fields), e.g. "
-                                  "{\"scale_tensors\": [\"fc.weight\"]}; checked against InitConfig")
+                                  "{\"rectify\": {\"scale_tensors\": [\"fc.weight\"]}}; checked against "
+                                  "InitConfig; rectify options given flat are moved under 'rectify'")
+
+    @field_validator("init")
+    @classmethod
+    def _nest_init(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if v is None else nest_init(v)
 
     @property
     def name(self) -> str:
@@ -123,57 +130,92 @@ class RecipeConfig(_Model):
         return self
 
 
-class InitConfig(_Model):
-    """Hyperparameters passed to ``initscore.nio.rectify`` for nio/gradinit/metainit.
+#: Rectify options an experiment sets per run (``methods``, ``seeds``) or does not use (the job driver's held-out
+#: split; an experiment's held-out data is ``data.heldout_size``).
+PER_RUN = ("method", "seed", "heldout_batches")
+BASELINES: tuple[str, ...] = ("gradinit", "metainit")
 
-    ``iters`` iterations on batches of ``batch_size`` training samples; NIO's batch
-    mode with D = ``sub_batches`` and overlap r = ``overlap`` (Eq. 7); Adam at ``lr``
-    on the per-tensor scales; ``gamma=None`` = 2x the first g_max. ``heldout_mode``
-    is how the held-out scores of the tables are measured in ADDITION to the
-    rectification's own mode ("sample" = exact Algorithm 1). ``baseline_mode`` /
-    ``baseline_batch_size`` let GradInit and MetaInit keep their batch-mode loop while NIO
-    runs in sample mode (sample mode with BN uses calibrated statistics, which would change
-    the baselines' objectives); ``gamma_margin`` / ``select`` apply to every method
-    (``select="best"`` ranks by NIO's objective: GradInit/MetaInit then use "feasible").
+
+def nest_init(init: dict[str, Any]) -> dict[str, Any]:
+    """An init dict with its rectify options under ``"rectify"``: a key of a flat init (the form before
+    InitConfig composed RectifyOptions, e.g. ``{"iters": 20, "lr": 0.1, "batch_size": 64}``) that is not one of
+    InitConfig's own fields moves there. A key given both flat and nested is an error."""
+    own = InitConfig.model_fields
+    flat = {k: v for k, v in init.items() if k not in own}
+    if not flat:
+        return dict(init)
+    nested = init.get("rectify") or {}
+    if isinstance(nested, BaseModel):
+        nested = nested.model_dump(exclude_unset=True)
+    if not isinstance(nested, dict):
+        return dict(init)  # the field's own validation names the bad value
+    twice = sorted(set(flat) & set(nested))
+    if twice:
+        raise ValueError(f"{twice} given both flat and under 'rectify'")
+    return {**{k: v for k, v in init.items() if k in own}, "rectify": {**nested, **flat}}
+
+
+class InitConfig(_Model):
+    """How nio/gradinit/metainit rectify the initialization: ``rectify`` is the engine's own options model
+    (:class:`initscore.contract.RectifyOptions`, passed to ``initscore.nio.rectify`` as it is; its ``method`` and
+    ``seed`` come from the experiment's ``methods`` and ``seeds``), plus what only an experiment decides.
+
+    ``batch_size`` training samples per rectification iteration; ``gamma_factor`` sets gamma to that factor x
+    the first batch's g_max; ``heldout_mode`` is how the held-out scores of the tables are measured in ADDITION
+    to the rectification's own mode ("sample" = exact Algorithm 1). ``baseline_mode`` /
+    ``baseline_batch_size`` let GradInit and MetaInit keep their batch-mode loop while NIO runs in sample mode
+    (sample mode with BN uses calibrated statistics, which would change the baselines' objectives). For the
+    baselines, ``rectify.scale_tensors`` is not applied (they scale every tensor, as published) and
+    ``select="best"`` (NIO's objective) becomes "feasible" (:meth:`options_for`).
+
+    A flat init (the rectify options beside these fields) is read as well: :func:`nest_init`.
     """
 
-    iters: int = Field(default=20, ge=0, le=100_000)
-    lr: float = Field(default=0.1, gt=0.0, le=100.0)
-    gamma: float | None = Field(default=None, gt=0.0)
+    rectify: RectifyOptions = Field(default_factory=RectifyOptions,
+                                    description="the rectification's options (initscore.contract.RectifyOptions)")
+    batch_size: int = Field(default=64, ge=2, description="training samples per rectification iteration")
     gamma_factor: float | None = Field(
         default=None, gt=0.0,
-        description="gamma = factor x the g_max of the first rectification batch (overrides gamma); "
+        description="gamma = factor x the g_max of the first rectification batch (overrides rectify.gamma); "
                     "None with gamma None = the engine default (2x)")
-    sub_batches: int = Field(default=2, ge=2, le=1024)
-    overlap: float = Field(default=0.6, ge=0.0, lt=1.0)
-    mode: Literal["batch", "sample"] = "batch"
-    batch_size: int = Field(default=64, ge=2)
-    optimizer: Literal["adam", "sgd", "rescale_adam"] = Field(
-        default="adam", description="scale optimizer; 'rescale_adam' = the NIO/GradInit reference optimizer "
-                                    "(initscore.rescale_adam)")
-    grad_clip: float = Field(default=1.0, ge=0.0, description="rescale_adam's per-scale gradient clip (0 = off)")
-    scale_tensors: tuple[str, ...] | None = Field(
-        default=None, min_length=1, max_length=256,
-        description="which parameter tensors NIO scales: shell patterns on parameter names, '!' excludes (e.g. "
-                    "['fc.weight'] or ['!fc.*']); None = every non-zero tensor. GradInit/MetaInit always scale "
-                    "every tensor, as published")
-    min_scale: float = Field(default=0.01, gt=0.0, le=1.0)
     heldout_mode: Literal["sample", "batch"] = "sample"
-    gn_weight: float = Field(default=1.0, ge=0.0, description="weight of GN in NIO's unconstrained step (0 = GC only)")
-    gamma_margin: float = Field(default=0.0, ge=0.0, lt=1.0,
-                                description="NIO/GradInit step down when g_max > (1 - margin) gamma")
-    select: Literal["last", "feasible", "best"] = Field(
-        default="last", description="returned iterate: the last one, the last one with g_max within the bound, or "
-                                    "(NIO; the baselines then take 'feasible') the within-bound one with the "
-                                    "largest GC + gn_weight GN on its batch")
-    verify_batches: int = Field(
-        default=0, ge=0, le=64,
-        description="select 'feasible'/'best': the returned iterate must also be within the bound on this many more "
-                    "training batches (NIO/GradInit; MetaInit has no bound); 0 = off")
     baseline_mode: Literal["batch", "sample"] | None = Field(
-        default=None, description="mode of gradinit/metainit's loop (BN statistics, g_max); None = mode")
+        default=None, description="mode of gradinit/metainit's loop (BN statistics, g_max); None = rectify.mode")
     baseline_batch_size: int | None = Field(
         default=None, ge=2, description="batch size of gradinit/metainit's iterations; None = batch_size")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest(cls, data: Any) -> Any:
+        return nest_init(data) if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _per_run(self) -> "InitConfig":
+        given = [k for k in PER_RUN if getattr(self.rectify, k) != RectifyOptions.model_fields[k].default]
+        if given:  # a default value is accepted: a dumped config lists every field
+            raise ValueError(f"rectify.{given[0]} is not an experiment option: the methods and seeds lists set "
+                             "method and seed per run, and data.heldout_size the held-out data")
+        return self
+
+    def options_for(self, method: str, seed: int = 0) -> RectifyOptions:
+        """The RectifyOptions of one run: ``rectify`` with ``method`` and ``seed``; for gradinit/metainit also
+        ``baseline_mode``; for every method but nio no ``scale_tensors`` and "feasible" for ``select="best"``.
+        Raises pydantic.ValidationError if the method does not take these options."""
+        changes: dict[str, Any] = {"method": method, "seed": seed}
+        if method in BASELINES and self.baseline_mode is not None:
+            changes["mode"] = self.baseline_mode
+        if method != "nio":
+            if self.rectify.scale_tensors is not None:
+                changes["scale_tensors"] = None
+            if self.rectify.select == "best":
+                changes["select"] = "feasible"
+        return self.rectify.updated(**changes)
+
+    def batch_size_for(self, method: str) -> int:
+        """Samples per iteration of ``method``: ``baseline_batch_size`` (if set) for gradinit/metainit."""
+        if method in BASELINES and self.baseline_batch_size is not None:
+            return self.baseline_batch_size
+        return self.batch_size
 
 
 class ExperimentConfig(_Model):
@@ -209,21 +251,31 @@ class ExperimentConfig(_Model):
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ValueError(f"model labels must be unique, got {names}; set 'label'")
-        for m in self.models:  # every per-model init override must make a valid InitConfig
+        for m in self.models:  # every model's init (its overrides applied) must give valid options for every method
+            where = f"model {m.name!r}: init"
             try:
-                self.init_for(m)
+                init = self.init_for(m)
+                for method in self.methods:
+                    where = f"model {m.name!r}, method {method!r}: init.rectify"
+                    init.options_for(method)
             except ValidationError as exc:
                 e = exc.errors()[0]
                 loc = ".".join(str(p) for p in e.get("loc", ()))
-                raise ValueError(f"model {m.name!r}: init.{loc}: {e.get('msg', 'invalid')}") from None
+                msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+                raise ValueError(f"{where}{'.' + loc if loc else ''}: {msg}") from None
         return self
 
     def init_for(self, model: ModelConfig) -> InitConfig:
-        """The init hyperparameters of ``model``: the experiment's ``init`` with the model's overrides."""
+        """The init hyperparameters of ``model``: the experiment's ``init`` with the model's overrides (its
+        ``rectify`` entries replace those options one by one; options derived from others, like the optimizer
+        from the profile, are derived again unless set)."""
         if not model.init:
             return self.init
-        merged = {**self.init.model_dump(), **model.init}
-        if "gamma" in model.init and "gamma_factor" not in model.init:
+        own = dict(model.init)
+        rect = own.pop("rectify", None) or {}
+        merged = {**self.init.model_dump(exclude={"rectify"}), **own,
+                  "rectify": {**self.init.rectify.model_dump(exclude_unset=True), **rect}}
+        if "gamma" in rect and "gamma_factor" not in own:
             merged["gamma_factor"] = None  # gamma_factor overrides gamma: the model's own bound must win
         return InitConfig.model_validate(merged)
 
@@ -232,7 +284,7 @@ def _one_line(exc: ValidationError) -> str:
     parts = []
     for e in exc.errors()[:3]:
         loc = ".".join(str(p) for p in e.get("loc", ())) or "config"
-        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+        parts.append(f"{loc}: {str(e.get('msg', 'invalid')).removeprefix('Value error, ')}")
     more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
     return "invalid experiment config: " + "; ".join(parts) + more
 
@@ -250,13 +302,20 @@ def parse_config(obj: ExperimentConfig | dict[str, Any]) -> ExperimentConfig:
 
 
 def override(cfg: ExperimentConfig, **changes: Any) -> ExperimentConfig:
-    """A copy of ``cfg`` with nested changes, e.g. ``override(cfg, recipe={"epochs": 1}, seeds=[0])``, validated."""
+    """A copy of ``cfg`` with nested changes, e.g. ``override(cfg, recipe={"epochs": 1}, seeds=[0])``, validated.
+    An ``init`` change's ``rectify`` replaces the whole options; rectify options given flat in it (``init={"iters":
+    5}``) replace those options one by one."""
     data = cfg.model_dump(mode="json")
     for key, value in changes.items():
         if value is None:
             continue
         if key not in data:
             raise OptionsError(f"unknown experiment config field {key!r}; allowed: {sorted(data)}")
+        if key == "init" and isinstance(value, dict):
+            flat = {k: v for k, v in value.items() if k not in InitConfig.model_fields}
+            value = {k: v for k, v in value.items() if k in InitConfig.model_fields}
+            if flat:
+                value["rectify"] = {**(value.get("rectify") or data["init"]["rectify"]), **flat}
         if isinstance(value, dict) and isinstance(data[key], dict):
             data[key] = {**data[key], **value}
         else:
@@ -270,7 +329,7 @@ _RESNET20_NOBN = ModelConfig(arch="resnet20", args={"bn": False}, label="resnet2
 # baselines scale every tensor, as published). On the tuning seeds 10-13 (data seed 1, pools of 2k and 10k) this
 # raised held-out exact GC on 8/8 rectification-only runs against 6/8 with every tensor scaled, and on seeds 10/11
 # trained at least as well as Kaiming (research/nio_investigation.md, "Follow-up 4").
-_RESNET20_NOBN_CPU = _RESNET20_NOBN.model_copy(update={"init": {"scale_tensors": ["fc.weight"]}})
+_RESNET20_NOBN_CPU = _RESNET20_NOBN.model_copy(update={"init": {"rectify": {"scale_tensors": ["fc.weight"]}}})
 _RESNET20_BN = ModelConfig(arch="resnet20", args={"bn": True}, label="resnet20_bn")
 
 PRESETS: dict[str, ExperimentConfig] = {
@@ -285,8 +344,9 @@ PRESETS: dict[str, ExperimentConfig] = {
         # saturated near 1 and gives no signal) on batches of 64, g_max kept 30 % below gamma and
         # the last iterate within that bound returned (research/nio_investigation.md: chosen on seeds 10/11,
         # data seed 1). GradInit/MetaInit keep their batch-mode loop on batches of 64.
-        init=InitConfig(iters=20, lr=0.1, batch_size=64, mode="sample", gamma_margin=0.3, select="feasible",
-                        baseline_mode="batch", baseline_batch_size=64, sub_batches=2, overlap=0.6),
+        init=InitConfig(rectify=RectifyOptions(iters=20, lr=0.1, mode="sample", gamma_margin=0.3, select="feasible",
+                                               sub_batches=2, overlap=0.6),
+                        batch_size=64, baseline_mode="batch", baseline_batch_size=64),
         threads=2,
     ),
     # GradInit's CIFAR-10 recipe (which Appendix B.2 of the NIO paper says it follows): full training set,
@@ -300,7 +360,8 @@ PRESETS: dict[str, ExperimentConfig] = {
             # bound instead, for NIO and GradInit (research/nio_investigation.md, "Follow-up 5"). 5 is Appendix B.2's value for
             # ResNet-110 WITH BN; its no-BN value is 4 (preset "paper-cifar"); kept at 5 here because the
             # reported runs used it
-            ModelConfig(arch="resnet110", args={"bn": False}, label="resnet110_nobn", init={"gamma": 5.0}),
+            ModelConfig(arch="resnet110", args={"bn": False}, label="resnet110_nobn",
+                        init={"rectify": {"gamma": 5.0}}),
             ModelConfig(arch="resnet110", args={"bn": True}, label="resnet110_bn"),
             ModelConfig(arch="wrn28_10", args={"bn": False}, label="wrn28_10_nobn"),
             ModelConfig(arch="wrn28_10", args={"bn": True}, label="wrn28_10_bn"),
@@ -312,9 +373,9 @@ PRESETS: dict[str, ExperimentConfig] = {
         recipe=RecipeConfig(epochs=200, batch_size=128, lr=0.1, eval_batch_size=1000, cutout=16,
                             bn_weight_decay=False, nobn_bias_lr_scale=0.1),
         # same NIO settings as the cpu preset (sample mode, margin 0.3, feasible iterate), more iterations
-        init=InitConfig(iters=100, lr=0.1, batch_size=64, mode="sample", gamma_margin=0.3, select="feasible",
-                        baseline_mode="batch", baseline_batch_size=128, sub_batches=2, overlap=0.6,
-                        heldout_mode="batch"),
+        init=InitConfig(rectify=RectifyOptions(iters=100, lr=0.1, mode="sample", gamma_margin=0.3, select="feasible",
+                                               sub_batches=2, overlap=0.6),
+                        batch_size=64, baseline_mode="batch", baseline_batch_size=128, heldout_mode="batch"),
         threads=None,
     ),
     # Table 5 ANALOGUE on CIFAR-10, not Appendix B.3's setting (ImageNet, NIO tau = 3e-3, D = 4, r = 0.2, B = 64,
@@ -333,8 +394,9 @@ PRESETS: dict[str, ExperimentConfig] = {
                             eval_batch_size=500),
         # batch mode with D=8 disjoint sub-batches (not saturated, unlike D=2 r=0.6) instead of the
         # sample mode of cpu/gpu: per-sample second-order graphs of ViT-B/Swin-T are untested here
-        init=InitConfig(iters=100, lr=0.01, batch_size=64, mode="batch", sub_batches=8, overlap=0.0,
-                        gamma_margin=0.3, select="feasible", heldout_mode="batch"),
+        init=InitConfig(rectify=RectifyOptions(iters=100, lr=0.01, mode="batch", sub_batches=8, overlap=0.0,
+                                               gamma_margin=0.3, select="feasible"),
+                        batch_size=64, heldout_mode="batch"),
         threads=None,
     ),
     # A minute-sized sanity run on real CIFAR-10.
@@ -345,63 +407,73 @@ PRESETS: dict[str, ExperimentConfig] = {
         methods=("kaiming", "nio"),
         seeds=(0,),
         recipe=RecipeConfig(epochs=1, batch_size=64),
-        init=InitConfig(iters=3, batch_size=32),
+        init=InitConfig(rectify=RectifyOptions(iters=3), batch_size=32),
         threads=2,
     ),
 }
 
 
 # ------------------------------------------------------------- the NIO paper's and the released code's settings
-# Appendix B.2 (CIFAR) values restated in issue #25's audit of the paper: gamma 4 for the no-BN ResNet-110 and 5
-# with BN, doubled on CIFAR-100; batch 128; 500 epochs; weight decay 1e-4 on every parameter. Values NOT restated
-# there (per-model tau and r, the WRN-28-10 gammas) were not checkable in this session: the presets below keep
-# the engine's defaults for them (lr 0.1, D = 2, r = 0.6, gamma = 2x the first g_max) and list them in
-# ``NIO_PRESETS[...].unverified``.
+PAPER = ("Yang, Wang, Yuan & Lin, \"Towards Theoretically Inspired Neural Initialization Optimization\", "
+         "NeurIPS 2022, arXiv 2210.05956")
+
+#: Where a preset's value comes from (``NioPreset.sources`` names one or more of these per value).
+SOURCES: dict[str, str] = {
+    "audit": f"Appendix B of {PAPER}, as restated in issue #25's audit of the paper; the appendix text itself could "
+             "not be read in this project (docs/engine.md, 'What could be checked')",
+    "algorithm": f"{PAPER}, Algorithm 3 and Eq. 6-8 (batch mode, Eq. 7 sub-batches, the 0.01 clamp), as audited in "
+                 "issue #25",
+    "released-config": "HarborYuan/GradCosine @ 006bb89, configs/mmcls/resnet_gradcos_init/resnet50_gc_gn.py, its "
+                       "'initializer' dict (logs/init.txt of the same commit prints the same values)",
+    "released-code": "HarborYuan/GradCosine @ 006bb89, gradcos/gradcos_initializer.py (its definitions and defaults)",
+    "released-base": "HarborYuan/GradCosine @ 006bb89: the mmcls base config resnet50_8xb32_in1k.py that "
+                     "resnet50_gc_gn.py extends, and its README's training command",
+    "profile": "this project's name for the definitions a profile stands for (initscore.scores, docs/engine.md)",
+    "engine-default": "no source value found: initscore's own default fills the gap (listed in 'unverified')",
+}
+
+# Appendix B.2's gammas that issue #25's audit restates; the WRN-28-10 gammas are not among them.
 PAPER_CIFAR_GAMMA: dict[str, float] = {"resnet110_nobn": 4.0, "resnet110_bn": 5.0}
 
 
-def _paper_cifar(kind: Literal["cifar10", "cifar100"]) -> ExperimentConfig:
-    mul = 2.0 if kind == "cifar100" else 1.0
-    classes = 100 if kind == "cifar100" else 10
-
-    def model(arch: str, bn: bool) -> ModelConfig:
-        label = f"{arch}_{'bn' if bn else 'nobn'}"
-        gamma = PAPER_CIFAR_GAMMA.get(label)
-        return ModelConfig(arch=arch, args={"bn": bn, "num_classes": classes}, label=label,
-                           init=None if gamma is None else {"gamma": gamma * mul})
-
-    return ExperimentConfig(
-        name="paper-cifar" if kind == "cifar10" else "paper-cifar100",
-        models=(model("resnet110", False), model("resnet110", True), model("wrn28_10", False), model("wrn28_10", True)),
-        data=DataConfig(kind=kind, train_size=None, test_size=None, heldout_size=256, heldout_batch_size=128,
-                        num_classes=classes),
-        methods=("kaiming", "nio"),
-        seeds=(0, 1, 2),
-        recipe=RecipeConfig(epochs=500, batch_size=128, lr=0.1, eval_batch_size=1000, bn_weight_decay=True),
-        # Algorithm 3 as published: batch mode, Eq. 7 sub-batches, last iterate, no margin
-        init=InitConfig(iters=100, lr=0.1, batch_size=128, mode="batch", sub_batches=2, overlap=0.6,
-                        heldout_mode="batch"),
-        threads=None,
-    )
-
-
-PRESETS["paper-cifar"] = _paper_cifar("cifar10")
-PRESETS["paper-cifar100"] = _paper_cifar("cifar100")
-
-
 class NioPreset(_Model):
-    """Named NIO settings (keyword arguments of ``initscore.nio.rectify``) and where they come from.
+    """Named NIO settings (keyword arguments of ``initscore.nio.rectify``) and where each value comes from.
 
     ``gamma_by_model`` keys are ``"<arch>_bn"`` / ``"<arch>_nobn"`` and override ``rectify["gamma"]``;
-    ``training`` records how the source trains afterwards (documentation: ``initscore rectify`` does not train);
-    ``unverified`` names the values this project could not check against the source."""
+    ``training`` records how the source trains afterwards (documentation: ``initscore rectify`` does not train).
+    ``sources`` maps every value, named ``rectify.<key>``, ``batch_size``, ``gamma_by_model.<label>`` or
+    ``training.<key>``, to the :data:`SOURCES` it comes from; ``unverified`` lists exactly the values whose
+    source is ``engine-default`` (no source value found; ``rectify.gamma`` there means: for every model not in
+    ``gamma_by_model``)."""
 
     source: str
     rectify: dict[str, Scalar | None]
     batch_size: int = Field(ge=1)
     gamma_by_model: dict[str, float] = Field(default_factory=dict)
     training: dict[str, Scalar] = Field(default_factory=dict)
+    sources: dict[str, tuple[str, ...]]
     unverified: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _every_value_has_a_source(self) -> "NioPreset":
+        keys = {f"rectify.{k}" for k in self.rectify} | {"batch_size"}
+        keys |= {f"gamma_by_model.{k}" for k in self.gamma_by_model} | {f"training.{k}" for k in self.training}
+        if set(self.sources) != keys:
+            raise ValueError(f"sources must name every value: missing {sorted(keys - set(self.sources))}, "
+                             f"unknown {sorted(set(self.sources) - keys)}")
+        for key, names in self.sources.items():
+            if not names or any(n not in SOURCES for n in names):
+                raise ValueError(f"sources[{key!r}] must be one or more of {sorted(SOURCES)}, got {list(names)}")
+        try:  # the values are RectifyOptions fields with valid values
+            RectifyOptions.model_validate(self.rectify)
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            raise ValueError(f"rectify.{'.'.join(map(str, e['loc']))}: {e['msg']}") from None
+        gaps = sorted(k for k, names in self.sources.items() if "engine-default" in names)
+        if sorted(self.unverified) != gaps:
+            raise ValueError(f"unverified must list exactly the engine-default values {gaps}, got "
+                             f"{sorted(self.unverified)}")
+        return self
 
     def kwargs_for(self, arch: str, bn: bool | None) -> dict[str, Any]:
         kw = dict(self.rectify)
@@ -411,34 +483,92 @@ class NioPreset(_Model):
         return kw
 
 
+def _preset(rectify: dict[str, tuple[Scalar | None, tuple[str, ...]]], batch_size: tuple[int, tuple[str, ...]],
+            *, source: str, gamma_by_model: dict[str, tuple[float, tuple[str, ...]]] | None = None,
+            training: dict[str, tuple[Scalar, tuple[str, ...]]] | None = None) -> NioPreset:
+    """A NioPreset from (value, sources) pairs, so a value and its source are written side by side."""
+    gamma_by_model, training = gamma_by_model or {}, training or {}
+    sources = {f"rectify.{k}": v[1] for k, v in rectify.items()}
+    sources |= {"batch_size": batch_size[1]}
+    sources |= {f"gamma_by_model.{k}": v[1] for k, v in gamma_by_model.items()}
+    sources |= {f"training.{k}": v[1] for k, v in training.items()}
+    return NioPreset(source=source, rectify={k: v[0] for k, v in rectify.items()}, batch_size=batch_size[0],
+                     gamma_by_model={k: v[0] for k, v in gamma_by_model.items()},
+                     training={k: v[0] for k, v in training.items()}, sources=sources,
+                     unverified=tuple(sorted(k for k, v in sources.items() if "engine-default" in v)))
+
+
+_AUDIT, _ALG, _GAP, _PROFILE = ("audit",), ("algorithm",), ("engine-default",), ("profile",)
+_REL, _CODE = ("released-config",), ("released-code",)
+
 NIO_PRESETS: dict[str, NioPreset] = {
-    "paper-cifar": NioPreset(
-        source="Zhu et al., NeurIPS 2022, Appendix B.2 (as restated in issue #25)",
-        rectify={"profile": "paper", "mode": "batch", "sub_batches": 2, "overlap": 0.6, "lr": 0.1, "iters": 100,
-                 "gamma": None, "optimizer": "adam", "min_scale": 0.01},
-        batch_size=128, gamma_by_model=dict(PAPER_CIFAR_GAMMA),
-        training={"epochs": 500, "batch_size": 128, "optimizer": "sgd", "momentum": 0.9, "lr": 0.1,
-                  "weight_decay": 1e-4, "weight_decay_on": "every parameter", "cifar100_gamma_factor": 2.0},
-        unverified=("lr", "sub_batches", "overlap", "optimizer", "gamma of models other than resnet110")),
-    "paper-imagenet": NioPreset(
-        source="Zhu et al., NeurIPS 2022, Appendix B.3 (as restated in issue #25)",
-        rectify={"profile": "paper", "mode": "batch", "sub_batches": 4, "overlap": 0.2, "lr": 3e-3, "iters": 100,
-                 "gamma": None, "optimizer": "adam", "min_scale": 0.01},
-        batch_size=64,
-        training={"swin_optimizer": "adamw", "warmup": "none (the paper's Table 5 claim)"},
-        unverified=("gamma", "optimizer")),
-    "official-imagenet": NioPreset(
-        source="HarborYuan/GradCosine configs/mmcls/resnet_gradcos_init/resnet50_gc_gn.py (initializer dict) and the "
-               "defaults of gradcos/gradcos_initializer.py",
-        rectify={"profile": "official", "mode": "batch", "split": "official", "bn": "shared", "sub_batches": 4,
-                 "overlap": 0.2, "lr": 3e-3, "iters": 100, "gamma": 10.0, "optimizer": "rescale_adam",
-                 "grad_clip": 1.0, "min_scale": 0.01, "objective": "gc_gn_sqrt", "gn_mul": 1.0},
-        batch_size=64,
-        training={"base_config": "mmcls resnet50_8xb32_in1k (8 GPUs x 32, SGD)",
-                  "init_data": "the training set with its training augmentation, loader seed 0",
-                  "model_note": "mmcls ResNet-50; its residual branches' last BN weights start at 0 "
-                                "(zero_init_residual), which the released optimizer then cannot rescale"}),
+    "paper-cifar": _preset(
+        source=f"{PAPER}, Appendix B.2 (CIFAR-10 / CIFAR-100)",
+        rectify={"profile": ("paper", _PROFILE), "mode": ("batch", _ALG), "sub_batches": (2, _GAP),
+                 "overlap": (0.6, _GAP), "lr": (0.1, _GAP), "iters": (100, _GAP), "gamma": (None, _GAP),
+                 "optimizer": ("adam", _GAP), "min_scale": (0.01, _ALG)},
+        batch_size=(128, _AUDIT),
+        gamma_by_model={k: (v, _AUDIT) for k, v in PAPER_CIFAR_GAMMA.items()},
+        training={"epochs": (500, _AUDIT), "batch_size": (128, _AUDIT), "optimizer": ("sgd", _AUDIT),
+                  "momentum": (0.9, _AUDIT), "lr": (0.1, _AUDIT), "weight_decay": (1e-4, _AUDIT),
+                  "weight_decay_on": ("every parameter", _AUDIT), "cifar100_gamma_factor": (2.0, _AUDIT)}),
+    # B.3's tau, D, r, B and T as the audit restates them are also the released ResNet-50 config's values
+    "paper-imagenet": _preset(
+        source=f"{PAPER}, Appendix B.3 (ImageNet: ResNet-50, Swin-T)",
+        rectify={"profile": ("paper", _PROFILE), "mode": ("batch", _ALG), "sub_batches": (4, _AUDIT + _REL),
+                 "overlap": (0.2, _AUDIT + _REL), "lr": (3e-3, _AUDIT + _REL), "iters": (100, _AUDIT + _REL),
+                 "gamma": (None, _GAP), "optimizer": ("adam", _GAP), "min_scale": (0.01, _ALG)},
+        batch_size=(64, _AUDIT + _REL),
+        training={"swin_optimizer": ("adamw", _AUDIT), "warmup": ("none (the paper's Table 5 claim)", _AUDIT)}),
+    "official-imagenet": _preset(
+        source="HarborYuan/GradCosine @ 006bb89 configs/mmcls/resnet_gradcos_init/resnet50_gc_gn.py (initializer "
+               "dict) and gradcos/gradcos_initializer.py",
+        rectify={"profile": ("official", _PROFILE), "mode": ("batch", _CODE), "split": ("official", _CODE),
+                 "bn": ("shared", _CODE), "sub_batches": (4, _REL), "overlap": (0.2, _REL), "lr": (3e-3, _REL),
+                 "iters": (100, _REL), "gamma": (10.0, _REL), "optimizer": ("rescale_adam", _CODE),
+                 "grad_clip": (1.0, _REL), "min_scale": (0.01, _REL), "objective": ("gc_gn_sqrt", _REL),
+                 "gn_mul": (1.0, _REL)},
+        batch_size=(64, _REL),
+        training={"base_config": ("mmcls resnet50_8xb32_in1k (8 GPUs x 32, SGD)", ("released-base",)),
+                  "init_data": ("the training set with its training augmentation, loader seed 0", _CODE),
+                  "model_note": ("mmcls ResNet-50; its residual branches' last BN weights start at 0 "
+                                 "(zero_init_residual), which the released optimizer then cannot rescale", _CODE)}),
 }
+
+
+def _paper_cifar(kind: Literal["cifar10", "cifar100"]) -> ExperimentConfig:
+    """Appendix B.2 as a training comparison (Kaiming vs NIO on ResNet-110 and WRN-28-10, with and without BN):
+    every NIO, recipe and gamma value is read from ``NIO_PRESETS["paper-cifar"]``, where each has its source."""
+    p = NIO_PRESETS["paper-cifar"]
+    t = p.training
+    mul = float(t["cifar100_gamma_factor"]) if kind == "cifar100" else 1.0
+    classes = 100 if kind == "cifar100" else 10
+
+    def model(arch: str, bn: bool) -> ModelConfig:
+        label = f"{arch}_{'bn' if bn else 'nobn'}"
+        gamma = p.gamma_by_model.get(label)
+        return ModelConfig(arch=arch, args={"bn": bn, "num_classes": classes}, label=label,
+                           init=None if gamma is None else {"rectify": {"gamma": gamma * mul}})
+
+    return ExperimentConfig(
+        name="paper-cifar" if kind == "cifar10" else "paper-cifar100",
+        models=(model("resnet110", False), model("resnet110", True), model("wrn28_10", False), model("wrn28_10", True)),
+        data=DataConfig(kind=kind, train_size=None, test_size=None, heldout_size=256, heldout_batch_size=128,
+                        num_classes=classes),
+        methods=("kaiming", "nio"),
+        seeds=(0, 1, 2),
+        recipe=RecipeConfig(epochs=int(t["epochs"]), batch_size=int(t["batch_size"]), lr=float(t["lr"]),
+                            momentum=float(t["momentum"]), weight_decay=float(t["weight_decay"]),
+                            eval_batch_size=1000, bn_weight_decay=True),
+        # Algorithm 3 as published: batch mode, Eq. 7 sub-batches, last iterate, no margin
+        init=InitConfig(rectify=RectifyOptions.model_validate(p.rectify), batch_size=p.batch_size,
+                        heldout_mode="batch"),
+        threads=None,
+    )
+
+
+PRESETS["paper-cifar"] = _paper_cifar("cifar10")
+PRESETS["paper-cifar100"] = _paper_cifar("cifar100")
 
 
 def nio_preset(name: str) -> NioPreset:

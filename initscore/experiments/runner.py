@@ -4,8 +4,9 @@ For every model of the config and every seed, the network is built once with
 ``torch.manual_seed(seed)`` (so all methods of a seed start from the SAME Kaiming
 weights), then for every method:
 
-1. ``initscore.nio.rectify(model, train_pool, method=...)`` with the config's init
-   hyperparameters; its own held-out GC/GN/g_max (same mode as the rectification,
+1. ``initscore.nio.rectify(model, train_pool, options)`` with the run's
+   :class:`initscore.contract.RectifyOptions` (``init.rectify`` with the run's method and
+   seed: :meth:`InitConfig.options_for`); its own held-out GC/GN/g_max (same mode as the rectification,
    batch mode D=2, r=0.6 by default) before/after are recorded with gamma;
 2. the held-out scores in ``init.heldout_mode`` (default: exact sample-wise,
    Algorithm 1) with the per-tensor breakdown (GradCosine and max/min per-sample
@@ -39,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from initscore import models
+from initscore.contract import RectifyOptions
 from initscore.errors import DataError, InitscoreError, OptionsError
 from initscore.experiments.config import DataConfig, ExperimentConfig, ModelConfig, parse_config
 from initscore.experiments.recipe import (
@@ -122,10 +124,10 @@ def load_splits(cfg: DataConfig, device: torch.device) -> Splits:
 
 # ------------------------------------------------------------------ scores
 def heldout_exact(model: nn.Module, batches: list[tuple[Tensor, Tensor]], mode: str,
-                  sub_batches: int, overlap: float) -> dict[str, Any]:
+                  sub_batches: int, overlap: float | None) -> dict[str, Any]:
     """Mean gc/gn, max g_max over held-out batches (and each batch's g_max, ``g_max_batches``: a held-out batch has
     as many images as a rectification batch, so each is the like-for-like check of g_max <= gamma), and per-tensor
-    gc / norm_ratio (mean over batches)."""
+    gc / norm_ratio (mean over batches). ``overlap`` None: the paper profile's default."""
     from initscore.scores import gradcosine
 
     res = [gradcosine(model, b, mode=mode, sub_batches=sub_batches, overlap=overlap if mode == "batch" else 0.0)
@@ -273,35 +275,26 @@ def environment(device: torch.device, threads: int | None) -> dict[str, Any]:
     return env
 
 
-def _rect_kwargs(cfg: ExperimentConfig, method: str = "nio") -> dict[str, Any]:
-    i = cfg.init
-    baseline = method in ("gradinit", "metainit")
-    mode = (i.baseline_mode or i.mode) if baseline else i.mode
-    batch_size = (i.baseline_batch_size or i.batch_size) if baseline else i.batch_size
-    return dict(iters=i.iters, lr=i.lr, gamma=i.gamma, sub_batches=i.sub_batches, overlap=i.overlap,
-                mode=mode, min_scale=i.min_scale, optimizer=i.optimizer, batch_size=batch_size,
-                gn_weight=i.gn_weight, gamma_margin=i.gamma_margin, grad_clip=i.grad_clip,
-                scale_tensors=None if (i.scale_tensors is None or method != "nio") else list(i.scale_tensors),
-                select="feasible" if (i.select == "best" and method != "nio") else i.select,
-                verify_batches=i.verify_batches)
-
-
-def first_gmax(base: nn.Module, splits: Splits, cfg: ExperimentConfig, seed: int, method: str = "nio") -> float:
-    """g_max of the first batch rectify(seed=seed) draws, in the rectification's mode (NIO's gamma reference)."""
+def first_gmax(base: nn.Module, splits: Splits, options: RectifyOptions, batch_size: int) -> float:
+    """g_max of the first batch ``rectify(options=options, batch_size=batch_size)`` draws, scored with the
+    rectification's own settings (NIO's gamma reference)."""
     from initscore.scores import gradcosine
 
-    kw = _rect_kwargs(cfg, method)
-    batch = next(splits.train.batches(kw["batch_size"], seed))
-    return gradcosine(base, batch, mode=kw["mode"], sub_batches=kw["sub_batches"],
-                      overlap=kw["overlap"] if kw["mode"] == "batch" else 0.0).g_max
+    o = options
+    batch = next(splits.train.batches(batch_size, o.seed))
+    return gradcosine(base, batch, mode=o.mode, sub_batches=o.sub_batches,
+                      overlap=o.overlap if o.mode == "batch" else 0.0, bn=o.bn, split=o.split,
+                      profile=o.profile).g_max
 
 
-def rect_kwargs_for(base: nn.Module, splits: Splits, cfg: ExperimentConfig, seed: int, method: str) -> dict[str, Any]:
-    """:func:`_rect_kwargs` with gamma resolved: ``gamma_factor`` x the first batch's g_max for bounded methods."""
-    kw = _rect_kwargs(cfg, method)
+def rectify_options(base: nn.Module, splits: Splits, cfg: ExperimentConfig, seed: int,
+                    method: str) -> tuple[RectifyOptions, int]:
+    """(options, batch_size) of one run: :meth:`InitConfig.options_for` with gamma resolved (``gamma_factor`` x
+    the first batch's g_max for the bounded methods) and :meth:`InitConfig.batch_size_for`."""
+    options, batch_size = cfg.init.options_for(method, seed), cfg.init.batch_size_for(method)
     if cfg.init.gamma_factor is not None and method in ("nio", "gradinit"):
-        kw["gamma"] = cfg.init.gamma_factor * first_gmax(base, splits, cfg, seed, method)
-    return kw
+        options = options.updated(gamma=cfg.init.gamma_factor * first_gmax(base, splits, options, batch_size))
+    return options, batch_size
 
 
 def run_one(base: nn.Module, mcfg: ModelConfig, method: str, seed: int, splits: Splits,
@@ -309,9 +302,9 @@ def run_one(base: nn.Module, mcfg: ModelConfig, method: str, seed: int, splits: 
     """Rectify a copy of ``base`` with ``method``, measure held-out scores, train; one run record."""
     from initscore import nio
 
-    kw = rect_kwargs_for(base, splits, cfg, seed, method)
+    options, batch_size = rectify_options(base, splits, cfg, seed, method)
     try:
-        rect = nio.rectify(base, splits.train, method=method, seed=seed, heldout=splits.heldout, **kw)
+        rect = nio.rectify(base, splits.train, options, batch_size=batch_size, heldout=splits.heldout)
     except (InitscoreError, RuntimeError) as exc:  # recorded, never dropped silently
         msg = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         log(f"  [{mcfg.name} seed {seed} {method}] rectification FAILED: {msg}")
@@ -321,8 +314,8 @@ def run_one(base: nn.Module, mcfg: ModelConfig, method: str, seed: int, splits: 
     if method == "kaiming":
         exact_after = exact_before
     else:
-        exact_after = heldout_exact(model, splits.heldout, cfg.init.heldout_mode, cfg.init.sub_batches,
-                                    cfg.init.overlap)
+        exact_after = heldout_exact(model, splits.heldout, cfg.init.heldout_mode, cfg.init.rectify.sub_batches,
+                                    cfg.init.rectify.overlap)
     scales = [v for k, v in rect.scales.items() if k not in rect.unscalable]
     # the record of the RETURNED iterate: with select="feasible" history[k] measured iterate k (and
     # rect.final the last one); with "last" the final iterate is never measured, so this is the last
@@ -335,7 +328,8 @@ def run_one(base: nn.Module, mcfg: ModelConfig, method: str, seed: int, splits: 
         last = rect.history[-1]
     log(f"  [{mcfg.name} seed {seed} {method}] init {rect.seconds:.1f} s; held-out "
         f"{cfg.init.heldout_mode}-GC {exact_before['gc']:.4f} -> {exact_after['gc']:.4f}, "
-        f"{kw['mode']}-GC {rect.heldout_before.get('gc', float('nan')):.4f} -> {rect.heldout_after.get('gc', float('nan')):.4f}"
+        f"{options.mode}-GC {rect.heldout_before.get('gc', float('nan')):.4f} -> "
+        f"{rect.heldout_after.get('gc', float('nan')):.4f}"
         + (f", g_max {rect.heldout_after.get('g_max', float('nan')):.3f} (gamma {rect.gamma:.3f})" if rect.gamma else ""))
     trained = train(model, splits, cfg, seed, log)
     return {
@@ -359,8 +353,8 @@ def run_one(base: nn.Module, mcfg: ModelConfig, method: str, seed: int, splits: 
             "select": rect.select,
             "gamma_margin": rect.gamma_margin,
             "returned_iterate": rect.returned_iterate,
-            "mode": kw["mode"],
-            "batch_size": kw["batch_size"],
+            "mode": options.mode,
+            "batch_size": batch_size,
             "final_iterate": rect.final,
             "verification": rect.verification,
             "constrained_iters": sum(1 for h in rect.history if h.get("constrained")),
@@ -385,7 +379,7 @@ def run_experiment(config: ExperimentConfig | dict[str, Any], out_dir: str | Pat
         torch.set_num_threads(cfg.threads)
     for m in cfg.models:  # validate every spec (and the scale_tensors patterns against its names) before any work
         models.validate_spec(m.spec())
-        patterns = cfg.init_for(m).scale_tensors
+        patterns = cfg.init_for(m).rectify.scale_tensors
         if patterns is not None:
             from initscore.nio import select_tensors
 
@@ -418,8 +412,8 @@ def run_experiment(config: ExperimentConfig | dict[str, Any], out_dir: str | Pat
         for seed in cfg.seeds:
             torch.manual_seed(seed)
             base = models.build(mcfg.spec()).to(device)
-            exact_before = heldout_exact(base, splits.heldout, mc.init.heldout_mode, mc.init.sub_batches,
-                                         mc.init.overlap)
+            exact_before = heldout_exact(base, splits.heldout, mc.init.heldout_mode, mc.init.rectify.sub_batches,
+                                         mc.init.rectify.overlap)
             for method in cfg.methods:
                 runs.append(run_one(base, mcfg, method, seed, splits, mc, exact_before, log))
                 snapshot()

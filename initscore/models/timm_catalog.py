@@ -2,7 +2,8 @@
 
 Each architecture of the installed timm (``timm.list_models()``) is built once on the meta device
 (no memory, no download: ``pretrained=False``) to record its default input size, its parameter
-count with the default 1000-class head, and whether its constructor takes ``img_size``. Entries
+count with the default 1000-class head, and whether its constructor takes ``img_size``, ``in_chans`` and
+``drop_rate``. Entries
 that cannot be built are left out and counted. The service validates specs against the shipped
 file without importing torch or timm; ``tests/models/test_timm.py`` checks that it matches the
 installed timm.
@@ -29,10 +30,13 @@ def describe(name: str) -> dict[str, Any]:
     with torch.device("meta"):
         model = timm.create_model(name, pretrained=False)
     cfg = getattr(model, "pretrained_cfg", None) or {}
+    takes = inspect.signature(type(model).__init__).parameters
     return {
         "input_size": [int(v) for v in cfg.get("input_size", (3, 224, 224))],
         "params": int(sum(p.numel() for p in model.parameters())),
-        "img_size": "img_size" in inspect.signature(type(model).__init__).parameters,
+        "img_size": "img_size" in takes,
+        "in_chans": "in_chans" in takes,
+        "drop_rate": "drop_rate" in takes,
     }
 
 

@@ -8,6 +8,8 @@ initialization; nothing is downloaded). Arguments:
   num_classes   size of the classifier output (default 1000)
   img_size      input side, for architectures whose constructor takes it (ViT, DeiT, Swin, ...);
                 omitted: the architecture's default
+  in_chans      input channels, for architectures whose constructor takes it (1 to 64; omitted: the default)
+  drop_rate     classifier dropout in [0, 1], for architectures whose constructor takes it (omitted: the default)
 
 There is no pure-Python parameter counter for these: a cap is enforced by building the model on
 the meta device first (:func:`initscore.models.registry.count_params`).
@@ -52,6 +54,13 @@ def entry(name: str) -> ModelEntry | None:
     if info["img_size"]:
         args["img_size"] = Arg("int", None, lo=8, hi=2048, help="input side (default: the architecture's own, "
                                                                 f"{info['input_size'][-1]})")
+    if info.get("in_chans"):
+        args["in_chans"] = Arg("int", None, lo=1, hi=64, help="input channels (default: the architecture's own, "
+                                                              f"{info['input_size'][0]})")
+    if info.get("drop_rate"):
+        args["drop_rate"] = Arg("float", None, lo=0.0, hi=1.0, help="dropout before the classifier (default: the "
+                                                                    "architecture's own; off in the engine's eval-mode "
+                                                                    "scoring, used when training)")
     return ModelEntry(name=name, family="timm", builder=functools.partial(_build, arch), args=args,
                       count_params=None, input_shape=tuple(info["input_size"]),
                       description=f"timm {arch}, pretrained=False ({info['params']:,} params with 1000 classes)")

@@ -34,25 +34,93 @@ class WideBlock(nn.Module):
         return out + (x if self.shortcut is None else self.shortcut(pre))
 
 
+class FixupWideBlock(nn.Module):
+    """The pre-activation block without normalization, in Fixup's form (Zhang, Dauphin & Ma, ICLR 2019, Sec. 3):
+    a scalar bias before each ReLU and each convolution, a scalar multiplier at the end of the branch,
+
+        pre = relu(x + bias1a) + bias1b
+        out = x + scale * conv2(dropout(relu(conv1(pre) + bias2a)) + bias2b)
+
+    with x replaced by the 1x1 shortcut conv of ``pre`` where the width or stride changes (the shortcut sees
+    the same input as conv1, as in the Wide ResNet authors' code and in Fixup's downsampling blocks)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, dropout: float) -> None:
+        super().__init__()
+        self.bias1a = nn.Parameter(torch.zeros(1))
+        self.bias1b = nn.Parameter(torch.zeros(1))
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bias2a = nn.Parameter(torch.zeros(1))
+        self.bias2b = nn.Parameter(torch.zeros(1))
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.scale = nn.Parameter(torch.ones(1))
+        self.dropout = dropout
+        self.shortcut = None if (c_in == c_out and stride == 1) else nn.Conv2d(c_in, c_out, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = F.relu(x + self.bias1a) + self.bias1b
+        out = F.relu(self.conv1(pre) + self.bias2a)
+        if self.dropout > 0:
+            out = F.dropout(out, p=self.dropout, training=self.training)
+        out = self.conv2(out + self.bias2b) * self.scale
+        return out + (x if self.shortcut is None else self.shortcut(pre))
+
+
+def fixup_wrn_init_(net: "WideResNet", branches: int) -> None:
+    """Fixup (Zhang et al. 2019, Sec. 3) for the Wide ResNet: He fan-out normal everywhere (kaiming_init_), then
+    every branch's last conv and the classifier (weight and bias) at 0, every branch's first conv times
+    branches^(-1/2) = L^(-1/(2m-2)) with m = 2 layers per branch; the stem and the 1x1 shortcut convs keep their
+    He initialization; scalar biases 0, multipliers 1."""
+    kaiming_init_(net)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, FixupWideBlock):
+                m.conv1.weight.mul_(branches ** -0.5)
+                m.conv2.weight.zero_()
+        net.fc.weight.zero_()
+        net.fc.bias.zero_()
+
+
 class WideResNet(nn.Module):
+    """WRN-depth-width; ``init="fixup"`` (bn=False only) builds :class:`FixupWideBlock` blocks, a scalar bias before
+    the last ReLU and before the classifier, and Fixup's initialization (:func:`fixup_wrn_init_`)."""
+
     def __init__(
-        self, depth: int = 28, width: int = 10, dropout: float = 0.0, num_classes: int = 10, bn: bool = True
+        self, depth: int = 28, width: int = 10, dropout: float = 0.0, num_classes: int = 10, bn: bool = True,
+        init: str = "kaiming",
     ) -> None:
         super().__init__()
+        from initscore.models.wrn import check_fixup
+
+        check_fixup(bn, init)
+        self.fixup = init == "fixup"
         n = (depth - 4) // 6
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         c_in = 16
         for g, c_out in enumerate((16 * width, 32 * width, 64 * width)):
-            blocks = []
+            blocks: list[nn.Module] = []
             for b in range(n):
-                blocks.append(WideBlock(c_in, c_out, 2 if (g > 0 and b == 0) else 1, dropout, bn))
+                stride = 2 if (g > 0 and b == 0) else 1
+                blocks.append(FixupWideBlock(c_in, c_out, stride, dropout) if self.fixup
+                              else WideBlock(c_in, c_out, stride, dropout, bn))
                 c_in = c_out
             setattr(self, f"block{g + 1}", nn.Sequential(*blocks))
-        self.bn = norm2d(c_in, bn)
+        if self.fixup:
+            self.bias1 = nn.Parameter(torch.zeros(1))
+            self.bias2 = nn.Parameter(torch.zeros(1))
+        else:
+            self.bn = norm2d(c_in, bn)
         self.fc = nn.Linear(c_in, num_classes)
-        kaiming_init_(self)
+        if self.fixup:
+            fixup_wrn_init_(self, branches=3 * n)
+        else:
+            kaiming_init_(self)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled representation the classifier sees."""
+        x = self.block3(self.block2(self.block1(self.conv1(x))))
+        if self.fixup:
+            return torch.flatten(F.adaptive_avg_pool2d(F.relu(x + self.bias1), 1), 1) + self.bias2
+        return torch.flatten(F.adaptive_avg_pool2d(F.relu(self.bn(x)), 1), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.block3(self.block2(self.block1(self.conv1(x))))
-        x = F.relu(self.bn(x))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.fc(self.features(x))

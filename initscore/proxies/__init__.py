@@ -10,7 +10,7 @@ the reference implementations so that published correlations reproduce:
   (synflow: BatchNorm removed);
 * naswot (Mellor et al., ICML 2021), gradsign (Zhang & Jia, ICLR 2022),
   zen (Lin et al., ICCV 2021);
-* gradcosine / gradnorm as :func:`initscore.scores.gradcosine` with ``bn="per_sample"`` (Zhu et al.,
+* gradcosine / gradnorm as :func:`initscore.scores.gradcosine` with ``bn="per_sample"`` (Yang et al.,
   NeurIPS 2022), computed in the same per-sample pass as gradsign;
 * params / flops baselines;
 * zico (ICLR 2023), meco / meco_opt (NeurIPS 2023), swap / swap_reg (ICLR 2024), the AZ-NAS

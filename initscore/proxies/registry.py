@@ -114,9 +114,9 @@ register("flops", "multiply-accumulates per sample of Conv/Linear layers (analyt
 register("l2_norm", "sum over Conv/Linear layers of ||W||_2 (Frobenius norm of each weight tensor)",
          f"{NASLIB}/l2_norm.py", ("weights",), "l2_norm")
 register("gradcosine", "GradCosine: mean pairwise cosine of per-sample gradients, BN with per-sample statistics (= initscore.scores.gradcosine(bn='per_sample'))",
-         "Zhu et al. NeurIPS 2022", ("per_sample_gradients",), "per_sample")
+         "Yang et al. NeurIPS 2022", ("per_sample_gradients",), "per_sample")
 register("gradnorm", "GradNorm: mean norm of the per-sample gradients, from the same per-sample pass as gradcosine and gradsign",
-         "Zhu et al. NeurIPS 2022", ("per_sample_gradients",), "per_sample")
+         "Yang et al. NeurIPS 2022", ("per_sample_gradients",), "per_sample")
 register("zico", "sum over Conv/Linear layers of log sum_theta mean_s|g_s| / std_s(g_s), g_s = dL/dW on sub-batch s (2 halves of the batch)",
          "Li et al. ICLR 2023 (ZiCo), SLDGroup/ZiCo ZeroShotProxy/compute_zico.py", ("sub_batch_gradients",), "zico")
 register("meco", "sum over every module of lambda_min(corrcoef of its C output channels on ONE sample), NaN entries set to 0",

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request
 
 from service.deps import Principal, get_ctx, principal
 from service.problems import ProblemError
-from service.records import job_id_for_group
+from initscore.server.records import job_id_for_group
 from service.routes.jobs import ERRORS
 from service.views import iso, job_view, load_record
 

@@ -2,8 +2,10 @@
 
 Redis and file I/O is synchronous, so the routes are plain ``def`` (FastAPI runs them
 in its thread pool) and never block the event loop; only ``GET /v1/jobs/{id}`` is
-``async``, so that a long-poll (``?wait=``) sleeps without holding a thread, and
-it does each read in the thread pool.
+``async``, so that a long-poll (``?wait=``) sleeps without holding a thread: it reads
+the record with the asyncio Redis client on the loop (``deps.AsyncRecords``, queued
+mode) and goes to the thread pool only for the rest (a record only in the store, a
+running job's progress, a finished job's result; the inline mode's memory index).
 """
 from __future__ import annotations
 
@@ -11,24 +13,61 @@ import asyncio
 import hashlib
 import logging
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Coroutine, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from initscore.contract import JobRequest, request_hash
-from service.deps import AppContext, Principal, get_ctx, principal
+from initscore.contract import JobKind, JobRequest, JobState, request_hash
+from service.deps import AppContext, Principal, authenticate, get_ctx, principal
 from service.problems import PROBLEM_JSON, ProblemError
-from service.records import JobRecord, group_id_for, new_job_id
+from initscore.server.records import JobRecord, group_id_for, new_job_id
 from service.routes.models import visible_upload
-from service.storage import StoreError
-from service.validation import check_request
-from service.views import job_view, list_summaries, load_record
-from worker import defaults
+from initscore.server.storage import StoreError
+from service.validation import check_request, deployment_problems, parts_of_body
+from service.views import job_not_found, job_view, list_summaries, load_record, valid_job_id
+from initscore.server import defaults, lifecycle
+
+log = logging.getLogger("initscore.service")
+
+
+class ListEveryProblem(APIRoute):
+    """A route whose body, when it breaks the contract, is also put through the deployment checks part by part.
+
+    FastAPI answers a contract (pydantic) error before the endpoint runs, so the deployment's problems
+    (unknown architecture, a data root outside the roots, limits) would only show after the contract
+    ones were fixed. Here the parts that parse alone (:func:`service.validation.parts_of_body`) are
+    checked and their problems appended to the same 422, after the contract's. Authentication has
+    already succeeded when the body is validated (dependencies are solved first).
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                if exc.body is None:
+                    raise
+                ctx = get_ctx(request)
+                who = authenticate(ctx.settings, request)
+                extra = await run_in_threadpool(
+                    deployment_problems, parts_of_body(exc.body), ctx.settings,
+                    lambda sha: visible_upload(ctx, who, sha) is not None)
+                if not extra:
+                    raise
+                # a ("body", "<dotted loc>") location renders as the dotted loc (problems._loc)
+                more = [{"type": "deployment", "loc": ("body", e["loc"]), "msg": e["msg"]} for e in extra]
+                raise RequestValidationError([*exc.errors(), *more], body=exc.body) from None
+
+        return route
+
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
-log = logging.getLogger("initscore.service")
 
 PROBLEM = {"content": {PROBLEM_JSON: {}}, "description": "problem details (RFC 9457)"}
 ERRORS = {400: PROBLEM, 401: PROBLEM, 404: PROBLEM, 409: PROBLEM, 413: PROBLEM, 415: PROBLEM, 422: PROBLEM, 503: PROBLEM}
@@ -36,7 +75,7 @@ ERRORS = {400: PROBLEM, 401: PROBLEM, 404: PROBLEM, 409: PROBLEM, 413: PROBLEM, 
 
 def _persist(ctx: AppContext, rec: JobRecord) -> None:
     try:
-        ctx.store.put_ref("jobs", rec.id, rec.model_dump(mode="json"))
+        lifecycle.persist(ctx.store, rec, strict=True)
     except StoreError as exc:
         raise ProblemError(503, "Service unavailable", f"the artifact store cannot accept the job: {exc}", slug="store-unavailable") from exc
 
@@ -48,7 +87,6 @@ def _accepted(rec: JobRecord, ctx: AppContext, *, replayed: bool = False) -> JSO
     return JSONResponse(job_view(rec, ctx), status_code=202, headers=headers)
 
 
-@router.post("/jobs", status_code=202, responses=ERRORS, summary="Submit a score, rectify, batch or propagation job")
 def submit_job(
     request: Request,
     job: Annotated[JobRequest, Body()],
@@ -87,6 +125,10 @@ def submit_job(
                     log.warning("cannot release idempotency key of failed submit %s: %s", job_id, type(exc).__name__)
             raise
     return _create(ctx, job, who, payload, rhash, job_id, reuse, [])
+
+
+router.add_api_route("/jobs", submit_job, methods=["POST"], status_code=202, responses=ERRORS,
+                     summary="Submit a score, rectify, batch or propagation job", route_class_override=ListEveryProblem)
 
 
 def _create(ctx: AppContext, job: JobRequest, who: Principal, payload: dict[str, Any], rhash: str, job_id: str,
@@ -132,16 +174,30 @@ async def get_job(
     who: Annotated[Principal, Depends(principal)],
     wait: Annotated[float, Query(ge=0, le=3600, allow_inf_nan=False, description="seconds to wait for a final state")] = 0.0,
 ) -> JSONResponse:
-    """Async only to long-poll without holding a thread: every Redis and file read runs in the thread pool."""
+    """Async to long-poll without holding a thread (see the module docstring for where each read runs)."""
     ctx = get_ctx(request)
     deadline = time.monotonic() + min(wait, ctx.settings.max_wait_seconds)
-    rec, view = await run_in_threadpool(_read_job, ctx, job_id, who, deadline)
+    view = await _read_view(ctx, job_id, who, deadline)
     delay = 0.02
     while view is None:
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 1.5, 0.25)
-        rec, view = await run_in_threadpool(_read_job, ctx, job_id, who, deadline)
+        view = await _read_view(ctx, job_id, who, deadline)
     return JSONResponse(view)  # already JSON-able: skip FastAPI's jsonable_encoder pass
+
+
+async def _read_view(ctx: AppContext, job_id: str, who: Principal, deadline: float) -> dict[str, Any] | None:
+    """The job's view once it is final or the long-poll deadline has passed, else None (poll again)."""
+    rec = await ctx.records.get(job_id) if ctx.records is not None and valid_job_id(job_id) else None
+    if rec is None:  # not in the index (store copy, or a 404), or no async reader: the full path
+        return (await run_in_threadpool(_read_job, ctx, job_id, who, deadline))[1]
+    if not who.can_see(rec.owner):
+        raise job_not_found(job_id)
+    if not rec.final and time.monotonic() < deadline:
+        return None
+    if rec.status in ("running", "finished"):  # progress from RQ, the result from the store
+        return await run_in_threadpool(job_view, rec, ctx)
+    return job_view(rec, ctx)
 
 
 def _read_job(ctx: AppContext, job_id: str, who: Principal, deadline: float) -> tuple[JobRecord, dict[str, Any] | None]:
@@ -156,8 +212,8 @@ def _read_job(ctx: AppContext, job_id: str, who: Principal, deadline: float) -> 
 def list_jobs(
     request: Request,
     who: Annotated[Principal, Depends(principal)],
-    status: Literal["queued", "running", "finished", "failed", "cancelled"] | None = None,
-    kind: Literal["score", "rectify", "batch", "propagation"] | None = None,
+    status: JobState | None = None,
+    kind: JobKind | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$", description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
@@ -173,23 +229,9 @@ def cancel_job(request: Request, job_id: str, who: Annotated[Principal, Depends(
     rec = load_record(ctx, job_id, who)
     if rec.final:
         raise ProblemError(409, "Conflict", f"job {job_id} is already {rec.status}; nothing to cancel", slug="job-final")
-    ctx.index.request_cancel(job_id)
-
-    def _cancel(r: JobRecord) -> JobRecord | None:
-        if r.final:
-            return None
-        r.cancel_requested = True
-        if r.status == "queued":
-            r.status, r.finished_at = "cancelled", time.time()
-            r.note("cancelled while queued")
-        else:
-            r.note("cancel requested while running")
-        return r
-
-    new = ctx.index.update(job_id, _cancel) or rec
+    new = lifecycle.request_cancel(ctx.index, ctx.store, job_id) or rec  # a store failure: 503 store-unavailable
     if new.status == "cancelled":
         ctx.backend.cancel_queued(new)
-        _persist(ctx, new)
     return JSONResponse(job_view(new, ctx), status_code=200 if new.status == "cancelled" else 202)
 
 

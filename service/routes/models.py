@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from initscore.errors import InitscoreError
 from service.deps import AppContext, Principal, get_ctx, principal
 from service.problems import PROBLEM_JSON, ProblemError
-from service.storage import StoreError
+from initscore.server.storage import StoreError
 
 router = APIRouter(prefix="/v1", tags=["models"])
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 from importlib import resources
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from initscore.contract import JobKind, JobState
 from service.deps import Principal, get_ctx, principal
 from service.problems import ProblemError
 from service.ui import render
@@ -55,8 +56,8 @@ def whoami(request: Request, who: Annotated[Principal, Depends(principal)]) -> H
 def jobs_fragment(
     request: Request,
     who: Annotated[Principal, Depends(principal)],
-    status: Literal["queued", "running", "finished", "failed", "cancelled"] | None = None,
-    kind: Literal["score", "rectify", "batch", "propagation"] | None = None,
+    status: JobState | None = None,
+    kind: JobKind | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
 ) -> HTMLResponse:

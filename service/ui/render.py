@@ -154,7 +154,7 @@ def job_page(view: dict[str, Any]) -> str:
     if events:
         parts.append("<details><summary>events</summary><ul>"
                      + "".join(f"<li>{e(str(ev))}</li>" for ev in events) + "</ul></details>")
-    return f'<section class="job" data-status="{e(status)}">{"".join(parts)}</section>'
+    return f'<section class="job" data-job="{e(view["id"])}" data-status="{e(status)}">{"".join(parts)}</section>'
 
 
 def admin_page(queues: dict[str, int], workers: list[dict[str, Any]]) -> str:

@@ -47,15 +47,16 @@ def naive_scores(grads: list[dict[str, torch.Tensor]]) -> dict:
     return out
 
 
-def calibrated_eval_copy(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """A copy whose BN layers use the batch's mean and BIASED variance in eval mode (hand-made calibration)."""
+def calibrated_eval_copy(model: nn.Module, x: torch.Tensor, correction: int = 0) -> nn.Module:
+    """A copy whose BN layers use the batch's mean and variance in eval mode (hand-made calibration): the BIASED
+    variance with ``correction=0`` (what ``bn="calibrated"`` uses), the unbiased one with 1 (BN's running_var)."""
     m = copy.deepcopy(model)
     stats = {}
     hooks = []
     for name, mod in m.named_modules():
         if isinstance(mod, nn.BatchNorm2d):
             def hook(module, inp, name=name):
-                v, mu = torch.var_mean(inp[0], dim=(0, 2, 3), correction=0)
+                v, mu = torch.var_mean(inp[0], dim=(0, 2, 3), correction=correction)
                 stats[name] = (mu.detach(), v.detach())
             hooks.append(mod.register_forward_pre_hook(hook))
     m.train()
@@ -69,3 +70,11 @@ def calibrated_eval_copy(model: nn.Module, x: torch.Tensor) -> nn.Module:
             mod.running_var.copy_(stats[name][1])
     m.eval()
     return m
+
+
+def calibrated_batch_reference(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                               splits: list[tuple[int, int]], correction: int = 0) -> dict:
+    """Batch-mode scores with calibrated BN from first principles: :func:`calibrated_eval_copy`, the gradient of
+    each sub-batch's mean cross-entropy, :func:`naive_scores` (GC over all pairs, diagonal included)."""
+    m = calibrated_eval_copy(model, x, correction)
+    return naive_scores([flat_grad(m, nn.functional.cross_entropy(m(x[s:e]), y[s:e])) for s, e in splits])

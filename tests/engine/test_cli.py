@@ -196,6 +196,23 @@ def test_rectify_preset_fills_what_the_command_line_leaves_out(tmp_path):
     assert p.returncode == 2 and p.stderr.startswith("error:") and "paper-galaxy" in p.stderr
 
 
+def test_rectify_preset_help_lists_the_registry(monkeypatch):
+    """`initscore rectify --help` names every NIO preset; the list is read from NIO_PRESETS, not typed."""
+    from initscore.cli.engine_cmds import nio_preset_help
+    from initscore.experiments import config
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400", "TERMINAL_WIDTH": "400"}
+    p = subprocess.run([sys.executable, "-m", "initscore", "rectify", "--help"], capture_output=True, text=True,
+                       env=env, cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    line = next(ln for ln in p.stdout.splitlines() if "--preset" in ln)
+    shown = line.split("explicitly win:", 1)[1].strip(" │|").split(" | ")
+    assert [s.strip(" │") for s in shown] == list(config.NIO_PRESETS)
+    assert {"paper-cifar", "paper-imagenet", "official-imagenet"} <= set(config.NIO_PRESETS)
+    monkeypatch.setitem(config.NIO_PRESETS, "added-later", config.NIO_PRESETS["paper-cifar"])
+    assert nio_preset_help().endswith("| added-later")
+
+
 def test_score_and_rectify_go_through_the_services_driver():
     """The CLI builds the contract request `initscore submit` would send and runs it with initscore.jobs.run_job:
     same numbers as the job, same validation (a request field the contract refuses is named)."""

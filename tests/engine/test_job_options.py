@@ -143,19 +143,3 @@ def test_the_driver_names_a_model_that_does_not_fit_the_data_and_too_few_samples
     with pytest.raises(OptionsError, match="too few for 2 held-out batch"):
         run_job({"kind": "rectify", "model": {"arch": "mlp", "args": {"in_features": 12}},
                  "data": {**data, "limit": 20}, "options": {"iters": 1, "heldout_batches": 2}})
-
-
-def test_every_rectify_option_is_an_engine_keyword_with_the_same_default():
-    """The job contract and nio.rectify declare the same options: the driver passes RectifyOptions through as
-    keywords, so an option added to both reaches the engine without touching the driver."""
-    import inspect
-
-    from initscore.contract import RectifyOptions
-    from initscore.nio import rectify
-
-    params = inspect.signature(rectify).parameters
-    for name, field in RectifyOptions.model_fields.items():
-        if name == "heldout_batches":  # the driver's: how many held-out batches it splits off the data
-            continue
-        assert name in params, f"RectifyOptions.{name} is not a keyword of nio.rectify"
-        assert params[name].default == field.default, (name, params[name].default, field.default)

@@ -102,7 +102,7 @@ def test_verify_batches_reach_the_run_record_and_the_report(tmp_path):
     assert row["verified"] == [int(v["passed"]), 1, 2]
     assert f"| 1/1; {int(v['passed'])}/1 verified on 2 more batches |" in markdown(data)
     # the command-line flag sets it for every model
-    assert resolve("cpu", None, verify_batches=3).init.verify_batches == 3
+    assert resolve("cpu", None, rectify={"verify_batches": 3}).init.rectify.verify_batches == 3
     with pytest.raises(Exception, match="verify_batches"):
         parse_config({**MICRO, "init": {**MICRO["init"], "verify_batches": -1}})
 
@@ -178,7 +178,7 @@ def test_presets_are_valid_and_roundtrip_json():
     assert small.seeds == (5,) and small.recipe.epochs == 1 and small.recipe.lr == cpu.recipe.lr
     # gpu: the exploding no-BN ResNet-110 gets the paper's absolute bound, the other networks gamma = 2x g_max
     gpu = preset("gpu")
-    gammas = {m.name: (gpu.init_for(m).gamma, gpu.init_for(m).gamma_factor) for m in gpu.models}
+    gammas = {m.name: (gpu.init_for(m).rectify.gamma, gpu.init_for(m).gamma_factor) for m in gpu.models}
     assert gammas == {"resnet110_nobn": (5.0, None), "resnet110_bn": (None, None), "wrn28_10_nobn": (None, None),
                       "wrn28_10_bn": (None, None)}
 
@@ -256,7 +256,8 @@ def test_init_margin_and_select_reach_rectify_and_the_record(tmp_path):
     p = _cli("--preset", "cpu", "--gamma-margin", "0.2", "--select", "feasible", "--mode", "sample",
              "--nio-batch-size", "32", "--gn-weight", "0", "--sub-batches", "4", "--show-config")
     assert p.returncode == 0, p.stderr
-    i = json.loads(p.stdout)["init"]
+    init = json.loads(p.stdout)["init"]
+    i = {**init["rectify"], "batch_size": init["batch_size"]}
     assert (i["gamma_margin"], i["select"], i["mode"], i["batch_size"], i["gn_weight"], i["sub_batches"]) == \
         (0.2, "feasible", "sample", 32, 0.0, 4)
     with pytest.raises(OptionsError):
@@ -268,7 +269,7 @@ def test_optimizer_and_grad_clip_reach_rectify(tmp_path):
 
     p = _cli("--preset", "cpu", "--optimizer", "rescale_adam", "--grad-clip", "0.5", "--show-config")
     assert p.returncode == 0, p.stderr
-    i = json.loads(p.stdout)["init"]
+    i = json.loads(p.stdout)["init"]["rectify"]
     assert (i["optimizer"], i["grad_clip"]) == ("rescale_adam", 0.5)
     runs = {}
     for opt in ("adam", "rescale_adam"):
@@ -287,7 +288,7 @@ def test_scale_tensors_reach_rectify_and_the_record(tmp_path):
 
     p = _cli("--preset", "cpu", "--scale-tensors", "fc.weight, !conv1.*", "--show-config")
     assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout)["init"]["scale_tensors"] == ["fc.weight", "!conv1.*"]
+    assert json.loads(p.stdout)["init"]["rectify"]["scale_tensors"] == ["fc.weight", "!conv1.*"]
     last = "net.3.weight"  # MICRO's mlp: net.1.weight, net.1.bias, net.3.weight, net.3.bias
     cfg = {**MICRO, "methods": ["nio", "gradinit"], "init": {**MICRO["init"], "iters": 3, "scale_tensors": [last]}}
     nio_run, gradinit_run = run_experiment(cfg, tmp_path, log=lambda s: None, plots=False).runs
@@ -316,7 +317,7 @@ def test_per_model_init_overrides(tmp_path):
            "models": [{**MICRO["models"][0], "label": "a", "init": {"scale_tensors": ["net.3.weight"]}},
                       {**MICRO["models"][0], "label": "b"}]}
     cfg = parse_config(two)
-    assert cfg.init_for(cfg.models[0]).scale_tensors == ("net.3.weight",)
+    assert cfg.init_for(cfg.models[0]).rectify.scale_tensors == ["net.3.weight"]
     assert cfg.init_for(cfg.models[1]) == cfg.init
     a, b = run_experiment(two, tmp_path, log=lambda s: None, plots=False).runs
     assert a["init"]["fixed"] == ["net.1.weight", "net.1.bias", "net.3.bias"] and b["init"]["fixed"] == []
@@ -325,7 +326,8 @@ def test_per_model_init_overrides(tmp_path):
         with pytest.raises(OptionsError, match="model 'a': init"):
             parse_config({**two, "models": [{**two["models"][0], "init": bad}]})
     cpu = preset("cpu")
-    assert cpu.init_for(cpu.models[0]).scale_tensors == ("fc.weight",) and cpu.init_for(cpu.models[1]) == cpu.init
+    assert cpu.init_for(cpu.models[0]).rectify.scale_tensors == ["fc.weight"]
+    assert cpu.init_for(cpu.models[1]) == cpu.init
     p = _cli("--preset", "cpu", "--arch", "resnet20", "--args", '{"bn": false}', "--show-config")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["models"] == [cpu.models[0].model_dump(mode="json")]
@@ -342,7 +344,7 @@ def test_gamma_and_gamma_factor_are_one_bound_across_overrides():
                         "models": [{**MICRO["models"][0], "label": "a", "init": {"gamma": 5.0}},
                                    {**MICRO["models"][0], "label": "b", "init": {"gamma_factor": 1.5}},
                                    {**MICRO["models"][0], "label": "c"}]})
-    bounds = [(cfg.init_for(m).gamma, cfg.init_for(m).gamma_factor) for m in cfg.models]
+    bounds = [(cfg.init_for(m).rectify.gamma, cfg.init_for(m).gamma_factor) for m in cfg.models]
     assert bounds == [(5.0, None), (None, 1.5), (None, 3.0)]
     for flag, value in (("--gamma-factor", "2"), ("--gamma", "7")):
         p = _cli("--preset", "gpu", flag, value, "--show-config")
@@ -398,3 +400,89 @@ def test_report_merges_folders_and_renames_repeated_methods(micro_run):
     assert any(c["method"] == f"nio@{out.name}" for c in merged["comparisons"])
     with pytest.raises(OptionsError):
         merge_reports([str(out / "nothing_here")])
+
+
+def test_cli_preset_help_lists_the_registry(monkeypatch):
+    """`initscore experiment --help` names every registered preset; the list is read from PRESETS, not typed."""
+    from initscore.cli.experiment_cmds import preset_help
+    from initscore.experiments import config
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400", "TERMINAL_WIDTH": "400"}
+    p = subprocess.run([sys.executable, "-m", "initscore", "experiment", "--help"], capture_output=True, text=True,
+                       env=env, cwd=REPO, timeout=120)
+    assert p.returncode == 0, p.stderr
+    line = next(ln for ln in p.stdout.splitlines() if "--preset" in ln)
+    shown = line.split("named experiment:", 1)[1].strip(" │|").split(" | ")
+    assert [s.strip(" │") for s in shown] == list(PRESETS)
+    assert {"paper-cifar", "paper-cifar100", "gpu-vit"} <= set(PRESETS)
+    monkeypatch.setitem(config.PRESETS, "added-later", PRESETS["smoke"])
+    assert preset_help().endswith("| added-later")
+
+
+# The init of the `cpu` preset as results.json files stored it before InitConfig composed RectifyOptions.
+FLAT_CPU_INIT = {"iters": 20, "lr": 0.1, "gamma": None, "gamma_factor": None, "sub_batches": 2, "overlap": 0.6,
+                 "mode": "sample", "batch_size": 64, "optimizer": "adam", "grad_clip": 1.0, "scale_tensors": None,
+                 "min_scale": 0.01, "heldout_mode": "sample", "gn_weight": 1.0, "gamma_margin": 0.3,
+                 "select": "feasible", "verify_batches": 0, "baseline_mode": "batch", "baseline_batch_size": 64}
+
+
+def test_init_composes_rectify_options_and_declares_none_of_them():
+    """InitConfig holds the engine's RectifyOptions under ``rectify`` and declares no rectify option itself;
+    every option is a flag of `initscore experiment`, generated from RectifyOptions."""
+    from initscore.contract import RectifyOptions
+    from initscore.experiments import InitConfig
+    from initscore.experiments.config import PER_RUN
+
+    assert InitConfig.model_fields["rectify"].annotation is RectifyOptions
+    assert set(InitConfig.model_fields) & set(RectifyOptions.model_fields) == set()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400", "TERMINAL_WIDTH": "400"}
+    p = subprocess.run([sys.executable, "-m", "initscore", "experiment", "--help"], capture_output=True, text=True,
+                       env=env, cwd=REPO, timeout=120)
+    assert p.returncode == 0, p.stderr
+    flags = {"lr": "--nio-lr", "split": "--sub-batch-split"}
+    for field in set(RectifyOptions.model_fields) - set(PER_RUN):
+        assert f" {flags.get(field, '--' + field.replace('_', '-'))} " in p.stdout, field
+
+
+def test_flat_init_of_saved_configs_loads_as_the_nested_one():
+    """A config saved with the rectify options beside the init's own fields (and a model's flat override) loads
+    into the same config as the preset; a key given both ways, or a per-run option, is a one-line error."""
+    cpu = preset("cpu")
+    saved = {**cpu.model_dump(mode="json"), "init": FLAT_CPU_INIT}
+    saved["models"] = [{**m, "init": {"scale_tensors": ["fc.weight"]} if m["init"] else None} for m in saved["models"]]
+    assert parse_config(saved) == cpu
+    assert parse_config(json.loads(json.dumps(cpu.model_dump(mode="json")))) == cpu
+    small = override(cpu, init={"iters": 5, "batch_size": 32})  # flat changes of options, as before
+    assert (small.init.rectify.iters, small.init.batch_size, small.init.rectify.mode) == (5, 32, "sample")
+    nested = {**MICRO, "init": {"batch_size": 32, "rectify": {"iters": 2}}}
+    assert parse_config(nested) == parse_config(MICRO)
+    for bad, needle in [({"iters": 2, "rectify": {"iters": 3}}, "both flat and under 'rectify'"),
+                        ({"rectify": {"method": "gradinit"}}, "rectify.method is not an experiment option"),
+                        ({"seed": 3}, "rectify.seed is not an experiment option"),
+                        ({"rectify": {"nope": 1}}, "init.rectify.nope")]:
+        with pytest.raises(OptionsError, match=needle) as ei:
+            parse_config({**MICRO, "init": bad})
+        assert "\n" not in str(ei.value)
+
+
+def test_each_run_gets_the_options_object_of_its_method():
+    """options_for: the method and seed of the run; the baselines' own mode, no scale_tensors and "feasible" for
+    "best"; options a method cannot take are refused when the config is read, before any run."""
+    from initscore.contract import RectifyOptions
+
+    cfg = parse_config({**MICRO, "methods": ["kaiming", "nio", "gradinit"],
+                        "init": {"rectify": {"iters": 2, "mode": "sample", "select": "best",
+                                             "scale_tensors": ["net.3.weight"]},
+                                 "batch_size": 16, "baseline_mode": "batch", "baseline_batch_size": 32}})
+    nio_opts = cfg.init.options_for("nio", seed=7)
+    assert isinstance(nio_opts, RectifyOptions)
+    assert (nio_opts.method, nio_opts.seed, nio_opts.mode, nio_opts.select, nio_opts.scale_tensors) == \
+        ("nio", 7, "sample", "best", ["net.3.weight"])
+    gi = cfg.init.options_for("gradinit", seed=7)
+    assert (gi.method, gi.seed, gi.mode, gi.select, gi.scale_tensors) == ("gradinit", 7, "batch", "feasible", None)
+    k = cfg.init.options_for("kaiming")
+    assert (k.mode, k.select, k.scale_tensors) == ("sample", "feasible", None)
+    assert (cfg.init.batch_size_for("nio"), cfg.init.batch_size_for("metainit")) == (16, 32)
+    with pytest.raises(OptionsError, match="method 'gradinit': init.rectify: profile='official'"):
+        parse_config({**MICRO, "methods": ["nio", "gradinit"],
+                      "init": {"rectify": {"profile": "official", "iters": 2}, "batch_size": 32}})

@@ -44,6 +44,13 @@ def test_validation_needs_neither_torch_nor_timm():
     ({"arch": "timm:resnet18", "args": {"num_classes": 0}}, ">= 1"),
     ({"arch": "timm:resnet18", "args": {"img_size": 32}}, "unknown argument"),  # resnet's constructor has none
     ({"arch": "timm:resnet18", "args": {"pretrained": True}}, "unknown argument"),  # never downloads
+    ({"arch": "timm:resnet18", "args": {"in_chans": "1"}}, "'in_chans' must be an integer"),
+    ({"arch": "timm:resnet18", "args": {"in_chans": 0}}, "'in_chans' must be >= 1"),
+    ({"arch": "timm:resnet18", "args": {"in_chans": 65}}, "'in_chans' must be <= 64"),
+    ({"arch": "timm:resnet18", "args": {"drop_rate": "0.1"}}, "'drop_rate' must be a number"),
+    ({"arch": "timm:resnet18", "args": {"drop_rate": 1.5}}, "'drop_rate' must be <= 1.0"),
+    ({"arch": "timm:resnet18", "args": {"drop_rate": -0.1}}, "'drop_rate' must be >= 0.0"),
+    ({"arch": "timm:resnet18", "args": {"drop_rate": float("nan")}}, "'drop_rate' must be finite"),
 ])
 def test_bad_timm_specs_name_the_cause(spec, needle):
     with pytest.raises(SpecError, match=needle):
@@ -106,3 +113,22 @@ def test_first_lookups_from_many_threads_all_see_the_whole_registry():
     for _ in range(5):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert out.stdout.startswith("0 "), (out.stdout, out.stderr)
+
+
+def test_in_chans_and_drop_rate_reach_timm_and_are_offered_only_where_the_constructor_takes_them():
+    from initscore.scores import gradcosine
+
+    cat = timm_models.catalog()["models"]
+    assert cat["resnet18"]["in_chans"] and cat["resnet18"]["drop_rate"]
+    entry, args = models.validate_spec({"arch": "timm:resnet18", "args": {"in_chans": 1, "drop_rate": 0.25}})
+    assert args["in_chans"] == 1 and args["drop_rate"] == 0.25 and isinstance(args["drop_rate"], float)
+    net = models.build({"arch": "timm:resnet18", "args": {"num_classes": 10, "in_chans": 1, "drop_rate": 0.25}})
+    assert net.conv1.in_channels == 1 and net.drop_rate == 0.25
+    x, y = torch.randn(4, 1, 32, 32), torch.tensor([0, 1, 2, 3])
+    assert 0.0 < gradcosine(net, (x, y), mode="batch").gc <= 1.0
+    lacking = {k: [n for n, i in cat.items() if not i[k]] for k in ("in_chans", "drop_rate")}
+    for key, names in lacking.items():
+        assert len(names) < len(cat)
+        if names:  # an architecture whose constructor does not take it is refused by name, torch-free
+            with pytest.raises(SpecError, match="unknown argument"):
+                models.validate_spec({"arch": f"timm:{names[0]}", "args": {key: 1}})

@@ -23,7 +23,7 @@ def test_job_dequeued_by_a_worker_that_dies_before_running_is_not_lost(queued) -
     from rq import SimpleWorker
     from rq.serializers import JSONSerializer
 
-    from service.queue import reap
+    from initscore.server.queue import reap
 
     settings, backend, tc = queued(heartbeat_ttl=1.0, max_attempts=2)
     job = tc.post("/v1/jobs?reuse=false", json=MLP_SCORE).json()
@@ -49,7 +49,7 @@ def test_job_popped_by_a_worker_that_dies_before_rq_marks_it_started_is_not_lost
     from rq import SimpleWorker
     from rq.serializers import JSONSerializer
 
-    from service.queue import reap
+    from initscore.server.queue import reap
 
     settings, backend, tc = queued(heartbeat_ttl=1.0, max_attempts=2)
     job = tc.post("/v1/jobs?reuse=false", json=MLP_SCORE).json()
@@ -72,7 +72,7 @@ def test_job_popped_by_a_worker_that_dies_before_rq_marks_it_started_is_not_lost
 
 def test_live_queue_is_not_reaped(queued) -> None:
     """A job waiting on its queue (no worker yet) is never re-queued by the sweep."""
-    from service.queue import reap
+    from initscore.server.queue import reap
 
     settings, backend, tc = queued(heartbeat_ttl=1.0, max_attempts=2)
     job = tc.post("/v1/jobs?reuse=false", json=MLP_SCORE).json()

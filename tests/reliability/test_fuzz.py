@@ -33,8 +33,8 @@ def _make_app() -> Any:
     from redis import Redis
 
     from service.app import create_app
-    from service.queue import RQBackend
-    from service.settings import Settings
+    from initscore.server.queue import RQBackend
+    from initscore.server.settings import Settings
 
     (_BASE / "data").mkdir(exist_ok=True)
     st = Settings(redis_url=f"redis://127.0.0.1:{_PORT}/0", artifact_dir=_BASE / "artifacts", allowed_roots=[str(_BASE / "data")],

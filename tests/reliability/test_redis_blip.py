@@ -51,8 +51,8 @@ def test_busy_workers_survive_redis_shutdown(tmp_path: Path) -> None:
     from redis import Redis
 
     from service.app import create_app
-    from service.queue import RQBackend
-    from service.settings import Settings
+    from initscore.server.queue import RQBackend
+    from initscore.server.settings import Settings
 
     srv = RedisServer(tmp_path / "redis", appendonly=True).start()
     (tmp_path / "data").mkdir()

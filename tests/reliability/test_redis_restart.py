@@ -38,8 +38,8 @@ def test_restart_keeps_finished_and_runs_queued(tmp_path: Path) -> None:
     from redis import Redis
 
     from service.app import create_app
-    from service.queue import RQBackend
-    from service.settings import Settings
+    from initscore.server.queue import RQBackend
+    from initscore.server.settings import Settings
 
     srv = RedisServer(tmp_path / "redis", appendonly=True).start()
     try:

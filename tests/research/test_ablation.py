@@ -42,3 +42,16 @@ def test_tuning_main_runs_the_bench_scripts_command_line(tmp_path, capsys):
     printed = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| fc, 1 iteration |")]
     assert printed == per_seed_lines(rows)
     assert rows[0]["runs"][0]["largest_scales"][0][0] == "fc.weight"  # the only scaled tensor moved
+
+
+def test_every_default_variant_runs():
+    """The GC-only variant (gn_weight=0) must run, not be skipped because rectify's signature changed."""
+    from research.ablation import VARIANTS
+    data = DataConfig(kind="synthetic", shape=(3, 4, 4), train_size=64, test_size=1, heldout_size=32,
+                      heldout_batch_size=16)
+    spec = {"arch": "mlp", "args": {"in_features": 48, "hidden": 8, "depth": 2}}
+    skipped: list[str] = []
+    rows = run_ablation(spec, [0], iters=1, batch_size=16, data=data,
+                        variants={k: v for k, v in VARIANTS.items() if "gn_weight" in v}, log=skipped.append)
+    assert [r["variant"] for r in rows] == [k for k, v in VARIANTS.items() if "gn_weight" in v]
+    assert not any("skip" in s for s in skipped)

@@ -38,3 +38,31 @@ def test_loggn_constraint_and_slopes_run() -> None:
     assert len(s["slopes"]) == 2 and s["global"][0]["c"] == 1.0
     with pytest.raises(ValueError):
         prototype_rectify(splits, 0, spec=SPEC, constraint="other", log=lambda s: None)
+
+
+# The study's own loop (a step-for-step copy of NIO's, before it used nio.rectify's hooks) gave these on
+# SPEC/DATA, seed 0, 6 iterations of 16, margin 0.3: the hooks must reproduce its numbers.
+OLD_LOOP = {
+    ("loggn", True): ([False, False, False, True, False, False, True],
+                      {"net.1.weight": 1.297093272, "net.1.bias": 1.29455626, "net.3.weight": 1.299943209,
+                       "net.3.bias": 1.247685552}),
+    ("loggn", False): ([False, False, False, True, True, False, True],
+                       {"net.1.weight": 1.414855838, "net.1.bias": 1.415378571, "net.3.weight": 1.427345991,
+                        "net.3.bias": 1.359300852}),
+    ("gn", False): ([False, False, False, True, True, False, True],
+                    {"net.1.weight": 1.319843531, "net.1.bias": 1.328546405, "net.3.weight": 1.348722339,
+                     "net.3.bias": 1.277335525}),
+}
+
+
+@pytest.mark.parametrize("constraint, split", list(OLD_LOOP))
+def test_the_switches_reproduce_the_old_loop(constraint: str, split: bool) -> None:
+    splits = load_splits(DATA, torch.device("cpu"))
+    lines: list[str] = []
+    r = prototype_rectify(splits, 0, spec=SPEC, gn_weight=1.0, lr=0.1, iters=6, batch_size=16, margin=0.3,
+                          constraint=constraint, split_optimizer=split, trace=True, log=lines.append)
+    constrained, scales = OLD_LOOP[(constraint, split)]
+    assert [h["constrained"] for h in r["history"]] == constrained
+    assert r["returned_iterate"] == 5 and r["gamma"] == pytest.approx(11.861048744915188, rel=1e-12)
+    assert r["scales"] == pytest.approx(scales, rel=1e-7)
+    assert len(lines) == 7 and lines[3].startswith("it  4 down")  # 6 traced steps and the summary

@@ -61,6 +61,102 @@ def served(env: dict[str, str], *, api_cwd: Path = REPO, worker_cwd: Path | None
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait(timeout=15)
+
+
+def _socket_owners() -> dict[str, int]:
+    """socket inode -> pid of a process holding it (every /proc/<pid>/fd that can be read)."""
+    owners: dict[str, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fds = os.listdir(proc / "fd")
+        except OSError:
+            continue
+        for fd in fds:  # one by one: an fd may close meanwhile (the listing's own, in this process)
+            try:
+                target = os.readlink(proc / "fd" / fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                owners.setdefault(target[8:-1], int(proc.name))
+    return owners
+
+
+def redis_clients(r: Any) -> list[dict[str, Any]]:
+    """Redis's CLIENT LIST for the server of connection ``r``, each entry with ``pid`` (the process that holds
+    the client's end of the TCP connection, from /proc/net/tcp and /proc/<pid>/fd; None if not found) and
+    ``cmdline`` of that process."""
+    clients = r.client_list()  # first: every connection it lists is in /proc/net/tcp by then
+    inodes: dict[int, str] = {}  # local port of a connection to the server -> socket inode
+    server_port = int(r.connection_pool.connection_kwargs.get("port", 6379))
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            local, remote, inode = f[1], f[2], f[9]
+            if int(remote.rsplit(":", 1)[1], 16) == server_port:
+                inodes[int(local.rsplit(":", 1)[1], 16)] = inode
+    owners = _socket_owners()
+    out = []
+    for c in clients:
+        pid = owners.get(inodes.get(int(c["addr"].rsplit(":", 1)[1]), ""))
+        cmdline = None
+        if pid is not None:
+            with contextlib.suppress(OSError):
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        out.append({**c, "pid": pid, "cmdline": cmdline})
+    return out
+
+
+BLOCKING_COMMANDS = frozenset({"blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin", "bzpopmax", "bzmpop",
+                               "subscribe", "psubscribe", "ssubscribe", "xread", "xreadgroup"})
+
+
+def leftover_clients(r: Any, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Connections to ``r``'s server that a finished test must not leave: any held by another process (a worker
+    that is still alive or still exiting), and any of this process blocked in a dequeue or subscription. Waits
+    up to ``timeout`` s for them to go (a killed process's sockets close when it has exited); returns those left."""
+    me = os.getpid()
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [c for c in redis_clients(r) if c["pid"] != me or c["cmd"].split("|")[0] in BLOCKING_COMMANDS]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.1)
+
+
+def child_processes(pid: int) -> list[tuple[int, str, str]]:
+    """(pid, state, cmdline) of every process whose parent is ``pid``; an exiting process's cmdline is empty."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            state, ppid = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            if ppid == str(pid):
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                out.append((int(proc.name), state, cmd))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def leftover_children(exclude: set[int]) -> list[str]:
+    """This process's child processes (alive, or exited but never waited for) other than ``exclude``, as
+    "pid state cmdline"; a test must kill AND wait() for what it started."""
+    return [f"{pid} {state} {cmd or '(exiting)'}" for pid, state, cmd in child_processes(os.getpid()) if pid not in exclude]
+
+
+def describe_client(c: dict[str, Any]) -> str:
+    return f"pid {c['pid']} ({c['cmdline'] or 'exiting or unknown'}) name={c['name'] or '-'} cmd={c['cmd']} age={c['age']}s"
+
+
+LIVE_REDIS_PIDS: set[int] = set()  # redis-servers started by RedisServer in this process (the session ones too)
 
 
 class RedisServer:
@@ -82,6 +178,7 @@ class RedisServer:
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--dir", str(self.workdir),
                 "--appendonly", "yes" if self.appendonly else "no", "--protected-mode", "no", "--loglevel", "warning"]
         self.proc = subprocess.Popen(args, cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        LIVE_REDIS_PIDS.add(self.proc.pid)
         from redis import Redis
 
         deadline = time.time() + 10
@@ -97,15 +194,18 @@ class RedisServer:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+        if self.proc:
+            LIVE_REDIS_PIDS.discard(self.proc.pid)
 
 
 def run_worker_burst(backend: Any, settings: Any, queues: tuple[str, ...] | None = None) -> None:
     """Run a real RQ SimpleWorker in burst mode (JSON serializer) in this process."""
-    import service.settings as sset
+    import initscore.server.settings as sset
     from rq import SimpleWorker
     from rq.serializers import JSONSerializer
 
-    from worker import defaults, jobs
+    from initscore.server import defaults
+    from worker import jobs
 
     sset.get_settings.cache_clear()
     os.environ["INITSCORE_ARTIFACT_DIR"] = str(settings.artifact_dir)
@@ -150,16 +250,23 @@ def redis_conn(redis_server: RedisServer) -> Iterator[Any]:
 
     r = Redis.from_url(redis_server.url)
     r.flushdb()
-    # a connection a previous test's worker left blocked in a dequeue would take this test's first job
-    r.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
     yield r
+    children = leftover_children(LIVE_REDIS_PIDS)
+    left = leftover_clients(r)
+    for c in left:  # so that the next test does not inherit them; this one fails below
+        r.execute_command("CLIENT", "KILL", "ID", c["id"])
     r.flushdb()
     r.close()
+    # a SIGKILLed worker that was not waited for can still hold its blocked dequeue when the next test
+    # submits, and Redis hands that test's job to the dying connection
+    assert not children, "the test left child processes behind (kill AND wait() for them): " + "; ".join(children)
+    assert not left, "the test left Redis connections behind (a worker still alive or still exiting: SIGKILL it and " \
+                     "wait() for it): " + "; ".join(describe_client(c) for c in left)
 
 
 @pytest.fixture()
 def settings_factory(tmp_path: Path, redis_server: RedisServer):
-    from service.settings import Settings
+    from initscore.server.settings import Settings
 
     def make(**kw: Any) -> Settings:
         base = dict(redis_url=redis_server.url, artifact_dir=tmp_path / "artifacts", allowed_roots=[str(tmp_path / "data")],
@@ -177,7 +284,7 @@ def queued(settings_factory, redis_conn):
     from fastapi.testclient import TestClient
 
     from service.app import create_app
-    from service.queue import RQBackend
+    from initscore.server.queue import RQBackend
 
     def make(**kw: Any):
         settings = settings_factory(**kw)

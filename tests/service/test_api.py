@@ -14,7 +14,7 @@ from svc_helpers import expect_problem as _problem
 
 
 def test_service_and_client_import_without_torch() -> None:
-    code = "import sys, service.app, service.queue, worker.jobs, client, initscore.jobs; assert 'torch' not in sys.modules, 'torch leaked'; print('ok')"
+    code = "import sys, service.app, initscore.server.queue, worker.jobs, client, initscore.jobs; assert 'torch' not in sys.modules, 'torch leaked'; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 

@@ -136,7 +136,7 @@ def test_api_keys_and_visibility(queued) -> None:
 def test_settings_reject_plain_keys() -> None:
     from pydantic import ValidationError
 
-    from service.settings import Settings
+    from initscore.server.settings import Settings
 
     with pytest.raises(ValidationError):
         Settings(api_keys=["my-plain-secret"])

@@ -34,7 +34,7 @@ def test_redis_down_then_back(tmp_path, settings_factory) -> None:
     from fastapi.testclient import TestClient
 
     from service.app import create_app
-    from service.queue import RQBackend
+    from initscore.server.queue import RQBackend
 
     srv = RedisServer(tmp_path / "r2").start()
     try:

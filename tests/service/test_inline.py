@@ -19,7 +19,7 @@ def test_inline_score_rectify_and_cancel(tmp_path) -> None:
     from fastapi.testclient import TestClient
 
     from service.app import create_app
-    from service.settings import Settings
+    from initscore.server.settings import Settings
 
     settings = Settings(redis_url=None, artifact_dir=tmp_path / "a", allowed_roots=[str(tmp_path)])
     with TestClient(create_app(settings)) as tc:

@@ -112,3 +112,37 @@ def test_bad_uploads_are_refused_with_the_cause_and_nothing_is_stored(queued) ->
     assert backend.queue_depths()["initscore-score"] == 0  # a bad upload never reaches a worker
     _problem(tc.post("/v1/jobs", json={**MLP_SCORE, "model": {"arch": "onnx", "args": {"sha256": "0" * 64}}}), 422)
     _problem(tc.post("/v1/jobs", json={**MLP_SCORE, "model": {"arch": "onnx", "args": {"sha256": "xyz"}}}), 422)
+
+
+def _refs(settings) -> set[str]:
+    root = settings.artifact_dir / "refs" / "models"
+    return {p.name for p in root.rglob("*.json")} if root.exists() else set()
+
+
+def test_upload_while_the_store_cannot_write_is_503_stores_nothing_and_a_retry_succeeds(queued) -> None:
+    """The objects directory replaced by a plain file: every object write fails (even as root). The upload is
+    answered 503 store-unavailable problem+json, nothing is stored and the model is unknown; once the directory is
+    back, the same upload is stored (201) and usable."""
+    settings, backend, tc = queued()
+    data, _ = _exported(MLP_SCORE["model"])
+    objects = settings.artifact_dir / "objects"
+    objects.mkdir(parents=True, exist_ok=True)
+    before_objects, before_refs = _objects(settings), _refs(settings)
+    objects.rmdir()
+    objects.write_text("not a directory")
+    r = tc.post("/v1/models", content=data, headers=OCTET)
+    body = _problem(r, 503)
+    assert body["type"].endswith(":store-unavailable") and "artifact store" in body["detail"], body
+    objects.unlink()
+    assert _objects(settings) == before_objects and _refs(settings) == before_refs
+    sha = __import__("hashlib").sha256(data).hexdigest()
+    _problem(tc.get(f"/v1/models/{sha}"), 404)
+    body = _problem(tc.post("/v1/jobs", json={**MLP_SCORE, "model": {"arch": "onnx", "args": {"sha256": sha}}}), 422)
+    assert body["errors"][0]["loc"] == "model.args.sha256"
+    assert backend.queue_depths()["initscore-score"] == 0
+
+    retry = tc.post("/v1/models", content=data, headers=OCTET)
+    assert retry.status_code == 201 and retry.json()["sha256"] == sha, retry.text
+    assert sha in _objects(settings)
+    assert tc.get(f"/v1/models/{sha}").json()["sha256"] == sha
+    assert tc.post("/v1/jobs", json={**MLP_SCORE, "model": retry.json()["spec"]}).status_code == 202

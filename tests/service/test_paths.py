@@ -20,7 +20,7 @@ from svc_helpers import MLP_SCORE, REPO, expect_problem, served, with_field
 
 
 def _settings_in(cwd: Path, env: dict[str, str]) -> str:
-    code = "from service.settings import Settings; s = Settings(); print(s.artifact_dir); print(','.join(s.allowed_roots))"
+    code = "from initscore.server.settings import Settings; s = Settings(); print(s.artifact_dir); print(','.join(s.allowed_roots))"
     out = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout

@@ -56,6 +56,7 @@ def test_readyz_turns_not_ready_when_the_last_worker_dies(queued) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        proc.wait(timeout=20)
 
 
 def _limit_file_size() -> None:  # runs in the API child before exec

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from service.deps import ResultCache
-from service.storage import FileArtifactStore
+from initscore.server.storage import FileArtifactStore
 
 
 def _results(store: FileArtifactStore, n: int, width: int) -> list[tuple[str, dict, int]]:

@@ -105,7 +105,7 @@ def test_ui_end_to_end_in_chromium(stack, browser) -> None:
     fractions = set()
 
     def finished(d) -> bool:
-        done = bool(d.find_elements(By.CSS_SELECTOR, 'section.job[data-status="finished"]'))
+        done = bool(d.find_elements(By.CSS_SELECTOR, f'section.job[data-job="{rect["id"]}"][data-status="finished"]'))
         pct = d.find_elements(By.CSS_SELECTOR, "section.job .bar .pct")  # read after: the page may have just rendered
         if pct:
             fractions.add(pct[0].text)
@@ -128,7 +128,9 @@ def test_ui_end_to_end_in_chromium(stack, browser) -> None:
     # the score page: the Figure 3 pair as two bar charts
     alice.wait(score, timeout=60)
     drv.get(f"{url}/ui#/jobs/{score['id']}")
-    _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, 'section.job[data-status="finished"]'), what="score page")
+    # a hash change returns at once: wait for this job's page, not any finished page still shown
+    _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, f'section.job[data-job="{score["id"]}"][data-status="finished"]'),
+          what="score page")
     assert len(drv.find_elements(By.CSS_SELECTOR, "section.job svg.chart")) == 2
     assert drv.find_elements(By.CSS_SELECTOR, "section.job svg.chart rect")
     _shot(drv, "3-score")
@@ -136,7 +138,7 @@ def test_ui_end_to_end_in_chromium(stack, browser) -> None:
     # the batch ranking sorts by a column
     alice.wait(batch, timeout=60)
     drv.get(f"{url}/ui#/jobs/{batch['id']}")
-    _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, 'section.job[data-status="finished"] table.sortable'),
+    _wait(drv, lambda d: d.find_elements(By.CSS_SELECTOR, f'section.job[data-job="{batch["id"]}"][data-status="finished"] table.sortable'),
           what="ranking")
     head = [th for th in drv.find_elements(By.CSS_SELECTOR, "table.sortable th") if th.text == "params"][0]
     head.click()

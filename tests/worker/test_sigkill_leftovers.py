@@ -54,3 +54,4 @@ def test_next_job_runs_after_a_worker_is_sigkilled(queued) -> None:
                     os.killpg(p.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+                p.wait(timeout=20)  # until it has exited, its blocked dequeue can take the next test's job

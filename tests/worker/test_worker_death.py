@@ -2,7 +2,7 @@
 
 Real processes: a `python -m worker.main` subprocess on the real Redis runs a
 rectify job; the test kills it with SIGKILL once the job has published progress,
-then runs the abandoned-job sweep (`service.queue.reap`) as the API does.
+then runs the abandoned-job sweep (`initscore.server.queue.reap`) as the API does.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def _kill_mid_run(tc, job_id: str, proc: subprocess.Popen) -> dict:
 
 
 def _reap_until(backend, settings, job_id: str, timeout: float = 15.0) -> list:
-    from service.queue import reap
+    from initscore.server.queue import reap
 
     deadline = time.time() + timeout
     while time.time() < deadline:

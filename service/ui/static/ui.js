@@ -2,6 +2,7 @@
 "use strict";
 const main = document.getElementById("main");
 let timer = null;
+let shown = 0;  // the latest show(): an earlier one still awaiting its fragments must not render over it
 
 function key() { return sessionStorage.getItem("initscore-key") || ""; }
 function headers() { const k = key(); return k ? { "Authorization": "Bearer " + k } : {}; }
@@ -46,6 +47,7 @@ function sortable(root) {
 
 async function show() {
   clearTimeout(timer);
+  const mine = ++shown;
   const h = location.hash.replace(/^#/, "") || "/";
   try {
     document.getElementById("who").innerHTML = await fragment("/ui/fragments/whoami");
@@ -63,10 +65,12 @@ async function show() {
       html = "<h2>Your jobs</h2>" + await fragment("/ui/fragments/jobs" + (c ? "?cursor=" + c[1] : ""));
       live = true;  // new submissions appear without a reload
     }
+    if (mine !== shown) return;
     main.innerHTML = html;
     sortable(main);
     if (live) timer = setTimeout(show, 2000);
   } catch (err) {
+    if (mine !== shown) return;
     document.getElementById("who").textContent = "";
     main.innerHTML = "";
     const p = document.createElement("p"); p.className = "err";

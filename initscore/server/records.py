@@ -1,20 +1,20 @@
 """The job record: the index entry of one submitted job (torch-free, JSON-able).
 
 The record is written to Redis (the index, with a TTL) and, at submission and at
-every final transition, to the artifact store under ``refs/jobs/<id>.json`` (the
-durable copy), so a finished job stays readable after a Redis flush or TTL expiry.
+every transition (:mod:`initscore.server.lifecycle`), to the artifact store under
+``refs/jobs/<id>.json`` (the durable copy), so a finished job stays readable after a
+Redis flush or TTL expiry.
 Results, weights and plots are NOT in the record: it points at them by sha256.
 """
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-JobState = Literal["queued", "running", "finished", "failed", "cancelled"]
-FINAL_STATES = frozenset({"finished", "failed", "cancelled"})
+from initscore.contract import FINAL_STATES, JobState
 OPEN_OWNER = "anonymous"
 
 

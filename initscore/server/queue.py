@@ -16,19 +16,40 @@ job function (transient retries exhausted) are recorded as failed.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
-from service.index import JobIndex, MemoryJobIndex, RedisJobIndex
-from service.records import JobError, JobRecord
-from service.settings import Settings
-from service.storage import FileArtifactStore
-from worker import defaults
+from initscore.server import defaults, lifecycle
+from initscore.server.index import JobIndex, MemoryJobIndex, RedisJobIndex
+from initscore.server.records import JobError, JobRecord
+from initscore.server.settings import Settings
+from initscore.server.storage import ArtifactStore, FileArtifactStore
 
 log = logging.getLogger("initscore.service")
+
+
+@dataclass(frozen=True)
+class InlineContext:
+    """What a job run inside the API process (inline mode) uses instead of the RQ worker's own context."""
+
+    index: JobIndex
+    store: ArtifactStore
+    settings: Settings
+
+
+def job_function(name: str = defaults.JOB_FUNCTION) -> Callable[..., Any]:
+    """The job function named by a dotted path (``package.module.function``), imported with importlib.
+
+    RQ resolves the same name in a worker; the inline backend resolves it here, so the server core
+    names the worker's code without importing it.
+    """
+    module, _, attr = name.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
 
 
 def rq_job_id(rec: JobRecord) -> str:
@@ -147,54 +168,32 @@ class RQBackend:
                 log.warning("reaper round skipped: %s", type(exc).__name__)
 
 
-def _persist(store: FileArtifactStore, rec: JobRecord | None) -> None:
-    if rec is None:
-        return
-    try:
-        store.put_ref("jobs", rec.id, rec.model_dump(mode="json"))
-    except OSError as exc:
-        log.error("cannot persist record %s: %s", rec.id, exc)
-
-
 def _abandon(backend: "RQBackend", rec: JobRecord, expected: str, why: str) -> str | None:
-    """Compare-and-set an abandoned attempt: re-queue it as the next attempt, or fail it at the last.
+    """An abandoned attempt: re-queue it as the next attempt (lifecycle.requeue), or fail it at the last.
 
-    Only the sweeper whose update wins (record still `expected`, same attempt, no live heartbeat)
-    acts; returns 'requeued', 'failed' or None.
+    Only the sweeper whose compare-and-set wins (record still `expected`, same attempt, no live
+    heartbeat) acts; returns 'requeued', 'failed' or None.
     """
     idx = backend.index
-    job_id, attempt = rec.id, rec.attempt
-    won: list[bool] = []
 
-    def _update(r: JobRecord) -> JobRecord | None:
-        if r.status != expected or r.attempt != attempt or idx.alive(job_id, attempt):
+    def dead(r: JobRecord) -> bool:
+        return not idx.alive(r.id, r.attempt)
+
+    if rec.attempt < rec.max_attempts:
+        new = lifecycle.requeue(idx, backend.store, rec.id, rec.attempt, why, leaves=(expected,), guard=dead)
+        if new is None:  # another sweeper (or the worker) changed it first
             return None
-        won.append(True)
-        if r.attempt < r.max_attempts:
-            r.note(f"{why}; re-queued as attempt {r.attempt + 1} of {r.max_attempts}")
-            r.attempt += 1
-            r.status, r.worker, r.started_at = "queued", None, None
-        else:
-            r.note(f"{why}; not re-queued (max_attempts={r.max_attempts})")
-            r.status, r.finished_at = "failed", time.time()
-            r.error = JobError(
-                type="worker-died",
-                title="Worker died",
-                detail=f"the worker running this job died or lost contact during {r.attempt} attempt(s); "
-                "if it ran out of memory, resubmit with a smaller data.batch_size",
-            )
-        return r
-
-    new = idx.update(job_id, _update)
-    if new is None or not won:  # another sweeper (or the worker) changed it first
-        return None
-    _persist(backend.store, new)
-    if new.status == "queued":
         backend.enqueue(new)
-        log.warning("job %s: %s; re-queued (attempt %d)", job_id, why, new.attempt)
         return "requeued"
-    log.warning("job %s: %s; failed after %d attempts", job_id, why, attempt)
-    return "failed"
+    error = JobError(
+        type="worker-died",
+        title="Worker died",
+        detail=f"the worker running this job died or lost contact during {rec.attempt} attempt(s); "
+        "if it ran out of memory, resubmit with a smaller data.batch_size",
+    )
+    new = lifecycle.fail(idx, backend.store, rec.id, error, f"{why}; not re-queued (max_attempts={rec.max_attempts})",
+                         attempt=rec.attempt, leaves=(expected,), guard=dead)
+    return None if new is None else "failed"
 
 
 def _dequeued_and_dropped(backend: "RQBackend", rec: JobRecord, now: float, grace: float) -> bool:
@@ -265,15 +264,8 @@ def reap(backend: RQBackend, settings: Settings, *, now: float | None = None) ->
             info = (job.latest_result().exc_string if job.latest_result() else "") or ""
             last = info.strip().splitlines()[-1] if info.strip() else str(status)
 
-            def _fail(r: JobRecord) -> JobRecord | None:
-                if r.status != "queued":
-                    return None
-                r.status, r.finished_at = "failed", time.time()
-                r.error = JobError(type="queue-failure", title="Job failed in the queue", detail=last[:500])
-                r.note(f"RQ reported {status}: {last[:200]}")
-                return r
-
-            _persist(backend.store, idx.update(job_id, _fail))
+            error = JobError(type="queue-failure", title="Job failed in the queue", detail=last[:500])
+            lifecycle.fail(idx, backend.store, job_id, error, f"RQ reported {status}: {last[:200]}", leaves=("queued",))
             actions.append((job_id, "failed"))
     return actions
 
@@ -290,9 +282,9 @@ class InlineBackend:
         self.pool = ThreadPoolExecutor(max_workers=settings.inline_workers, thread_name_prefix="initscore-inline")
 
     def enqueue(self, rec: JobRecord) -> None:
-        from worker.jobs import run_inline  # lazy: the engine (torch) loads only when a job runs
-
-        self.pool.submit(run_inline, rec.id, rec.attempt, rec.request, self.index, self.store, self.settings)
+        """Run the job function (the one RQ runs, by name) on a pool thread; the engine (torch) loads when a job runs."""
+        self.pool.submit(job_function(), job_id=rec.id, attempt=rec.attempt, request=rec.request,
+                         inline=InlineContext(self.index, self.store, self.settings))
 
     def cancel_queued(self, rec: JobRecord) -> None:  # the pool thread skips a record that is no longer queued
         return None
@@ -324,4 +316,5 @@ def make_backend(settings: Settings) -> Backend:
     return InlineBackend(settings) if settings.inline else RQBackend(settings)
 
 
-__all__ = ["Backend", "InlineBackend", "JobIndex", "RQBackend", "make_backend", "reap", "rq_job_id"]
+__all__ = ["Backend", "InlineBackend", "InlineContext", "JobIndex", "RQBackend", "job_function", "make_backend", "reap",
+           "rq_job_id"]

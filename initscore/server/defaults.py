@@ -1,4 +1,4 @@
-"""Every queue name, timeout and TTL of the worker side, in one place."""
+"""Every queue name, timeout and TTL of the server side, and the job function's dotted name, in one place."""
 from __future__ import annotations
 
 SCORE_QUEUE = "initscore-score"      # short jobs: score, batch, propagation
@@ -20,4 +20,5 @@ TRANSIENT_RETRIES = 2
 TRANSIENT_RETRY_INTERVALS = (0, 0)
 
 PROGRESS_MIN_INTERVAL = 0.2   # seconds between two job.meta progress writes
+# the job function, by name only: RQ imports it in a worker, the inline backend with importlib (queue.job_function)
 JOB_FUNCTION = "worker.jobs.execute_job"

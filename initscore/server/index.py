@@ -12,10 +12,10 @@ import threading
 import time
 from typing import Any, Callable, Iterable, Protocol
 
-from service.records import FINAL_STATES, JobRecord
+from initscore.contract import FINAL_STATES, JOB_STATES
+from initscore.server.records import JobRecord
 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0)
-STATES = ("queued", "running", "finished", "failed", "cancelled")
 Updater = Callable[[JobRecord], "JobRecord | None"]
 
 
@@ -62,6 +62,10 @@ class RedisJobIndex:
 
     def ping(self) -> bool:
         return bool(self.r.ping())
+
+    def record_key(self, job_id: str) -> str:
+        """The Redis key of a job's record (read by the API's async path, service.deps.AsyncRecords)."""
+        return self._k("job", job_id)
 
     def next_seq(self) -> int:
         return int(self.r.incr(self._k("seq")))
@@ -143,9 +147,9 @@ class RedisJobIndex:
 
     def counts(self) -> dict[str, int]:
         pipe = self.r.pipeline(transaction=False)
-        for s in STATES:
+        for s in JOB_STATES:
             pipe.scard(self._k("state", s))
-        return dict(zip(STATES, (int(x) for x in pipe.execute())))
+        return dict(zip(JOB_STATES, (int(x) for x in pipe.execute())))
 
     def running_ids(self) -> list[str]:
         return sorted(m.decode() if isinstance(m, bytes) else m for m in self.r.smembers(self._k("running")))
@@ -277,7 +281,7 @@ class MemoryJobIndex:
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            out = {s: 0 for s in STATES}
+            out = {s: 0 for s in JOB_STATES}
             for r in self._jobs.values():
                 out[r.status] += 1
             return out
