@@ -73,12 +73,3 @@ def finite(name: str, value: float) -> float:
     if not math.isfinite(value):
         raise NonFiniteError(f"proxy {name!r} is {value} for this architecture and batch (not replaced)", tensor=None)
     return value
-
-
-def is_oom(exc: BaseException) -> bool:
-    oom_type = getattr(torch, "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(exc, oom_type):
-        return True
-    if isinstance(exc, MemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()

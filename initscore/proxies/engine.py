@@ -27,9 +27,9 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from initscore.errors import InitscoreError, OptionsError, ResourceError
+from initscore.errors import InitscoreError, OptionsError, ResourceError, is_out_of_memory
 from initscore.proxies import PROXIES
-from initscore.proxies.common import is_oom, model_device
+from initscore.proxies.common import model_device
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -86,7 +86,7 @@ def _run_group(fn: Callable[..., Any], model: nn.Module, x: torch.Tensor, y: tor
         try:
             return fn(model, x, y, chunks)
         except Exception as exc:  # noqa: BLE001 - only OOM is retried
-            if not is_oom(exc):
+            if not is_out_of_memory(exc):
                 raise
         gc.collect()
         if torch.cuda.is_available():
