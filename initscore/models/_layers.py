@@ -61,3 +61,24 @@ def kaiming_init_(module: nn.Module) -> None:
         elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def fixup_init_(net: nn.Module, block: type[nn.Module], branches: int) -> None:
+    """Fixup (Zhang et al., ICLR 2019, Sec. 3) for residual networks with m = 2 convs per branch.
+
+    He fan-out normal everywhere (:func:`kaiming_init_`), then in every ``block`` the branch's first conv
+    (``conv1``) times branches^(-1/2) = L^(-1/(2m-2)) and its last conv (``conv2``) at 0; the classifier ``net.fc``
+    (weight and bias) at 0. The stem and any 1x1 shortcut convs keep their He initialization; the blocks' scalar
+    biases start at 0 and multipliers at 1 (their constructors' values).
+
+    net: the network; block: the Fixup block class whose ``conv1``/``conv2`` form a branch; branches: L, the
+    number of residual branches.
+    """
+    kaiming_init_(net)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, block):
+                m.conv1.weight.mul_(branches ** -0.5)
+                m.conv2.weight.zero_()
+        net.fc.weight.zero_()
+        net.fc.bias.zero_()

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from initscore.grad_samplers import register_samplewise
-from initscore.models._layers import kaiming_init_, norm2d
+from initscore.models._layers import fixup_init_, kaiming_init_, norm2d
 from initscore.models.resnet_cifar import WIDTHS
 
 
@@ -75,20 +75,6 @@ class FixupBasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-def fixup_init_(net: "CifarResNet", branches: int) -> None:
-    """Fixup (Zhang et al. 2019, Sec. 3): classifier and every branch's last conv at 0; the other branch convs
-    He-initialized (fan-out normal, as kaiming_init_) times branches^(-1/2) (L^(-1/(2m-2)), m = 2); the stem conv
-    He-initialized; scalar biases 0, multipliers 1."""
-    kaiming_init_(net)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, FixupBasicBlock):
-                m.conv1.weight.mul_(branches ** -0.5)
-                m.conv2.weight.zero_()
-        net.fc.weight.zero_()
-        net.fc.bias.zero_()
-
-
 class CifarResNet(nn.Module):
     """ResNet-(6n+2) for 32x32 inputs; `bn=False` puts a per-channel bias in place of each BN;
     `init="fixup"` (bn=False, shortcut "A") builds Fixup blocks and Fixup's initialization instead."""
@@ -113,7 +99,7 @@ class CifarResNet(nn.Module):
             self.layer1, self.layer2, self.layer3 = stages
             self.bias2 = nn.Parameter(torch.zeros(1))
             self.fc = nn.Linear(WIDTHS[-1], num_classes)
-            fixup_init_(self, branches=3 * n)
+            fixup_init_(self, FixupBasicBlock, branches=3 * n)
             return
         self.conv1 = nn.Conv2d(3, WIDTHS[0], 3, 1, 1, bias=False)
         self.bn1 = norm2d(WIDTHS[0], bn)

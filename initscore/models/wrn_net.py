@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from initscore.models._layers import kaiming_init_, norm2d
+from initscore.models._layers import fixup_init_, kaiming_init_, norm2d
 
 
 class WideBlock(nn.Module):
@@ -65,24 +65,9 @@ class FixupWideBlock(nn.Module):
         return out + (x if self.shortcut is None else self.shortcut(pre))
 
 
-def fixup_wrn_init_(net: "WideResNet", branches: int) -> None:
-    """Fixup (Zhang et al. 2019, Sec. 3) for the Wide ResNet: He fan-out normal everywhere (kaiming_init_), then
-    every branch's last conv and the classifier (weight and bias) at 0, every branch's first conv times
-    branches^(-1/2) = L^(-1/(2m-2)) with m = 2 layers per branch; the stem and the 1x1 shortcut convs keep their
-    He initialization; scalar biases 0, multipliers 1."""
-    kaiming_init_(net)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, FixupWideBlock):
-                m.conv1.weight.mul_(branches ** -0.5)
-                m.conv2.weight.zero_()
-        net.fc.weight.zero_()
-        net.fc.bias.zero_()
-
-
 class WideResNet(nn.Module):
     """WRN-depth-width; ``init="fixup"`` (bn=False only) builds :class:`FixupWideBlock` blocks, a scalar bias before
-    the last ReLU and before the classifier, and Fixup's initialization (:func:`fixup_wrn_init_`)."""
+    the last ReLU and before the classifier, and Fixup's initialization (:func:`initscore.models._layers.fixup_init_`)."""
 
     def __init__(
         self, depth: int = 28, width: int = 10, dropout: float = 0.0, num_classes: int = 10, bn: bool = True,
@@ -111,7 +96,7 @@ class WideResNet(nn.Module):
             self.bn = norm2d(c_in, bn)
         self.fc = nn.Linear(c_in, num_classes)
         if self.fixup:
-            fixup_wrn_init_(self, branches=3 * n)
+            fixup_init_(self, FixupWideBlock, branches=3 * n)
         else:
             kaiming_init_(self)
 
