@@ -210,10 +210,15 @@ class RectifyOptions(_Options):
 
 
 class PropagationOptions(_Model):
-    """Options of a signal-propagation report."""
+    """Options of a signal-propagation report (initscore.propagation.report); the data's seed is data.seed."""
 
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
-    plot: bool = True
+    seed: int = Field(default=0, ge=0, le=2**31 - 1,
+                      description="torch seed for the initial weights and for the forward pass's randomness (dropout)")
+    level: Literal["leaf", "block"] = Field(default="leaf", description="leaf: every parameterized leaf module; "
+                                            "block: the residual blocks (and the leaves outside them)")
+    train_mode: bool = Field(default=True, description="run the model in train mode (BN batch statistics); "
+                             "False: eval mode")
+    plot: bool = Field(default=True, description="render the PNG of variance by depth")
 
 
 def _no_fresh_batches(data: DataRef, kind: str) -> None:
@@ -378,6 +383,7 @@ class LayerPropagation(_Model):
     depth: int
     forward_var: float
     backward_var: float | None
+    kind: str | None = None  # the module's class name
 
 
 class PropagationResult(_Model):
@@ -385,6 +391,10 @@ class PropagationResult(_Model):
     arch: str
     layers: list[LayerPropagation]
     input_output_cka: float | None = None
+    input_var: float | None = None
+    output_var: float | None = None
+    loss: float | None = None
+    loss_kind: str | None = None  # cross_entropy_sum or half_sum_sq
     plot_sha256: str | None = None
     seconds: float = 0.0
 

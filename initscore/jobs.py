@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import contextvars
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -38,7 +36,6 @@ from initscore.contract import (
     BatchRequest,
     BatchResult,
     JobRequest,
-    LayerPropagation,
     LayerScore,
     PropagationRequest,
     PropagationResult,
@@ -279,32 +276,24 @@ def _run_rectify(req: RectifyRequest, progress: Progress | None) -> tuple[Rectif
 
 
 def _run_propagation(req: PropagationRequest) -> tuple[PropagationResult, bytes | None]:
+    """initscore.propagation.report of the request's model (weights and forward randomness seeded by
+    options.seed, train or eval mode by options.train_mode) on the batch data.seed draws; the PNG when
+    options.plot, its sha256 in the result."""
+    import hashlib
+
     from initscore import propagation
 
+    opts = req.options
     t0 = time.perf_counter()
     td = _load_data(req.data)
     batch = td.batch(req.data.batch_size, req.data.seed)
-    model = _build(req.model, req.options.seed)
+    model = _build(req.model, opts.seed)
+    model.train(opts.train_mode)
     _check_fits(model, batch[0], 0)  # any output: the report follows the signal, not a loss
-    rep = propagation.report(model, batch, seed=req.options.seed)
-    png = None
-    if req.options.plot:
-        fd, path = tempfile.mkstemp(suffix=".png")
-        os.close(fd)
-        try:
-            propagation.plot(rep, path)
-            with open(path, "rb") as fh:
-                png = fh.read()
-        finally:
-            os.unlink(path)
-    layers = [
-        LayerPropagation(name=l.name, depth=int(l.depth), forward_var=float(l.forward_var),
-                         backward_var=None if l.backward_var is None else float(l.backward_var))
-        for l in rep.layers
-    ]
-    cka = getattr(rep, "input_output_cka", None)
-    return PropagationResult(arch=req.model.arch, layers=layers, input_output_cka=None if cka is None else float(cka),
-                             seconds=time.perf_counter() - t0), png
+    rep = propagation.report(model, batch, seed=opts.seed, level=opts.level)
+    png = propagation.plot_bytes(rep) if opts.plot else None
+    sha = None if png is None else hashlib.sha256(png).hexdigest()
+    return rep.to_result(req.model.arch, plot_sha256=sha, seconds=time.perf_counter() - t0), png
 
 
 def run_job(

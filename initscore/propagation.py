@@ -76,8 +76,12 @@ class PropagationReport:
         return PropagationResult(
             arch=arch,
             layers=[LayerPropagation(name=l.name, depth=l.depth, forward_var=l.forward_var,
-                                     backward_var=l.backward_var) for l in self.layers],
+                                     backward_var=l.backward_var, kind=l.kind) for l in self.layers],
             input_output_cka=self.input_output_cka,
+            input_var=self.input_var,
+            output_var=self.output_var,
+            loss=self.loss,
+            loss_kind=self.loss_kind,
             plot_sha256=plot_sha256,
             seconds=seconds,
         )
@@ -283,15 +287,20 @@ def plot(report: PropagationReport, path: str, *, title: str | None = None) -> s
     return hashlib.sha256(data).hexdigest()
 
 
-def format_table(report: PropagationReport) -> str:
-    """Plain-text table: depth, name, kind, forward var, backward var."""
+def format_table(report: Any) -> str:
+    """Plain-text table: depth, name, kind, forward var, backward var, then the input/output summary.
+
+    report: a PropagationReport or the contract's PropagationResult (fields it lacks print as "-")."""
+    def g(v: Any, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
     lines = [f"{'depth':>5}  {'layer':<28} {'kind':<20} {'fwd var':>11} {'bwd var':>11}"]
     for l in report.layers:
-        b = "-" if l.backward_var is None else f"{l.backward_var:11.4g}"
-        lines.append(f"{l.depth:>5}  {l.name[:28]:<28} {l.kind[:20]:<20} {l.forward_var:11.4g} {b:>11}")
+        kind = (l.kind or "-")[:20]
+        lines.append(f"{l.depth:>5}  {l.name[:28]:<28} {kind:<20} {l.forward_var:11.4g} {g(l.backward_var, '11.4g'):>11}")
     cka = "n/a" if report.input_output_cka is None else f"{report.input_output_cka:.4f}"
-    lines.append(f"input var {report.input_var:.4g}  output var {report.output_var:.4g}  "
-                 f"input-output linear CKA {cka}  loss ({report.loss_kind}) {report.loss:.4g}")
+    lines.append(f"input var {g(report.input_var, '.4g')}  output var {g(report.output_var, '.4g')}  "
+                 f"input-output linear CKA {cka}  loss ({report.loss_kind or '-'}) {g(report.loss, '.4g')}")
     return "\n".join(lines)
 
 

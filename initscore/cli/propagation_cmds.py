@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from typing import Any, Optional
 
 import typer
@@ -53,29 +52,17 @@ def _dims(m: int, n: int) -> None:
         raise OptionsError(f"--m and --n must be >= 1, got m={m}, n={n}")
 
 
-def propagation(
-    arch: str = typer.Option(..., help="registered architecture, e.g. resnet20"),
-    args: str = typer.Option("{}", help="JSON object of architecture arguments"),
-    data: str = typer.Option("synthetic", help="data kind: synthetic, cifar10, mnist, ... (contract DataRef.kind)"),
-    root: Optional[str] = typer.Option(None, help="data root (default for cifar10: ../shared/data/cifar10_jpeg)"),
-    split: str = typer.Option("train", help="train or test"),
-    batch_size: int = typer.Option(64, help="samples in the batch"),
-    seed: int = typer.Option(0, help="which samples / synthetic data; also seeds the forward pass"),
-    init_seed: int = typer.Option(0, help="torch seed for the initial weights"),
-    shape: Optional[str] = typer.Option(None, help="synthetic sample shape, e.g. 3,32,32 (default: the model's)"),
-    level: str = typer.Option("leaf", help="leaf (every parameterized leaf) or block (residual blocks)"),
-    eval_mode: bool = typer.Option(False, "--eval", help="run the model in eval mode (default: train mode)"),
-    plot: Optional[str] = typer.Option(None, help="write a PNG of variance by depth here"),
-    as_json: bool = typer.Option(False, "--json", help="print the contract PropagationResult as JSON"),
-) -> None:
-    """Per-layer forward/backward variance at initialization and input-output linear CKA."""
-    from initscore.contract import DataRef
-    from initscore.models import get_entry, validate_spec
+def _propagation_request(arch: str, args: str, data: str, root: str | None, split: str, batch_size: int, seed: int,
+                         init_seed: int, shape: str | None, level: str, eval_mode: bool, plot: bool
+                         ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The contract PropagationRequest of the verb (what ``initscore submit`` would send), validated torch-free,
+    and the architecture's full arguments (defaults filled in).
 
-    if level not in ("leaf", "block"):
-        raise OptionsError(f"--level must be 'leaf' or 'block', got {level!r}")
-    if batch_size < 1:
-        raise OptionsError(f"--batch-size must be >= 1, got {batch_size}")
+    Synthetic data takes the model's input shape (an MLP's ``(in_features,)``) unless --shape is given; other
+    kinds read --root (default: the shared copy) limited to one batch."""
+    from initscore.cli.engine_cmds import _request
+    from initscore.models import validate_spec
+
     spec = {"arch": arch, "args": _parse_args(args)}
     entry, full_args = validate_spec(spec)
     ref: dict[str, Any] = {"kind": data, "split": split, "batch_size": batch_size, "seed": seed}
@@ -84,7 +71,7 @@ def propagation(
         if shape is None and "in_features" in full_args and (
                 shp is None or math.prod(shp) != int(full_args["in_features"])):
             shp = (int(full_args["in_features"]),)
-        ref["shape"] = shp
+        ref["shape"] = None if shp is None else list(shp)
         ref["num_classes"] = int(full_args.get("num_classes", 10))
     else:
         if root is None:
@@ -95,40 +82,46 @@ def propagation(
                 raise DataError(f"data kind {data!r} needs --root (no default copy found)")
         ref["root"] = root
         ref["limit"] = batch_size
-    try:
-        dref = DataRef(**ref)
-    except Exception as exc:  # pydantic ValidationError -> one line
-        msg = str(exc).splitlines()
-        raise DataError(f"bad data reference: {msg[-2].strip() if len(msg) > 1 else msg[0]}") from None
+    options = {"seed": init_seed, "level": level, "train_mode": not eval_mode, "plot": plot}
+    return _request("propagation", spec, {k: v for k, v in ref.items() if v is not None}, options), full_args
 
-    import torch
 
-    from initscore import data as data_mod
-    from initscore.models import build
-    from initscore.propagation import format_table, plot as plot_png, report
+def propagation(
+    arch: str = typer.Option(..., help="registered architecture, e.g. resnet20"),
+    args: str = typer.Option("{}", help="JSON object of architecture arguments"),
+    data: str = typer.Option("synthetic", help="data kind: synthetic, cifar10, mnist, ... (contract DataRef.kind)"),
+    root: Optional[str] = typer.Option(None, help="data root (default for cifar10: ../shared/data/cifar10_jpeg)"),
+    split: str = typer.Option("train", help="train or test"),
+    batch_size: int = typer.Option(64, help="samples in the batch"),
+    seed: int = typer.Option(0, help="which samples / synthetic data (data.seed)"),
+    init_seed: int = typer.Option(0, help="torch seed for the initial weights and the forward pass (options.seed)"),
+    shape: Optional[str] = typer.Option(None, help="synthetic sample shape, e.g. 3,32,32 (default: the model's)"),
+    level: str = typer.Option("leaf", help="leaf (every parameterized leaf) or block (residual blocks)"),
+    eval_mode: bool = typer.Option(False, "--eval", help="run the model in eval mode (default: train mode)"),
+    plot: Optional[str] = typer.Option(None, help="write a PNG of variance by depth here"),
+    as_json: bool = typer.Option(False, "--json", help="print the contract PropagationResult as JSON"),
+) -> None:
+    """Per-layer forward/backward variance at initialization and input-output linear CKA.
 
-    t0 = time.perf_counter()
-    td = data_mod.load(dref)
-    x, y = td.batch(min(batch_size, len(td)), seed=seed)
-    torch.manual_seed(init_seed)
-    model = build(spec)
-    model.train(not eval_mode)
-    if entry.family in ("mlp", "lipschitz_mlp"):
-        x = x.reshape(x.shape[0], -1)
-    try:
-        rep = report(model, (x, y), seed=seed, level=level)
-    except RuntimeError as exc:  # shape mismatch between data and model
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{arch} cannot run on inputs of shape {tuple(x.shape)}: {first}") from None
-    sha = plot_png(rep, plot, title=f"{arch} {json.dumps(full_args, sort_keys=True)[:60]}") if plot else None
-    res = rep.to_result(arch, plot_sha256=sha, seconds=time.perf_counter() - t0)
+    Runs the propagation job the service would run (initscore.jobs.run_job) on the same request."""
+    req, full_args = _propagation_request(arch, args, data, root, split, batch_size, seed, init_seed, shape, level,
+                               eval_mode, plot is not None)
+    from initscore.jobs import run_job
+
+    res, _, png = run_job(req)
+    if plot and png is not None:
+        with open(plot, "wb") as fh:
+            fh.write(png)
     if as_json:
         typer.echo(res.model_dump_json(indent=2))
-    else:
-        typer.echo(f"{arch} {json.dumps(full_args, sort_keys=True)} on {data} ({len(x)} samples, {level} level)")
-        typer.echo(format_table(rep))
-        if plot:
-            typer.echo(f"plot: {plot}")
+        return
+    from initscore.propagation import format_table
+
+    typer.echo(f"{arch} {json.dumps(full_args, sort_keys=True)} on {data} ({req['data']['batch_size']} samples, "
+               f"{level} level)")
+    typer.echo(format_table(res))
+    if plot:
+        typer.echo(f"plot: {plot}")
 
 
 lipschitz_app = typer.Typer(no_args_is_help=True, help="LDLT L-Lipschitz layer: Wishart moments, output variance, init scale.")
