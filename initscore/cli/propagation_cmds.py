@@ -60,7 +60,6 @@ def _propagation_request(arch: str, args: str, data: str, root: str | None, spli
 
     Synthetic data takes the model's input shape (an MLP's ``(in_features,)``) unless --shape is given; other
     kinds read --root (default: the shared copy) limited to one batch."""
-    from initscore.cli.engine_cmds import _request
     from initscore.models import validate_spec
 
     spec = {"arch": arch, "args": _parse_args(args)}
@@ -83,6 +82,8 @@ def _propagation_request(arch: str, args: str, data: str, root: str | None, spli
         ref["root"] = root
         ref["limit"] = batch_size
     options = {"seed": init_seed, "level": level, "train_mode": not eval_mode, "plot": plot}
+    from initscore.cli.engine_cmds import _request
+
     return _request("propagation", spec, {k: v for k, v in ref.items() if v is not None}, options), full_args
 
 
