@@ -215,7 +215,8 @@ class PropagationOptions(_Model):
     seed: int = Field(default=0, ge=0, le=2**31 - 1,
                       description="torch seed for the initial weights and for the forward pass's randomness (dropout)")
     level: Literal["leaf", "block"] = Field(default="leaf", description="leaf: every parameterized leaf module; "
-                                            "block: the residual blocks (and the leaves outside them)")
+                                            "block: each module held in a Sequential/ModuleList (a residual block) "
+                                            "and the parameterized leaves outside them")
     train_mode: bool = Field(default=True, description="run the model in train mode (BN batch statistics); "
                              "False: eval mode")
     plot: bool = Field(default=True, description="render the PNG of variance by depth")
