@@ -178,9 +178,9 @@ def test_named_presets_hold_the_sources_values_and_run():
     assert NIO_PRESETS["official-imagenet"].batch_size == 64 and NIO_PRESETS["paper-imagenet"].batch_size == 64
     cifar = PRESETS["paper-cifar"]
     assert cifar.recipe.epochs == 500 and cifar.recipe.batch_size == 128 and cifar.recipe.bn_weight_decay
-    assert {m.name: (m.init or {}).get("gamma") for m in cifar.models}["resnet110_nobn"] == 4.0
-    assert {m.name: (m.init or {}).get("gamma") for m in cifar.models}["resnet110_bn"] == 5.0
-    c100 = {m.name: (m.init or {}).get("gamma") for m in PRESETS["paper-cifar100"].models}
+    assert {m.name: (m.init or {}).get("rectify", {}).get("gamma") for m in cifar.models}["resnet110_nobn"] == 4.0
+    assert {m.name: (m.init or {}).get("rectify", {}).get("gamma") for m in cifar.models}["resnet110_bn"] == 5.0
+    c100 = {m.name: (m.init or {}).get("rectify", {}).get("gamma") for m in PRESETS["paper-cifar100"].models}
     assert c100["resnet110_nobn"] == 8.0 and c100["resnet110_bn"] == 10.0
     assert NIO_PRESETS["paper-cifar"].kwargs_for("resnet110", False)["gamma"] == 4.0
     # every preset's settings are accepted by the engine
