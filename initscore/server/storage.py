@@ -13,6 +13,7 @@ implement the same six methods (objects keyed by sha256, refs as small keys).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -60,6 +61,25 @@ def _check_name(name: str) -> str:
     return name
 
 
+@contextlib.contextmanager
+def _synced_temp(directory: Path, prefix: str, data: bytes) -> Iterator[str]:
+    """A new file in ``directory`` (created if missing) holding ``data``, flushed and fsynced; yields its path and
+    removes it afterwards unless the caller has moved it (``os.replace``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        yield tmp
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
 class FileArtifactStore:
     """:class:`ArtifactStore` on a local (or shared network) filesystem path."""
 
@@ -75,24 +95,11 @@ class FileArtifactStore:
         return self.root / "refs" / _check_name(namespace) / f"{_check_name(name)}.json"
 
     def _atomic_write(self, path: Path, data: bytes) -> None:
-        tmp = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            tmp = None
+            with _synced_temp(path.parent, ".tmp-", data) as tmp:
+                os.replace(tmp, path)
         except OSError as exc:
             raise StoreError(f"artifact store at {self.root} cannot write {path.name}: {exc.strerror or exc}") from exc
-        finally:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
 
     # ------------------------------------------------------------ objects
     def put_bytes(self, data: bytes) -> str:
@@ -166,20 +173,8 @@ class FileArtifactStore:
 
         The probe holds data, not just an inode: an empty file can still be created on a full disk.
         """
-        tmp = None
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".probe-", dir=self.root)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(b"\0" * 4096)
-                fh.flush()
-                os.fsync(fh.fileno())
-            return None
+            with _synced_temp(self.root, ".probe-", b"\0" * 4096):
+                return None
         except OSError as exc:
             return f"cannot write to the artifact store: {exc.strerror or type(exc).__name__}"
-        finally:
-            if tmp is not None:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
