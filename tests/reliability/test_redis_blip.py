@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from svc_helpers import MLP_RECTIFY, REPO, RedisServer
+from svc_helpers import MLP_RECTIFY, REPO, RedisServer, stop_processes
 
 
 def _seeded(iters: int, seed: int) -> dict:
@@ -101,11 +101,5 @@ def test_busy_workers_survive_redis_shutdown(tmp_path: Path) -> None:
             assert "quitting" not in out, out[-3000:]
             assert "Redis unreachable while" in out, out[-3000:]  # the fault did hit a busy worker
     finally:
-        for w in workers:
-            w.terminate()
-        for w in workers:
-            try:
-                w.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                w.kill()
+        stop_processes(workers)
         srv.stop()

@@ -54,14 +54,20 @@ def served(env: dict[str, str], *, api_cwd: Path = REPO, worker_cwd: Path | None
             time.sleep(0.2)
         yield url
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=15)
+        stop_processes(procs)
+
+
+def stop_processes(procs: list[subprocess.Popen], grace: float = 15.0) -> None:
+    """SIGTERM every process, wait up to ``grace`` s for each, SIGKILL what is left and wait for it too (a killed
+    process not waited for can still hold a blocked Redis dequeue that takes the next test's job)."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=grace)
 
 
 def _socket_owners() -> dict[str, int]:
