@@ -1,4 +1,4 @@
-"""Which tensors get scales? The cpu preset's NIO with ``scale_tensors`` restricted (issue 5, item 3).
+"""Which tensors get scales? The cpu preset's NIO with ``scale_tensors`` restricted.
 
 Rectification only (no training) on the tuning seeds 10/11 and data seed 1 (never the reported run's), held-out
 exact GradCosine before/after, via ``research.ablation.run_ablation``. Prints one markdown row per
