@@ -1,4 +1,4 @@
-"""CPU/GPU reproduction of the NIO comparison (issue 5): a thin wrapper over `initscore experiment`.
+"""CPU/GPU reproduction of the NIO comparison: a thin wrapper over `initscore experiment`.
 
 Run it under the shared benchmark lock (never two benchmarks at once on this machine):
 

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "tests" / "engine"))
 from official_reference import official_scores, official_steps  # noqa: E402
 
 from initscore import data  # noqa: E402
+from initscore.contract import RectifyOptions  # noqa: E402
 from initscore.dataref import default_cifar10_root  # noqa: E402
 from initscore.models import create  # noqa: E402
 from initscore.nio import rectify  # noqa: E402
@@ -64,8 +65,9 @@ def main() -> None:
                                              profile="official"), a.repeats)
         s_ref = _median_s(lambda: official_steps(model, x, y, D=4, r=0.2, gamma=1e6, target="gc_gn_sqrt", steps=1,
                                                  lr=3e-3), a.repeats)
-        s_off = _median_s(lambda: rectify(model, (x, y), iters=1, lr=3e-3, gamma=1e6, sub_batches=4, overlap=0.2,
-                                          profile="official", objective="gc_gn_sqrt", batch_size=64), a.repeats)
+        one_step = RectifyOptions(iters=1, lr=3e-3, gamma=1e6, sub_batches=4, overlap=0.2, profile="official",
+                                  objective="gc_gn_sqrt")
+        s_off = _median_s(lambda: rectify(model, (x, y), one_step, batch_size=64), a.repeats)
         print(f"  seconds (median of {a.repeats}), D=4 r=0.2: GC evaluation restated {t_ref:.3f} vs initscore "
               f"{t_off:.3f} ({t_ref / t_off:.2f}x); one NIO step restated {s_ref:.3f} vs initscore rectify(iters=1) "
               f"{s_off:.3f} ({s_ref / s_off:.2f}x)")

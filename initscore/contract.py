@@ -6,7 +6,8 @@ sweeps) and `propagation`. Results are plain JSON-able pydantic models.
 
 Limits that depend on deployment (batch size, iterations, parameter cap,
 allowed dataset roots) are NOT enforced here but by the service settings;
-here only the intrinsic ranges are checked (finite numbers, 0 <= overlap < 1, ...).
+here only the intrinsic ranges are checked (finite numbers, 0 <= overlap < 1, ...) and the
+rules across a request's fields (``request_problems``), so library, CLI and API apply the same ones.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from typing_extensions import Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 ENGINE_VERSION = "0.1.1"
 
@@ -228,11 +230,61 @@ def _no_fresh_batches(data: DataRef, kind: str) -> None:
                          "reads its data's own batches (drop it)")
 
 
+DEFAULT_RANK_BY = "ensemble"  # the recommended score (initscore.proxies.ensemble); client and CLI read it here
+RANK_BUILTINS = ("gradcosine", "gradnorm")  # every score result has them; rank_by may also name a listed proxy
+Loc = tuple[Union[str, int], ...]
+
+
+def request_problems(kind: str | None, data: DataRef | None, options: Any, *, n_models: int | None = None,
+                     top_k: int | None = None, rank_by: str | None = None) -> list[tuple[Loc, str, Any]]:
+    """The rules across the fields of a job request, as (location, message, offending value); a part given as
+    None is not checked. The request models raise them as validation errors at that location, so the library,
+    the CLI and the API name the same field with the same message; the API also runs them on the parts of a
+    body that broke the contract elsewhere (service/validation.py), to list every problem at once.
+
+    - score, batch and rectify: data.batch_size >= 2 (GradCosine compares pairs of samples);
+    - score and batch in batch mode: options.sub_batches <= data.batch_size;
+    - batch: top_k <= the number of models; rank_by is "ensemble", a name of RANK_BUILTINS or a proxy listed
+      in options.proxies.
+    """
+    out: list[tuple[Loc, str, Any]] = []
+    if data is not None and kind in ("score", "batch", "rectify") and data.batch_size < 2:
+        out.append((("data", "batch_size"), "GradCosine compares at least 2 samples; use batch_size >= 2",
+                    data.batch_size))
+    if isinstance(options, ScoreOptions) and data is not None and options.mode == "batch" \
+            and options.sub_batches > data.batch_size:
+        out.append((("options", "sub_batches"), f"sub_batches {options.sub_batches} exceeds data.batch_size "
+                    f"{data.batch_size}", options.sub_batches))
+    if kind == "batch":
+        if top_k is not None and n_models is not None and top_k > n_models:
+            out.append((("top_k",), f"top_k {top_k} is larger than the {n_models} models", top_k))
+        if rank_by is not None and isinstance(options, ScoreOptions):
+            allowed = set(RANK_BUILTINS) | set(options.proxies) | {"ensemble"}
+            if rank_by not in allowed:
+                out.append((("rank_by",), f"rank_by {rank_by!r} must be one of {sorted(allowed)} (a proxy must also "
+                            "be listed in options.proxies)", rank_by))
+    return out
+
+
+def _raise_problems(title: str, problems: list[tuple[Loc, str, Any]]) -> None:
+    """Raise :func:`request_problems`' findings as one pydantic ValidationError whose errors sit at their fields
+    (pydantic puts the request's own location in front, e.g. the union's tag)."""
+    if problems:
+        raise ValidationError.from_exception_data(title, [
+            InitErrorDetails(type=PydanticCustomError("request_rule", "{rule}", {"rule": msg}), loc=loc, input=value)
+            for loc, msg, value in problems])
+
+
 class ScoreRequest(_Model):
     kind: Literal["score"] = "score"
     model: ModelSpec
     data: DataRef
     options: ScoreOptions = Field(default_factory=ScoreOptions)
+
+    @model_validator(mode="after")
+    def _rules(self) -> "ScoreRequest":
+        _raise_problems(type(self).__name__, request_problems(self.kind, self.data, self.options))
+        return self
 
 
 class RectifyRequest(_Model):
@@ -245,10 +297,8 @@ class RectifyRequest(_Model):
     @model_validator(mode="after")
     def _one_batch_stream(self) -> "RectifyRequest":
         _no_fresh_batches(self.data, "rectify")
+        _raise_problems(type(self).__name__, request_problems(self.kind, self.data, self.options))
         return self
-
-
-DEFAULT_RANK_BY = "ensemble"  # the recommended score (initscore.proxies.ensemble); client and CLI read it here
 
 
 class BatchRequest(_Model):
@@ -261,6 +311,13 @@ class BatchRequest(_Model):
                          "listed in options.proxies")
     top_k: int | None = Field(default=None, ge=1, description="return only the k best entries (and the failed ones); "
                               "the worker keeps only those k results in memory, so thousands of models stay flat")
+
+    @model_validator(mode="after")
+    def _rules(self) -> "BatchRequest":
+        _raise_problems(type(self).__name__, request_problems(self.kind, self.data, self.options,
+                                                              n_models=len(self.models), top_k=self.top_k,
+                                                              rank_by=self.rank_by))
+        return self
 
 
 class PropagationRequest(_Model):

@@ -6,6 +6,8 @@ training pool, and scored on held-out batches (disjoint from the pool) before an
 both exactly (sample-wise, Algorithm 1) and in batch mode (Eq. 7, D=2, r=0.6). Also
 reported: which tensors got the largest / smallest scales.
 
+A variant (:class:`Variant`) is a ``contract.RectifyOptions`` whose explicitly set fields override the
+ablation's :data:`BASE`, plus the batch size and a gamma relative to the initial g_max, which are not options.
 Variants (``VARIANTS``): the default (batch mode D=2, r=0.6, Adam lr 0.1, gamma = 2x the
 initial g_max), no overlap (r=0), gamma = 1x the initial g_max (GN may not grow),
 GC only (``gn_weight=0``), a smaller lr, the exact
@@ -14,28 +16,70 @@ sample-wise objective.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
 from initscore import models
+from initscore.contract import RectifyOptions
 from initscore.experiments.config import DataConfig
 from initscore.experiments.runner import heldout_exact, load_splits
 from initscore.experiments.summary import stats
 
-VARIANTS: dict[str, dict[str, Any]] = {
-    "default (batch D=2 r=0.6, lr 0.1, gamma 2x)": {},
-    "overlap r=0": {"overlap": 0.0},
-    "gamma 1x initial g_max": {"gamma_factor": 1.0},
-    "GC only (gn_weight=0)": {"gn_weight": 0.0},
-    "lr 0.01": {"lr": 0.01},
-    "sample mode (exact GC), B=32": {"mode": "sample", "batch_size": 32},
+
+@dataclass(frozen=True)
+class Variant:
+    """One setting of an ablation.
+
+    options: the rectify options in which the variant differs from the ablation's base (only the fields set
+        explicitly on it count; :func:`run_ablation` applies them with ``RectifyOptions.updated``).
+    batch_size: samples per iteration (``nio.rectify``'s ``batch_size``, not an option); None: the ablation's.
+    gamma_factor: gamma = gamma_factor x the initial g_max on the first training batch; None: the options' gamma.
+    """
+
+    options: RectifyOptions = field(default_factory=RectifyOptions)
+    batch_size: int | None = None
+    gamma_factor: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.options, RectifyOptions):
+            raise TypeError(f"Variant.options must be a RectifyOptions, got {type(self.options).__name__}")
+        if self.gamma_factor is not None and not self.gamma_factor > 0:
+            raise ValueError(f"gamma_factor must be positive, got {self.gamma_factor!r}")
+
+
+def variant(base: RectifyOptions | None = None, *, batch_size: int | None = None, gamma_factor: float | None = None,
+            **options: Any) -> Variant:
+    """A :class:`Variant` whose options are ``base`` (None: no field set) with ``options`` applied by
+    ``RectifyOptions.updated`` (validated; a name that is not an option is a pydantic error naming it)."""
+    return Variant((base or RectifyOptions()).updated(**options), batch_size, gamma_factor)
+
+
+# The ablation's base: batch mode (Eq. 7, D=2, r=0.6), Adam lr 0.1; iters and seed are set per run.
+BASE = RectifyOptions(lr=0.1, overlap=0.6, mode="batch")
+
+VARIANTS: dict[str, Variant] = {
+    "default (batch D=2 r=0.6, lr 0.1, gamma 2x)": variant(),
+    "overlap r=0": variant(overlap=0.0),
+    "gamma 1x initial g_max": variant(gamma_factor=1.0),
+    "GC only (gn_weight=0)": variant(gn_weight=0.0),
+    "lr 0.01": variant(lr=0.01),
+    "sample mode (exact GC), B=32": variant(mode="sample", batch_size=32),
 }
 
 
+def options_for(v: Variant, *, iters: int, seed: int) -> RectifyOptions:
+    """The options of one run: :data:`BASE` with ``iters`` and ``seed``, then the variant's explicitly set fields."""
+    return BASE.updated(**{"iters": iters, "seed": seed, **v.options.model_dump(exclude_unset=True)})
+
+
 def run_ablation(spec: dict[str, Any], seeds: list[int], *, iters: int = 20, batch_size: int = 64,
-                 data: DataConfig | None = None, variants: dict[str, dict[str, Any]] | None = None,
+                 data: DataConfig | None = None, variants: dict[str, Variant] | None = None,
                  log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """For each variant and seed: build ``spec`` with ``torch.manual_seed(seed)``, rectify it with
+    ``nio.rectify(model, pool, options_for(variant, iters=iters, seed=seed))`` (a variant's own ``iters``
+    wins), and score it on the held-out batches before and after. One row per variant."""
     from initscore import nio
     from initscore.scores import gradcosine
 
@@ -43,22 +87,22 @@ def run_ablation(spec: dict[str, Any], seeds: list[int], *, iters: int = 20, bat
     splits = load_splits(data, torch.device("cpu"))
     rows = []
     for name, v in (variants or VARIANTS).items():
-        v = dict(v)
+        if not isinstance(v, Variant):
+            raise TypeError(f"variant {name!r} must be a research.ablation.Variant, got {type(v).__name__}")
+        bs = v.batch_size or batch_size
         per_seed = []
         for seed in seeds:
             torch.manual_seed(seed)
             base = models.build(spec)
             before = heldout_exact(base, splits.heldout, "sample", 2, 0.0)
-            kw: dict[str, Any] = dict(iters=iters, lr=0.1, overlap=0.6, mode="batch", batch_size=batch_size,
-                                      seed=seed, heldout=splits.heldout)
-            kw.update({k: val for k, val in v.items() if k != "gamma_factor"})
-            if "gamma_factor" in v:  # gamma relative to the initial g_max on the first training batch
-                x, y = next(splits.train.batches(kw["batch_size"], seed))
-                g0 = gradcosine(base, (x, y), mode=kw["mode"], sub_batches=kw.get("sub_batches", 2),
-                                overlap=kw["overlap"] if kw["mode"] == "batch" else 0.0)
-                kw["gamma"] = v["gamma_factor"] * g0.g_max
+            options = options_for(v, iters=iters, seed=seed)
+            if v.gamma_factor is not None:  # gamma relative to the initial g_max on the first training batch
+                x, y = next(splits.train.batches(bs, seed))
+                g0 = gradcosine(base, (x, y), mode=options.mode, sub_batches=options.sub_batches,
+                                overlap=options.overlap if options.mode == "batch" else 0.0)
+                options = options.updated(gamma=float(v.gamma_factor * g0.g_max))
             t0 = time.perf_counter()
-            rect = nio.rectify(base, splits.train, method="nio", **kw)
+            rect = nio.rectify(base, splits.train, options, batch_size=bs, heldout=splits.heldout)
             m = models.build(spec)
             nio.apply(m, rect)
             after = heldout_exact(m, splits.heldout, "sample", 2, 0.0)
@@ -121,7 +165,7 @@ def ablation_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def tuning_main(variants: dict[str, dict[str, Any]], description: str, name: str,
+def tuning_main(variants: dict[str, Variant], description: str, name: str,
                 argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Command line of the bench/nio_*_ablation.py scripts: :func:`run_ablation` of ``variants`` on ResNet-20
     (``--bn``: with BatchNorm) over the tuning seeds (default 10,11) and data seed 1 with a ``--pool``-image

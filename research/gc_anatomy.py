@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             recs += [(f"{fc} x" + f, r) for f, r in zip(a.fc_factors.split(","), scale_sweep(
                 base, splits.heldout, [float(f) for f in a.fc_factors.split(",")], [fc]))]
         else:
-            rect = nio.rectify(base, splits.train, method="nio", iters=20, lr=0.1, seed=seed, **PRESET_NIO)
+            rect = nio.rectify(base, splits.train, PRESET_NIO.updated(iters=20, lr=0.1, seed=seed))
             m = copy.deepcopy(base)
             nio.apply(m, rect)
             recs = [("Kaiming", anatomy(base, splits.heldout).to_dict()),

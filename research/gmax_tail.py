@@ -1,4 +1,4 @@
-"""How often does a rectified network exceed gamma on batches it never saw? (issue 5, target b)
+"""How often does a rectified network exceed gamma on batches it never saw?
 
 An experiment run judges ``g_max <= gamma`` after rectification on its held-out batches (two batches of 64 in
 the ``cpu`` preset). ``g_max`` is the largest per-sample gradient norm of a batch, a tail statistic, so two

@@ -1,4 +1,4 @@
-"""How often do the cpu preset's rectified weights exceed gamma on new batches? (issue 5, target b)
+"""How often do the cpu preset's rectified weights exceed gamma on new batches?
 
 Reproduces the reported run's rectifications (``initscore experiment --preset cpu``: same data, seeds 0/1/2 and
 options, no training) and measures g_max / gamma on every batch of 64 of N CIFAR-10 test images, for Kaiming and

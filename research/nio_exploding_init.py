@@ -28,13 +28,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-BASE = {"mode": "sample", "batch_size": 64, "gamma_margin": 0.3, "select": "feasible", "lr": 0.1}
-VARIANTS: dict[str, dict[str, Any]] = {
-    "adam gamma 2x": {"method": "nio"},                              # the gpu preset before 2026-12-04
-    "adam gamma 5": {"method": "nio", "gamma": 5.0},                 # the paper's absolute CIFAR bound (2-5)
-    "rescale_adam gamma 2x": {"method": "nio", "optimizer": "rescale_adam"},  # per-scale gradient clip 1
-    "rescale_adam gamma 5": {"method": "nio", "optimizer": "rescale_adam", "gamma": 5.0},
-    "gradinit adam gamma 2x": {"method": "gradinit", "mode": "batch", "batch_size": 128},  # the preset's baseline
+from initscore.contract import RectifyOptions  # noqa: E402
+from research.ablation import Variant, variant  # noqa: E402
+
+# The gpu preset's NIO setting; batches of 64 (nio.rectify's default) unless a variant says otherwise.
+BASE = RectifyOptions(mode="sample", gamma_margin=0.3, select="feasible", lr=0.1)
+VARIANTS: dict[str, Variant] = {
+    "adam gamma 2x": variant(BASE),                                       # the gpu preset's earlier relative bound
+    "adam gamma 5": variant(BASE, gamma=5.0),                             # the paper's absolute CIFAR bound (2-5)
+    "rescale_adam gamma 2x": variant(BASE, optimizer="rescale_adam"),    # per-scale gradient clip 1
+    "rescale_adam gamma 5": variant(BASE, optimizer="rescale_adam", gamma=5.0),
+    "gradinit adam gamma 2x": variant(BASE, method="gradinit", mode="batch", batch_size=128),  # the preset's baseline
 }
 
 
@@ -66,10 +70,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         base = models.build(spec)
         before = heldout_exact(base, splits.heldout, "sample", 2, 0.0)
         for name, v in chosen.items():
-            kw = {**BASE, **v}
-            method = kw.pop("method")
+            options = v.options.updated(iters=a.iters, seed=seed)
+            method = options.method
             t0 = time.perf_counter()
-            rect = nio.rectify(base, splits.train, method=method, iters=a.iters, seed=seed, **kw)
+            rect = nio.rectify(base, splits.train, options, batch_size=v.batch_size or 64)
             m = models.build(spec)
             nio.apply(m, rect)
             after = heldout_exact(m, splits.heldout, "sample", 2, 0.0)

@@ -10,18 +10,18 @@ per (variant, seed) and writes the rows as JSON.
 """
 from __future__ import annotations
 
-from research.ablation import tuning_main
+from research.ablation import tuning_main, variant
 from research.nobn_study import PRESET_NIO
 
-RA = {**PRESET_NIO, "optimizer": "rescale_adam"}
+RA = PRESET_NIO.updated(optimizer="rescale_adam")
 VARIANTS = {
-    "preset": PRESET_NIO,
-    "ra lr0.1 w1": {**RA, "lr": 0.1},
-    "ra lr0.05 w1": {**RA, "lr": 0.05},
-    "ra lr0.1 w0": {**RA, "lr": 0.1, "gn_weight": 0.0},
-    "ra lr0.05 w0": {**RA, "lr": 0.05, "gn_weight": 0.0},
-    "ra lr0.01 w1": {**RA, "lr": 0.01},
-    "ra lr0.01 w0": {**RA, "lr": 0.01, "gn_weight": 0.0},
+    "preset": variant(PRESET_NIO),
+    "ra lr0.1 w1": variant(RA, lr=0.1),
+    "ra lr0.05 w1": variant(RA, lr=0.05),
+    "ra lr0.1 w0": variant(RA, lr=0.1, gn_weight=0.0),
+    "ra lr0.05 w0": variant(RA, lr=0.05, gn_weight=0.0),
+    "ra lr0.01 w1": variant(RA, lr=0.01),
+    "ra lr0.01 w0": variant(RA, lr=0.01, gn_weight=0.0),
 }
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Which tensors get scales? The cpu preset's NIO with ``scale_tensors`` restricted (issue 5, item 3).
+"""Which tensors get scales? The cpu preset's NIO with ``scale_tensors`` restricted.
 
 Rectification only (no training) on the tuning seeds 10/11 and data seed 1 (never the reported run's), held-out
 exact GradCosine before/after, via ``research.ablation.run_ablation``. Prints one markdown row per
@@ -12,23 +12,23 @@ variant (per-seed values) and writes the rows as JSON.
 """
 from __future__ import annotations
 
-from research.ablation import tuning_main
+from research.ablation import tuning_main, variant
 from research.nobn_study import PRESET_NIO
 
 # ResNet-20 parameter names: conv1.weight, layer{1,2,3}.{0,1,2}.conv{1,2}.weight, fc.weight (+ BN affine / biases)
 VARIANTS = {
-    "all tensors": PRESET_NIO,  # the cpu preset before Follow-up 4 (and still for the BN network)
-    "fc only": {**PRESET_NIO, "scale_tensors": ["fc.weight"]},
-    "all but fc": {**PRESET_NIO, "scale_tensors": ["!fc.*"]},
-    "block conv2 only": {**PRESET_NIO, "scale_tensors": ["layer*.conv2.weight"]},
-    "block conv1 only": {**PRESET_NIO, "scale_tensors": ["layer*.conv1.weight"]},
-    "stem conv + fc": {**PRESET_NIO, "scale_tensors": ["conv1.weight", "fc.weight"]},
+    "all tensors": variant(PRESET_NIO),  # the cpu preset before Follow-up 4 (and still for the BN network)
+    "fc only": variant(PRESET_NIO, scale_tensors=["fc.weight"]),
+    "all but fc": variant(PRESET_NIO, scale_tensors=["!fc.*"]),
+    "block conv2 only": variant(PRESET_NIO, scale_tensors=["layer*.conv2.weight"]),
+    "block conv1 only": variant(PRESET_NIO, scale_tensors=["layer*.conv1.weight"]),
+    "stem conv + fc": variant(PRESET_NIO, scale_tensors=["conv1.weight", "fc.weight"]),
     # the held-out bound with the classifier alone (Follow-up 4: the reported run exceeded gamma on 2 of 3 seeds)
-    "fc only margin 0.4": {**PRESET_NIO, "scale_tensors": ["fc.weight"], "gamma_margin": 0.4},
-    "fc only margin 0.5": {**PRESET_NIO, "scale_tensors": ["fc.weight"], "gamma_margin": 0.5},
+    "fc only margin 0.4": variant(PRESET_NIO, scale_tensors=["fc.weight"], gamma_margin=0.4),
+    "fc only margin 0.5": variant(PRESET_NIO, scale_tensors=["fc.weight"], gamma_margin=0.5),
     # the returned iterate also checked on 4 more training batches (256 images, twice the held-out 128;
     # research/nio_investigation.md "Follow-up 6")
-    "fc only verify 4": {**PRESET_NIO, "scale_tensors": ["fc.weight"], "verify_batches": 4},
+    "fc only verify 4": variant(PRESET_NIO, scale_tensors=["fc.weight"], verify_batches=4),
 }
 
 if __name__ == "__main__":

@@ -39,23 +39,26 @@ from typing import Any, Callable
 import torch
 
 from initscore import models, nio
+from initscore.contract import RectifyOptions
 from initscore.experiments.config import DataConfig, ExperimentConfig, parse_config
 from initscore.experiments.runner import Splits, heldout_exact, load_splits, train
 from initscore.scores import trainable
+from research.ablation import Variant, variant
 
 NOBN_SPEC: dict[str, Any] = {"arch": "resnet20", "args": {"bn": False}}
-# Rectification-only variants of the cpu preset's NIO setting (run_ablation; engine options only).
-PRESET_NIO: dict[str, Any] = {"mode": "sample", "batch_size": 64, "gamma_margin": 0.3, "select": "feasible"}
-NOBN_VARIANTS: dict[str, dict[str, Any]] = {
-    "cpu preset (gn_weight 1, Adam lr 0.1)": {},
-    "gn_weight 0.1": {"gn_weight": 0.1},
-    "gn_weight 0.01": {"gn_weight": 0.01},
-    "gn_weight 0.003": {"gn_weight": 0.003},
-    "gn_weight 0": {"gn_weight": 0.0},
-    "gn_weight 0.01, lr 0.01": {"gn_weight": 0.01, "lr": 0.01},
-    "SGD lr 1e-4, gn_weight 1": {"optimizer": "sgd", "lr": 1e-4},
-    "SGD lr 3e-4, gn_weight 1": {"optimizer": "sgd", "lr": 3e-4},
-    "SGD lr 0.1, gn_weight 0": {"optimizer": "sgd", "lr": 0.1, "gn_weight": 0.0},
+# The cpu preset's NIO setting (sample mode, margin 0.3, last feasible iterate; batches of 64, the default of
+# run_ablation and nio.rectify) and rectification-only variants of it (run_ablation; engine options only).
+PRESET_NIO = RectifyOptions(mode="sample", gamma_margin=0.3, select="feasible")
+NOBN_VARIANTS: dict[str, Variant] = {
+    "cpu preset (gn_weight 1, Adam lr 0.1)": variant(PRESET_NIO),
+    "gn_weight 0.1": variant(PRESET_NIO, gn_weight=0.1),
+    "gn_weight 0.01": variant(PRESET_NIO, gn_weight=0.01),
+    "gn_weight 0.003": variant(PRESET_NIO, gn_weight=0.003),
+    "gn_weight 0": variant(PRESET_NIO, gn_weight=0.0),
+    "gn_weight 0.01, lr 0.01": variant(PRESET_NIO, gn_weight=0.01, lr=0.01),
+    "SGD lr 1e-4, gn_weight 1": variant(PRESET_NIO, optimizer="sgd", lr=1e-4),
+    "SGD lr 3e-4, gn_weight 1": variant(PRESET_NIO, optimizer="sgd", lr=3e-4),
+    "SGD lr 0.1, gn_weight 0": variant(PRESET_NIO, optimizer="sgd", lr=0.1, gn_weight=0.0),
 }
 TUNING_DATA = DataConfig(train_size=2000, test_size=1, heldout_size=128, heldout_batch_size=64, seed=1)
 Log = Callable[[str], None]
@@ -172,8 +175,9 @@ def prototype_rectify(splits: Splits, seed: int, *, spec: dict[str, Any] | None 
             f"grad says up on {int((gv < 0).sum())}/{len(leaves)}; scales {float(sv.min()):.3f}-{float(sv.max()):.3f} "
             f"(mean {float(sv.mean()):.3f}); Adam m/sqrt(v) mean {float(mv.mean()):+.2f}")
 
-    rect = nio.rectify(base, splits.train, mode="sample", bn="calibrated", iters=iters, lr=lr, batch_size=batch_size,
-                       seed=seed, gn_weight=gn_weight, gamma_margin=margin, select="feasible", min_scale=0.01,
+    options = RectifyOptions(mode="sample", bn="calibrated", iters=iters, lr=lr, seed=seed, gn_weight=gn_weight,
+                             gamma_margin=margin, select="feasible", min_scale=0.01)
+    rect = nio.rectify(base, splits.train, options, batch_size=batch_size,
                        objective_fn=objective, make_step=make_step, on_step=show if trace else None)
     assert rect.final is not None and rect.gamma is not None and rect.returned_iterate is not None
     hist = [*rect.history, rect.final]
@@ -218,8 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         from research.ablation import per_seed_lines, run_ablation
 
         seeds = [int(s) for s in a.seeds.split(",")]
-        rows = run_ablation(NOBN_SPEC, seeds, data=TUNING_DATA,
-                            variants={k: {**PRESET_NIO, **v} for k, v in NOBN_VARIANTS.items()})
+        rows = run_ablation(NOBN_SPEC, seeds, data=TUNING_DATA, variants=NOBN_VARIANTS)
         for line in per_seed_lines(rows):
             print(line, flush=True)
         out.extend(rows)

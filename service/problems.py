@@ -113,7 +113,9 @@ def _validation_errors(exc: RequestValidationError) -> tuple[int, str, str, str,
         # drop the discriminator tag pydantic inserts for tagged unions ("score", "rectify", ...)
         if len(loc) >= 2 and loc[0] == "body" and loc[1] in JOB_KINDS:
             loc = ["body", *loc[2:]]
-        out.append({"loc": _loc(loc), "msg": str(e.get("msg", "invalid"))})
+        entry = {"loc": _loc(loc), "msg": str(e.get("msg", "invalid"))}
+        if entry not in out:  # a rule of the request found by pydantic and again on the body's parts: once
+            out.append(entry)
     detail = "; ".join(f"{x['loc']}: {x['msg']}" for x in out[:5])
     if len(out) > 5:
         detail += f"; and {len(out) - 5} more"

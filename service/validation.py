@@ -1,6 +1,7 @@
 """Deployment limits on a job request, checked in the API before anything is queued (torch-free).
 
-The contract (``initscore.contract``) checks intrinsic ranges; here we check what
+The contract (``initscore.contract``) checks intrinsic ranges and the rules across a request's fields
+(``request_problems``: pairs of samples, sub_batches <= batch_size, top_k, rank_by); here we check what
 depends on the deployment (:class:`initscore.server.settings.Settings`): registered
 architecture and its arguments (``initscore.models.validate_spec``), the parameter
 cap (the pure-Python ``num_params``), batch size, iterations, models per batch,
@@ -19,14 +20,19 @@ from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, ValidationError
 
-from initscore.contract import BatchRequest, DataRef, ModelSpec, PropagationOptions, RectifyOptions, ScoreOptions
+from initscore.contract import (
+    BatchRequest,
+    DataRef,
+    ModelSpec,
+    PropagationOptions,
+    RectifyOptions,
+    ScoreOptions,
+    request_problems,
+)
 from initscore.errors import InitscoreError
 from initscore.models import get_entry, validate_spec
 from service.problems import ProblemError
 from initscore.server.settings import Settings
-
-RANK_BUILTINS = ("gradcosine", "gradnorm")
-
 
 def known_proxies() -> tuple[str, ...]:
     """Proxy names from the torch-free ``initscore.proxies.PROXIES`` (empty if that module is absent)."""
@@ -49,11 +55,9 @@ def _confine(root: str, allowed: Iterable[str]) -> str | None:
     return f"data path {root!r} is outside the allowed dataset roots; use a path under one of the configured roots"
 
 
-def check_data(ref: DataRef, settings: Settings, errors: list[dict[str, Any]], *, needs_pairs: bool = True) -> None:
+def check_data(ref: DataRef, settings: Settings, errors: list[dict[str, Any]]) -> None:
     if ref.batch_size > settings.max_batch_size:
         errors.append({"loc": "data.batch_size", "msg": f"batch_size {ref.batch_size} is over the limit of {settings.max_batch_size}; use a smaller batch"})
-    if needs_pairs and ref.batch_size < 2:
-        errors.append({"loc": "data.batch_size", "msg": "GradCosine compares at least 2 samples; use batch_size >= 2"})
     if ref.kind == "synthetic" and ref.shape:
         elems = ref.batch_size * math.prod(ref.shape)
         if elems > settings.max_input_elements:
@@ -179,25 +183,22 @@ def deployment_problems(parts: Parts, settings: Settings, model_visible: Callabl
             if parts.data is not None:
                 check_classes(spec, loc, parts.data, errors)
     if parts.data is not None:
-        check_data(parts.data, settings, errors, needs_pairs=parts.kind in ("score", "batch", "rectify"))
+        check_data(parts.data, settings, errors)
 
     opts = parts.options
     if isinstance(opts, RectifyOptions) and opts.iters > settings.max_iters:
         errors.append({"loc": "options.iters", "msg": f"iters {opts.iters} is over the limit of {settings.max_iters}"})
     if isinstance(opts, ScoreOptions):
-        if opts.mode == "batch" and parts.data is not None and opts.sub_batches > parts.data.batch_size:
-            errors.append({"loc": "options.sub_batches", "msg": f"sub_batches {opts.sub_batches} exceeds data.batch_size {parts.data.batch_size}"})
         known = known_proxies()
         for j, name in enumerate(opts.proxies):
             if name not in known:
                 errors.append({"loc": f"options.proxies[{j}]", "msg": f"unknown proxy {name!r}; known: {list(known)}"})
-    if parts.kind == "batch":
-        if parts.top_k is not None and parts.n_models is not None and parts.top_k > parts.n_models:
-            errors.append({"loc": "top_k", "msg": f"top_k {parts.top_k} is larger than the {parts.n_models} models"})
-        if parts.rank_by is not None and isinstance(opts, ScoreOptions):
-            allowed = set(RANK_BUILTINS) | set(opts.proxies) | {"ensemble"}
-            if parts.rank_by not in allowed:
-                errors.append({"loc": "rank_by", "msg": f"rank_by {parts.rank_by!r} must be one of {sorted(allowed)} (a proxy must also be listed in options.proxies)"})
+    # the request's own rules across its fields (initscore.contract.request_problems): a body that parsed has
+    # passed them already; on the parts of one that broke the contract they are checked here, so that they
+    # are listed beside the rest (the problem lists a repeated entry once)
+    for loc, msg, _ in request_problems(parts.kind, parts.data, opts, n_models=parts.n_models, top_k=parts.top_k,
+                                        rank_by=parts.rank_by):
+        errors.append({"loc": ".".join(map(str, loc)), "msg": msg})
     return errors
 
 

@@ -333,7 +333,7 @@ _RESNET20_NOBN_CPU = _RESNET20_NOBN.model_copy(update={"init": {"rectify": {"sca
 _RESNET20_BN = ModelConfig(arch="resnet20", args={"bn": True}, label="resnet20_bn")
 
 PRESETS: dict[str, ExperimentConfig] = {
-    # Sized for this 2-core machine: 24 runs (2 models x 4 methods x 3 seeds) in < 30 min when alone.
+    # Sized for a 2-core CPU: 24 runs (2 models x 4 methods x 3 seeds); run times in docs/results/training.md.
     "cpu": ExperimentConfig(
         name="cpu",
         models=(_RESNET20_NOBN_CPU, _RESNET20_BN),

@@ -76,7 +76,7 @@ def summarize(runs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
         within = [g is None or a is None or a <= g for a, g in zip(hist_gmax, gammas)]
         ver = [v for v in (_get(r, "init", "verification") for r in rs) if v]
         per_batch = [(b, g) for b, g in zip(map(_own_mode_gmax_batches, rs), gammas)
-                     if b is not None and g is not None]  # results.json files before 2026-12-04 have no per-batch list
+                     if b is not None and g is not None]  # older results.json files have no per-batch list
         rows.append({
             "model": model,
             "method": method,

@@ -1,7 +1,7 @@
 """The per-sample-gradient proxies, from ONE torch.func pass: gradsign, gradcosine, gradnorm (torch).
 
 Per-sample gradients g_n = dL(x_n, y_n)/dtheta come from one batched backward with layer
-hooks (:func:`initscore.hook_grads.hook_grad_fn`; ~2x faster on an NB201 cell) or, for a
+hooks (:func:`initscore.hook_grads.hook_grad_fn`) or, for a
 model it does not cover, ``vmap(grad(...))`` (:func:`initscore.scores.sample_grad_fn`),
 over chunks of samples, on the engine's scoring
 copy (:func:`initscore.bn.scoring_copy`) with BatchNorm in ``"per_sample"`` mode: each

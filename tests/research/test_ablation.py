@@ -1,7 +1,10 @@
 """Rectification-only ablation on a tiny MLP and synthetic data: fields, before == same init across variants."""
 from __future__ import annotations
 
-from research.ablation import ablation_markdown, per_seed_lines, run_ablation
+import pytest
+from pydantic import ValidationError
+
+from research.ablation import ablation_markdown, options_for, per_seed_lines, run_ablation, variant
 from initscore.experiments.config import DataConfig
 
 
@@ -10,7 +13,7 @@ def test_ablation_rows_and_markdown():
                       heldout_batch_size=16)
     spec = {"arch": "mlp", "args": {"in_features": 48, "hidden": 8, "depth": 2}}
     rows = run_ablation(spec, [0, 1], iters=2, batch_size=16, data=data,
-                        variants={"default": {}, "gamma 1x": {"gamma_factor": 1.0}}, log=lambda s: None)
+                        variants={"default": variant(), "gamma 1x": variant(gamma_factor=1.0)}, log=lambda s: None)
     assert [r["variant"] for r in rows] == ["default", "gamma 1x"]
     for r in rows:
         assert len(r["runs"]) == 2 and r["delta_exact_gc"]["n"] == 2
@@ -35,8 +38,8 @@ def test_tuning_main_runs_the_bench_scripts_command_line(tmp_path, capsys):
     from research.ablation import tuning_main
 
     out = tmp_path / "rows.json"
-    rows = tuning_main({"fc, 1 iteration": {"iters": 1, "mode": "sample", "batch_size": 16,
-                                            "scale_tensors": ["fc.weight"]}},
+    rows = tuning_main({"fc, 1 iteration": variant(iters=1, mode="sample", batch_size=16,
+                                                   scale_tensors=["fc.weight"])},
                        "test", "t", ["--pool", "200", "--seeds", "10", "--json", str(out)])
     assert json.loads(out.read_text())[0]["variant"] == "fc, 1 iteration" and len(rows[0]["runs"]) == 1
     printed = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| fc, 1 iteration |")]
@@ -52,6 +55,25 @@ def test_every_default_variant_runs():
     spec = {"arch": "mlp", "args": {"in_features": 48, "hidden": 8, "depth": 2}}
     skipped: list[str] = []
     rows = run_ablation(spec, [0], iters=1, batch_size=16, data=data,
-                        variants={k: v for k, v in VARIANTS.items() if "gn_weight" in v}, log=skipped.append)
-    assert [r["variant"] for r in rows] == [k for k, v in VARIANTS.items() if "gn_weight" in v]
+                        variants={k: v for k, v in VARIANTS.items() if "gn_weight" in v.options.model_fields_set},
+                        log=skipped.append)
+    assert [r["variant"] for r in rows] == [k for k, v in VARIANTS.items() if "gn_weight" in v.options.model_fields_set]
+    assert rows
     assert not any("skip" in s for s in skipped)
+
+
+def test_a_variant_is_validated_options_over_the_base():
+    """A variant's explicitly set options override the base's, iters and seed included; the others keep the base's;
+    a misspelt or out-of-range option fails where the variant is written, by the options model's own check."""
+    o = options_for(variant(mode="sample", gn_weight=0.0), iters=7, seed=3)
+    assert (o.mode, o.gn_weight, o.iters, o.seed, o.lr, o.overlap) == ("sample", 0.0, 7, 3, 0.1, 0.6)
+    assert options_for(variant(iters=1), iters=7, seed=3).iters == 1
+    assert options_for(variant(optimizer="sgd"), iters=1, seed=0).optimizer == "sgd"
+    with pytest.raises(ValidationError, match="gn_wieght"):
+        variant(gn_wieght=0.0)
+    with pytest.raises(ValidationError, match="gamma_margin"):
+        variant(gamma_margin=1.5)
+    with pytest.raises(ValidationError, match="select='best'"):
+        variant(method="gradinit", select="best")
+    with pytest.raises(TypeError, match="Variant"):
+        run_ablation({"arch": "mlp", "args": {}}, [0], variants={"old": {"gn_weight": 0.0}}, log=lambda s: None)

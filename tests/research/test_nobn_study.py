@@ -41,7 +41,8 @@ def test_loggn_constraint_and_slopes_run() -> None:
 
 
 # The study's own loop (a step-for-step copy of NIO's, before it used nio.rectify's hooks) gave these on
-# SPEC/DATA, seed 0, 6 iterations of 16, margin 0.3: the hooks must reproduce its numbers.
+# SPEC/DATA, seed 0, 6 iterations of 16, margin 0.3: the hooks must reproduce its numbers (float32: to a
+# tolerance, since another thread count reduces the sums in another order).
 OLD_LOOP = {
     ("loggn", True): ([False, False, False, True, False, False, True],
                       {"net.1.weight": 1.297093272, "net.1.bias": 1.29455626, "net.3.weight": 1.299943209,
@@ -63,6 +64,6 @@ def test_the_switches_reproduce_the_old_loop(constraint: str, split: bool) -> No
                           constraint=constraint, split_optimizer=split, trace=True, log=lines.append)
     constrained, scales = OLD_LOOP[(constraint, split)]
     assert [h["constrained"] for h in r["history"]] == constrained
-    assert r["returned_iterate"] == 5 and r["gamma"] == pytest.approx(11.861048744915188, rel=1e-12)
-    assert r["scales"] == pytest.approx(scales, rel=1e-7)
+    assert r["returned_iterate"] == 5 and r["gamma"] == pytest.approx(11.861048744915188, rel=1e-5)
+    assert r["scales"] == pytest.approx(scales, rel=1e-5)
     assert len(lines) == 7 and lines[3].startswith("it  4 down")  # 6 traced steps and the summary
