@@ -143,7 +143,7 @@ def test_search_cli_cells_file_matches_the_library(tmp_path) -> None:
 
 def test_search_cli_bad_input_is_one_line(tmp_path) -> None:
     r = run_cli("--space", "nb201", "--n", "3", "--k", "5", "--data", "synthetic")
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--k must be in 1..3" in r.stderr
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--k: must be in 1..3" in r.stderr
     r = run_cli("--space", "darts", "--n", "3", "--data", "synthetic")
     assert r.returncode == 2 and "unknown search space" in r.stderr
     r = run_cli("--space", "nb201", "--proxy", "nope", "--data", "synthetic")
