@@ -136,12 +136,12 @@ def _read_cells(path: str) -> list[dict[str, Any]]:
 
 _FLAGS = {"k": "--k", "proxy": "--proxy", "seed": "--seed", "sample.n": "--n", "sample.sample_seed": "--sample-seed",
           "sample.space": "--space", "cells": "--cells", "models": "--cells", "data.batch_size": "--batch-size",
-          "data.root": "--root", "data.kind": "--data", "data.seed": "--seed"}
+          "data.root": "--root", "data.kind": "--data", "data.seed": "--data-seed"}
 
 
 def search_request(*, specs: list[dict[str, Any]] | None, space: str | None, n: int, sample_seed: int, k: int,
-                   proxy: str, data: str, root: str | None, batch_size: int, fresh_batch: bool, seed: int
-                   ) -> dict[str, Any]:
+                   proxy: str, data: str, root: str | None, batch_size: int, fresh_batch: bool, seed: int,
+                   data_seed: int | None = None) -> dict[str, Any]:
     """The contract SearchRequest of `initscore search` (what `initscore submit --file` would send), validated
     torch-free; a problem is an OptionsError naming the flag."""
     from pydantic import TypeAdapter, ValidationError
@@ -162,7 +162,7 @@ def search_request(*, specs: list[dict[str, Any]] | None, space: str | None, n: 
             raise OptionsError(f"--space: unknown search space {space!r}; known: ['nb201']")
         req["sample"] = {"space": space, "n": n, "sample_seed": sample_seed}
         first = {"arch": "nb201", "args": {"cell": search.nb201_cell(0)}}
-    req["data"] = _data_ref(first, data, root, batch_size, seed, fresh_batch)
+    req["data"] = _data_ref(first, data, root, batch_size, seed if data_seed is None else data_seed, fresh_batch)
     try:
         parsed = TypeAdapter(JobRequest).validate_python(req)
     except ValidationError as exc:
@@ -184,6 +184,7 @@ def search_cmd(
     batch_size: int = typer.Option(64, help="samples per batch"),
     fresh_batch: bool = typer.Option(False, "--fresh-batch", help="draw a fresh seeded batch per architecture"),
     seed: int = typer.Option(0, help="weights and batch seed (scores are deterministic per spec and seed)"),
+    data_seed: Optional[int] = typer.Option(None, help="which samples form the batch (default: --seed)"),
     sample_seed: int = typer.Option(0, help="which cells --space samples (random.Random(seed))"),
     resume: Optional[str] = typer.Option(None, "--resume", help="checkpoint file: saved every few architectures; run "
                                          "the same command again to continue after the last saved one"),
@@ -200,7 +201,8 @@ def search_cmd(
         raise OptionsError(f"--batch-size must be >= 2, got {batch_size}")
     specs = _read_cells(cells) if cells is not None else None
     request = search_request(specs=specs, space=space, n=n, sample_seed=sample_seed, k=k, proxy=proxy, data=data,
-                             root=root, batch_size=batch_size, fresh_batch=fresh_batch, seed=seed)
+                             root=root, batch_size=batch_size, fresh_batch=fresh_batch, seed=seed,
+                             data_seed=data_seed)
     if print_request:
         typer.echo(json.dumps(request, indent=2))
         return
