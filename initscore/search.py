@@ -314,6 +314,8 @@ def top_k(
                 last_save, since = time.monotonic(), 0
         if progress is not None:
             progress(index + 1, len(specs), best())
+    if checkpoint is not None and scored:  # finished: running the same search again answers from the checkpoint
+        checkpoint.save(state_doc(len(specs)))
     if proxy == "az_nas":
         agg = log_rank_aggregate({n: [v.get(n) for _, v in kept] for n in names})
         order = sorted(range(len(kept)), key=lambda i: (-agg[i], kept[i][0]))[:k]
