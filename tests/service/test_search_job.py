@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from svc_helpers import REPO, expect_problem, run_worker_burst
+from svc_helpers import REPO, expect_problem, run_worker_burst, served
 
 A = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
 B = "|avg_pool_3x3~0|+|nor_conv_1x1~0|none~1|+|none~0|skip_connect~1|nor_conv_3x3~2|"
@@ -55,7 +55,7 @@ def test_search_job_returns_the_library_top_k(queued) -> None:
     assert res["kind"] == "search" and res["total"] == 5 and res["scored"] == 5 and res["resumed"] == 0
     assert res["failed"] == 1 and res["reasons"][0]["index"] == 1 and "disconnected" in res["reasons"][0]["reason"]
     assert all(set(c["values"]) == {"naswot"} and c["model"]["args"]["cell"] == cells[c["index"]] for c in res["top"])
-    # the same cells as explicit model specs and through the client's request shape: the same answer
+    # the same cells as explicit model specs: the same answer
     r2 = tc.post("/v1/jobs", json={**{k: v for k, v in req.items() if k not in ("cells", "args")},
                                    "models": _specs(cells)})
     run_worker_burst(backend, settings)
@@ -161,3 +161,18 @@ def test_bad_search_request_is_a_422_naming_the_field(queued, change, loc) -> No
     assert loc in [e["loc"] for e in problem["errors"]], problem
     assert backend.queue_depths().get(SCORE_QUEUE, 0) == 0
     assert tc.get("/v1/jobs").json()["items"] == []
+
+
+def test_client_submits_a_search_and_reads_the_top_k(tmp_path, redis_server, redis_conn) -> None:
+    """Real processes: uvicorn and `python -m worker.main`; the client's submit_search and wait."""
+    from client import Client, ValidationFailed
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), INITSCORE_REDIS_URL=redis_server.url,
+               INITSCORE_ARTIFACT_DIR=str(tmp_path / "artifacts"), INITSCORE_ALLOWED_ROOTS=str(tmp_path))
+    with served(env) as url, Client(url, retries=20, backoff=0.1) as client:
+        job = client.wait(client.submit_search(DATA, cells=[A, B, C], args=ARGS, k=2, proxy="naswot"), timeout=120)
+        assert job["status"] == "finished", job
+        _same_top(job["result"], _library(_specs([A, B, C]), 2, "naswot"))
+        with pytest.raises(ValidationFailed) as ei:
+            client.submit_search(DATA, sample={"space": "nb201", "n": 3}, k=4)
+        assert ei.value.errors[0]["loc"] == "k"
