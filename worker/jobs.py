@@ -9,9 +9,10 @@ RQ calls it with JSON kwargs ``job_id``, ``attempt``, ``request``; the inline ba
    with a dead heartbeat: an RQ retry after a transient fault), honour a cancel;
 2. heartbeat (queued mode) and ``lifecycle.start`` (compare-and-set on the attempt);
 3. ``initscore.jobs.run_job`` -- progress goes to ``job.meta`` (queued) or the
-   record (inline); each progress call checks the cancel flag; a search job keeps its
-   checkpoint in the artifact store (:class:`StoreCheckpoint`, ref ``checkpoints/<job id>``),
-   so the attempt that follows a dead worker resumes after its last saved architecture;
+   record (inline); each progress call checks the cancel flag; the job's checkpoint lives in
+   the artifact store (:class:`StoreCheckpoint`, ref ``checkpoints/<job id>``): a search job
+   saves its scan there, so the attempt that follows a dead worker resumes after its last
+   saved architecture (removed once the job has finished);
 4. store weights (safetensors + provenance metadata), plot (PNG) and the result
    (JSON) in the artifact store, then ``lifecycle.finish`` (compare-and-set again, so a
    job the reaper handed to another worker cannot be finished twice).
@@ -275,7 +276,7 @@ def _execute(
 
     read_upload = _upload_reader(store, settings.max_model_bytes)
     caps = DataCaps(max_bytes=settings.max_data_bytes, max_samples=settings.max_data_samples)
-    checkpoint = StoreCheckpoint(store, job_id) if request.get("kind") == "search" else None
+    checkpoint = StoreCheckpoint(store, job_id)  # every kind gets one; those that can resume (search) use it
     result, weights, png = run_job(request, progress=progress, allowed_roots=list(settings.allowed_roots),
                                    max_params=settings.max_params, model_file=read_upload, data_caps=caps,
                                    checkpoint=checkpoint)
@@ -306,8 +307,7 @@ def _execute(
                         plot_sha=plot_sha, seconds=seconds) is None:
         log.warning("job %s attempt %d finished but the record moved on; result discarded", job_id, attempt)
         return "skipped"
-    if checkpoint is not None:
-        checkpoint.clear()
+    checkpoint.clear()
     try:
         store.put_ref("results", rec.request_hash, {"result_sha": result_sha, "weights_sha": weights_sha, "plot_sha": plot_sha, "kind": rec.kind})
     except OSError as exc:
