@@ -22,8 +22,9 @@ is a JSON file, the worker backs one by its artifact store) the state of the sca
 inputs of every cell -- is saved every :data:`CHECKPOINT_EVERY_CELLS` architectures or :data:`CHECKPOINT_EVERY_S`
 seconds (whichever comes first, but never more often than 20x the time one save takes), and a later call with the
 same specs, proxy, seed, k and ``identity`` restarts after the last saved architecture instead of scoring the
-finished ones again. A checkpoint that cannot be read, is not a checkpoint, or belongs to another search is ignored
-with a warning (the scan starts over). The result counts ``resumed`` (taken from the checkpoint) and ``scored``
+finished ones again (a finished scan saves its final state, so running it again scores nothing). A checkpoint
+that cannot be read, is not a checkpoint, or belongs to another search is ignored with a warning (the scan starts
+over). The result counts ``resumed`` (taken from the checkpoint) and ``scored``
 (scored by this call) architectures.
 """
 from __future__ import annotations
@@ -164,7 +165,10 @@ class FileCheckpoint:
         except (OSError, ValueError) as exc:
             log.warning("search checkpoint %s is unreadable (%s); starting over", self.path, exc)
             return None
-        return doc if isinstance(doc, dict) else None
+        if not isinstance(doc, dict):
+            log.warning("search checkpoint %s is not a checkpoint (a JSON %s); starting over", self.path, type(doc).__name__)
+            return None
+        return doc
 
     def save(self, state: Mapping[str, Any]) -> None:
         directory = os.path.dirname(os.path.abspath(self.path))

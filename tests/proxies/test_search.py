@@ -202,7 +202,7 @@ def test_corrupt_checkpoint_file_starts_over_with_a_warning(tmp_path, caplog, co
     with caplog.at_level("WARNING", logger="initscore.search"):
         res = search.top_k([spec(A), spec(B)], x, 1, "naswot", checkpoint=search.FileCheckpoint(path))
     assert res.resumed == 0 and res.scored == 2
-    assert content == "[1, 2]" or any("starting over" in r.getMessage() for r in caplog.records)
+    assert any("starting over" in r.getMessage() for r in caplog.records)
 
 
 def test_search_cli_resume_continues_the_request_it_prints(tmp_path) -> None:
