@@ -229,6 +229,10 @@ def check_search(search: dict[str, Any], data: DataRef | None, settings: Setting
         loc = f"{where}[{i}]" if where != "sample" else "sample"
         spec = ModelSpec.model_validate(raw)
         found: list[dict[str, Any]] = []
+        if spec.arch == "onnx":  # a search builds registered architectures from their seed, not uploads
+            errors.append({"loc": loc, "msg": "a search job scores registered architectures; score an uploaded ONNX "
+                                              "model with a score or batch job"})
+            break
         if over < limit:
             check_model(spec, loc, settings, found)
             over += len(found)

@@ -150,6 +150,7 @@ GOOD = {"kind": "search", "cells": [A, B, C], "args": ARGS, "data": DATA, "k": 2
     ({"cells": None, "sample": {"space": "nb201", "n": 15626}}, "sample.n"),
     ({"cells": None, "sample": {"space": "darts", "n": 5}}, "sample.space"),
     ({"cells": None, "models": [{"arch": "nope"}]}, "models[0]"),
+    ({"cells": None, "models": [{"arch": "onnx", "args": {"sha256": "a" * 64}}]}, "models[0]"),
     ({"data": {"kind": "cifar10", "root": "/nowhere/cifar10"}}, "data.root"),
     ({"args": {"C": 2, "N": 1, "num_classes": 5}}, "data.num_classes"),
     ({"cells": None}, "body"),
