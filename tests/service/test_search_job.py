@@ -60,6 +60,10 @@ def test_search_job_returns_the_library_top_k(queued) -> None:
                                    "models": _specs(cells)})
     run_worker_burst(backend, settings)
     _same_top(tc.get(f"/v1/jobs/{r2.json()['id']}").json()["result"], lib)
+    from service.ui.render import job_page  # the /ui page of the job lists the k best
+
+    page = job_page(job)
+    assert "the 3 best of 5 by <b>naswot</b>" in page and page.count(cells[res["top"][0]["index"]]) >= 2
     # a finished job leaves no checkpoint behind
     assert backend.store.get_ref("checkpoints", r.json()["id"]) is None
 
