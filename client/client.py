@@ -110,6 +110,23 @@ class Client:
                            options: Mapping[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
         return self.submit({"kind": "propagation", "model": _spec(model), "data": dict(data), "options": dict(options or {})}, **kw)
 
+    def submit_search(self, data: Mapping[str, Any], *, models: Iterable[str | Mapping[str, Any]] | None = None,
+                      cells: Iterable[str] | None = None, sample: Mapping[str, Any] | None = None, k: int = 5,
+                      proxy: str = DEFAULT_RANK_BY, seed: int = 0, args: Mapping[str, Any] | None = None,
+                      **kw: Any) -> dict[str, Any]:
+        """A search job: the k best of `models`, NB201 `cells` or a space `sample` ({"space": "nb201", "n": N,
+        "sample_seed": S}) by `proxy`; its result (``wait``/``get``) lists them under ``result["top"]``."""
+        req: dict[str, Any] = {"kind": "search", "data": dict(data), "k": k, "proxy": proxy, "seed": seed}
+        if models is not None:
+            req["models"] = [_spec(m) for m in models]
+        if cells is not None:
+            req["cells"] = list(cells)
+        if sample is not None:
+            req["sample"] = dict(sample)
+        if args:
+            req["args"] = dict(args)
+        return self.submit(req, **kw)
+
     # ------------------------------------------------------------ read
     def get(self, job: JobRef, *, wait: float = 0.0) -> dict[str, Any]:
         if not wait:

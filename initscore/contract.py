@@ -2,7 +2,7 @@
 
 Pydantic v2, torch-free. A job request is a discriminated union on `kind`:
 `score`, `rectify`, `batch` (many model specs against one data ref, for NAS
-sweeps) and `propagation`. Results are plain JSON-able pydantic models.
+sweeps), `propagation` and `search` (the k best of many architectures by one zero-cost score). Results are plain JSON-able pydantic models.
 
 Limits that depend on deployment (batch size, iterations, parameter cap,
 allowed dataset roots) are NOT enforced here but by the service settings;
@@ -242,13 +242,13 @@ def request_problems(kind: str | None, data: DataRef | None, options: Any, *, n_
     the CLI and the API name the same field with the same message; the API also runs them on the parts of a
     body that broke the contract elsewhere (service/validation.py), to list every problem at once.
 
-    - score, batch and rectify: data.batch_size >= 2 (GradCosine compares pairs of samples);
+    - score, batch, rectify and search: data.batch_size >= 2 (GradCosine compares pairs of samples);
     - score and batch in batch mode: options.sub_batches <= data.batch_size;
     - batch: top_k <= the number of models; rank_by is "ensemble", a name of RANK_BUILTINS or a proxy listed
       in options.proxies.
     """
     out: list[tuple[Loc, str, Any]] = []
-    if data is not None and kind in ("score", "batch", "rectify") and data.batch_size < 2:
+    if data is not None and kind in ("score", "batch", "rectify", "search") and data.batch_size < 2:
         out.append((("data", "batch_size"), "GradCosine compares at least 2 samples; use batch_size >= 2",
                     data.batch_size))
     if isinstance(options, ScoreOptions) and data is not None and options.mode == "batch" \
@@ -332,8 +332,73 @@ class PropagationRequest(_Model):
         return self
 
 
+NB201_CELLS = 5 ** 6  # architectures in the NAS-Bench-201 space
+SEARCH_SET_LEVEL = ("az_nas",)  # scores of a whole set rather than of one architecture (initscore.search.SET_LEVEL)
+
+
+class SearchSample(_Model):
+    """Architectures drawn from a search space: ``n`` distinct cells, ``random.Random(sample_seed)``."""
+
+    space: Literal["nb201"] = Field(default="nb201", description="the search space (NAS-Bench-201)")
+    n: int = Field(ge=1, le=NB201_CELLS, description=f"how many distinct cells to draw (1..{NB201_CELLS})")
+    sample_seed: int = Field(default=0, ge=0, le=2**31 - 1, description="which cells: random.Random(sample_seed)")
+
+
+class SearchRequest(_Model):
+    """The k best of many architectures by one zero-cost score (initscore.search.top_k); exactly one of ``models``,
+    ``cells`` or ``sample`` gives the candidates, scored in that order."""
+
+    kind: Literal["search"] = "search"
+    models: list[ModelSpec] | None = Field(default=None, min_length=1, max_length=4 * NB201_CELLS,
+                                           description="explicit model specs")
+    cells: list[Annotated[str, StringConstraints(min_length=1, max_length=500)]] | None = Field(
+        default=None, min_length=1, max_length=4 * NB201_CELLS, description="NAS-Bench-201 cell strings "
+        "('|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'), each the spec {arch: nb201, args: {cell, **args}}")
+    sample: SearchSample | None = Field(default=None, description="cells drawn from a search space")
+    args: dict[str, JsonScalar] = Field(default_factory=dict, max_length=64,
+                                        description="arguments of every nb201 spec built from cells or sample "
+                                                    "(e.g. C, N, num_classes)")
+    data: DataRef
+    k: int = Field(default=5, ge=1, description="how many of the best to return (at most the number of candidates)")
+    proxy: str = Field(default=DEFAULT_RANK_BY, min_length=1, max_length=100,
+                       description="the score to rank by (higher = better): a registered proxy (initscore proxies "
+                                   "--list; default the recommended 'ensemble') or 'az_nas' (AZ-NAS's rank "
+                                   "aggregation over the whole set)")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="the weights' seed: each architecture is "
+                      "initialized from initscore.proxies.batch.spec_seed(spec, seed), as on every scoring path")
+
+    @field_validator("k")
+    @classmethod
+    def _k_fits(cls, k: int, info: Any) -> int:
+        d = info.data
+        n = len(d["models"]) if d.get("models") else len(d["cells"]) if d.get("cells") else \
+            d["sample"].n if d.get("sample") is not None else None
+        if n is not None and k > n:
+            raise ValueError(f"must be in 1..{n} (the number of candidates), got {k}")
+        return k
+
+    @field_validator("proxy")
+    @classmethod
+    def _known_proxy(cls, proxy: str) -> str:
+        from initscore.proxies import PROXIES  # the registry's names, torch-free
+
+        if proxy not in PROXIES and proxy not in SEARCH_SET_LEVEL:
+            raise ValueError(f"unknown proxy {proxy!r}; known: {[*PROXIES, *SEARCH_SET_LEVEL]}")
+        return proxy
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "SearchRequest":
+        given = [n for n in ("models", "cells", "sample") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of models, cells or sample (got {given or 'none'})")
+        if self.models is not None and self.args:
+            raise ValueError("args applies to cells and sample; put a model's arguments in its spec")
+        _raise_problems(type(self).__name__, request_problems(self.kind, self.data, None))
+        return self
+
+
 JobRequest = Annotated[
-    Union[ScoreRequest, RectifyRequest, BatchRequest, PropagationRequest], Field(discriminator="kind")
+    Union[ScoreRequest, RectifyRequest, BatchRequest, PropagationRequest, SearchRequest], Field(discriminator="kind")
 ]
 
 
@@ -457,11 +522,38 @@ class PropagationResult(_Model):
     seconds: float = 0.0
 
 
+class SearchCandidate(_Model):
+    index: int = Field(description="position in the request's candidates")
+    model: ModelSpec
+    score: float | None = Field(description="the ranking score; None: not scorable (listed only when fewer than k "
+                                            "candidates could be scored)")
+    values: dict[str, float] = Field(default_factory=dict, description="the proxy values computed for it")
+
+
+class SearchFailure(_Model):
+    index: int
+    reason: str
+
+
+class SearchResult(_Model):
+    kind: Literal["search"] = "search"
+    proxy: str
+    k: int
+    total: int = Field(description="candidates in the request")
+    top: list[SearchCandidate] = Field(description="the k best, best first")
+    scored: int = Field(description="candidates scored by the run that finished")
+    resumed: int = Field(default=0, description="candidates taken from the checkpoint of an interrupted run (not "
+                                                "scored again)")
+    failed: int = Field(default=0, description="candidates that could not be scored (ranked below every scored one)")
+    reasons: list[SearchFailure] = Field(default_factory=list, description="the first failures and why")
+    seconds: float = 0.0
+
+
 JobResult = Annotated[
-    Union[ScoreResult, RectifyResult, BatchResult, PropagationResult], Field(discriminator="kind")
+    Union[ScoreResult, RectifyResult, BatchResult, PropagationResult, SearchResult], Field(discriminator="kind")
 ]
 
-JobKind = Literal["score", "rectify", "batch", "propagation"]  # the `kind` tags of JobRequest (a test checks both agree)
+JobKind = Literal["score", "rectify", "batch", "propagation", "search"]  # the `kind` tags of JobRequest (a test checks both agree)
 JOB_KINDS: tuple[str, ...] = get_args(JobKind)
 JobState = Literal["queued", "running", "finished", "failed", "cancelled"]  # the only list of job states
 JOB_STATES: tuple[str, ...] = get_args(JobState)

@@ -13,9 +13,13 @@ Dispatch:
                by `rank_by` (default the recommended `ensemble`; higher is better; failures
                are listed, unranked); each entry scored as a score job would score it
   propagation  initscore.propagation.report (+ plot -> PNG bytes)
+  search       initscore.search.top_k over the request's candidates (models, cells or a space sample): one
+               architecture at a time, the k best kept; resumable through ``checkpoint``
 
 ``progress(done, total, metrics)`` is called as work advances (rectify: every
-iteration; batch: every architecture); it may raise to abort the job.
+iteration; batch and search: every architecture); it may raise to abort the job. ``checkpoint`` (search jobs): an
+object with ``load()``/``save(state)`` where the scan's state is kept, so a re-run after a crash resumes after the
+last saved architecture (the worker backs it by its artifact store, the CLI by ``--resume FILE``).
 
 What the deployment lends a job (``run_job``'s keywords, held in a :class:`JobEnv` for the call):
 ``allowed_roots`` confines dataset paths at read time; ``max_params`` refuses a model over the cap
@@ -44,6 +48,9 @@ from initscore.contract import (
     ScoreOptions,
     ScoreRequest,
     ScoreResult,
+    SearchRequest,
+    SearchResult,
+    request_hash,
 )
 from initscore.errors import InitscoreError, OptionsError, SpecError, is_out_of_memory
 
@@ -69,7 +76,7 @@ def parse_request(request: Any) -> Any:
     """A contract request model from a model or a JSON-like dict."""
     from pydantic import TypeAdapter
 
-    if isinstance(request, (ScoreRequest, RectifyRequest, BatchRequest, PropagationRequest)):
+    if isinstance(request, (ScoreRequest, RectifyRequest, BatchRequest, PropagationRequest, SearchRequest)):
         return request
     return TypeAdapter(JobRequest).validate_python(dict(request))
 
@@ -296,24 +303,51 @@ def _run_propagation(req: PropagationRequest) -> tuple[PropagationResult, bytes 
     return rep.to_result(req.model.arch, plot_sha256=sha, seconds=time.perf_counter() - t0), png
 
 
+def _run_search(req: SearchRequest, progress: Progress | None, checkpoint: Any) -> SearchResult:
+    """initscore.search.top_k over the request's candidates on its data (one shared batch, or a batch per spec with
+    data.fresh_per_arch), weights from spec_seed(spec, seed) as on every scoring path. Invalid candidates raise
+    SpecError naming the first ones; the checkpoint must match the request's content hash to be resumed."""
+    from initscore import search
+
+    bad = search.candidate_problems(req, limit=3)
+    if bad:
+        raise SpecError("; ".join(f"{b['loc']}: {b['msg']}" for b in bad))
+    specs = search.candidates(req)
+    td = _load_data(req.data)
+    batch = _scoring_batch(td, req.data)
+
+    def report(done: int, total: int, best: list[Any]) -> None:
+        if progress is not None:
+            lead = best[0] if best else None
+            metrics = {} if lead is None else {"best_score": lead.score, "best_index": lead.index}
+            progress(done, total, metrics)
+
+    res = search.top_k(specs, batch, req.k, req.proxy, seed=req.seed, progress=report, checkpoint=checkpoint,
+                       identity=request_hash(req))
+    return res.to_result()
+
+
 def run_job(
     request: Any, *, progress: Progress | None = None, allowed_roots: list[str] | None = None,
     max_params: int | None = None, model_file: Callable[[str], bytes] | None = None, data_caps: Any = None,
+    checkpoint: Any = None,
 ) -> tuple[Any, dict[str, Any] | None, bytes | None]:
     """Run one job request in this process; returns (JobResult, rectified state dict or None, PNG bytes or None).
 
     `allowed_roots`, `max_params`, `model_file`, `data_caps` (an ``initscore.data.DataCaps``; None: its
     defaults): what the deployment lends the job (module docstring); None means unconfined / uncapped / no
     uploads (library and CLI use). A rectified ONNX upload's weights are keyed by the file's initializer names.
+    `checkpoint`: where a search job keeps its resumable state (module docstring); other kinds ignore it.
     """
     token = _ENV.set(JobEnv(allowed_roots, max_params, model_file, data_caps))
     try:
-        return _run(request, progress)
+        return _run(request, progress, checkpoint)
     finally:
         _ENV.reset(token)
 
 
-def _run(request: Any, progress: Progress | None) -> tuple[Any, dict[str, Any] | None, bytes | None]:
+def _run(request: Any, progress: Progress | None, checkpoint: Any = None
+         ) -> tuple[Any, dict[str, Any] | None, bytes | None]:
     req = parse_request(request)
     if isinstance(req, ScoreRequest):
         res = _run_score(req)
@@ -330,4 +364,6 @@ def _run(request: Any, progress: Progress | None) -> tuple[Any, dict[str, Any] |
         if progress is not None:
             progress(1, 1, {})
         return res, None, png
+    if isinstance(req, SearchRequest):
+        return _run_search(req, progress, checkpoint), None, None
     raise OptionsError(f"unknown job kind {getattr(req, 'kind', None)!r}")  # pragma: no cover

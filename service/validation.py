@@ -27,6 +27,7 @@ from initscore.contract import (
     PropagationOptions,
     RectifyOptions,
     ScoreOptions,
+    SearchRequest,
     request_problems,
 )
 from initscore.errors import InitscoreError
@@ -122,6 +123,7 @@ class Parts:
     options: Any = None
     top_k: int | None = None
     rank_by: str | None = None
+    search: dict[str, Any] | None = None  # a search request's candidate fields (models / cells / sample, args)
 
 
 _OPTIONS: dict[str, type[BaseModel]] = {"score": ScoreOptions, "rectify": RectifyOptions, "batch": ScoreOptions,
@@ -130,6 +132,8 @@ _OPTIONS: dict[str, type[BaseModel]] = {"score": ScoreOptions, "rectify": Rectif
 
 def parts_of_request(req: Any) -> Parts:
     """The parts of a request that passed the contract."""
+    if isinstance(req, SearchRequest):  # the candidates are checked by check_search, not one by one as specs
+        return Parts(req.kind, data=req.data, search=req.model_dump(mode="json", include={"models", "cells", "sample", "args"}))
     if isinstance(req, BatchRequest):
         return Parts(req.kind, [(f"models[{i}]", s) for i, s in enumerate(req.models)], len(req.models), req.data,
                      req.options, req.top_k, req.rank_by)
@@ -149,8 +153,10 @@ def parts_of_body(body: Any) -> Parts:
     if not isinstance(body, dict):
         return Parts(None)
     kind = body.get("kind", "score")
-    kind = kind if isinstance(kind, str) and kind in _OPTIONS else None
+    kind = kind if isinstance(kind, str) and (kind in _OPTIONS or kind == "search") else None
     parts = Parts(kind)
+    if kind == "search":
+        parts.search = {n: body[n] for n in ("models", "cells", "sample", "args") if n in body}
     if kind != "batch" and "model" in body:
         spec = _part(ModelSpec, body["model"])
         parts.specs = [("model", spec)] if spec is not None else []
@@ -161,7 +167,7 @@ def parts_of_body(body: Any) -> Parts:
         parts.specs += [(loc, s) for loc, s in parsed if s is not None]
     if "data" in body:
         parts.data = _part(DataRef, body["data"])
-    if kind is not None:
+    if kind in _OPTIONS:
         parts.options = _part(_OPTIONS[kind], body.get("options", {}))
     if kind == "batch":
         top_k, rank_by = body.get("top_k"), body.get("rank_by", "ensemble")
@@ -184,6 +190,8 @@ def deployment_problems(parts: Parts, settings: Settings, model_visible: Callabl
                 check_classes(spec, loc, parts.data, errors)
     if parts.data is not None:
         check_data(parts.data, settings, errors)
+    if parts.search is not None:
+        check_search(parts.search, parts.data, settings, errors)
 
     opts = parts.options
     if isinstance(opts, RectifyOptions) and opts.iters > settings.max_iters:
@@ -200,6 +208,42 @@ def deployment_problems(parts: Parts, settings: Settings, model_visible: Callabl
                                         rank_by=parts.rank_by):
         errors.append({"loc": ".".join(map(str, loc)), "msg": msg})
     return errors
+
+
+def check_search(search: dict[str, Any], data: DataRef | None, settings: Settings, errors: list[dict[str, Any]],
+                 limit: int = 5) -> None:
+    """A search request's candidates: valid specs (``models[i]``, ``cells[i]``, or ``args`` for a sample), each under
+    the parameter cap, with at least the data's classes; at most `limit` entries are reported per rule."""
+    from initscore import search as search_mod
+
+    try:
+        specs = search_mod.candidates(search)
+        bad = search_mod.candidate_problems(search, limit=limit)
+    except (InitscoreError, KeyError, TypeError, ValueError, AttributeError):
+        return  # the candidate fields break the contract: reported there
+    if bad:
+        errors.extend(bad)
+        return
+    where = "models" if search.get("models") else "cells" if search.get("cells") else "sample"
+    over, classes = 0, 0
+    for i, raw in enumerate(specs):
+        loc = f"{where}[{i}]" if where != "sample" else "sample"
+        spec = ModelSpec.model_validate(raw)
+        found: list[dict[str, Any]] = []
+        if spec.arch == "onnx":  # a search builds registered architectures from their seed, not uploads
+            errors.append({"loc": loc, "msg": "a search job scores registered architectures; score an uploaded ONNX "
+                                              "model with a score or batch job"})
+            break
+        if over < limit:
+            check_model(spec, loc, settings, found)
+            over += len(found)
+        if data is not None and classes < 1:
+            before = len(found)
+            check_classes(spec, loc, data, found)
+            classes += len(found) - before
+        errors.extend(found)
+        if over >= limit and (classes or data is None or where != "models"):
+            break
 
 
 def problem_detail(errors: list[dict[str, Any]]) -> str:

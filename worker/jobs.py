@@ -9,7 +9,10 @@ RQ calls it with JSON kwargs ``job_id``, ``attempt``, ``request``; the inline ba
    with a dead heartbeat: an RQ retry after a transient fault), honour a cancel;
 2. heartbeat (queued mode) and ``lifecycle.start`` (compare-and-set on the attempt);
 3. ``initscore.jobs.run_job`` -- progress goes to ``job.meta`` (queued) or the
-   record (inline); each progress call checks the cancel flag;
+   record (inline); each progress call checks the cancel flag; the job's checkpoint lives in
+   the artifact store (:class:`StoreCheckpoint`, ref ``checkpoints/<job id>``): a search job
+   saves its scan there, so the attempt that follows a dead worker resumes after its last
+   saved architecture (removed once the job has finished);
 4. store weights (safetensors + provenance metadata), plot (PNG) and the result
    (JSON) in the artifact store, then ``lifecycle.finish`` (compare-and-set again, so a
    job the reaper handed to another worker cannot be finished twice).
@@ -229,6 +232,40 @@ def _upload_reader(store: ArtifactStore, cap: int) -> Callable[[str], bytes]:
     return read
 
 
+CHECKPOINTS = "checkpoints"  # artifact-store ref namespace of search checkpoints, one per job id
+
+
+class StoreCheckpoint:
+    """A search job's checkpoint as the artifact-store ref ``checkpoints/<job id>`` (written atomically by the store);
+    shared by every attempt of the job. An unreadable checkpoint is ignored with a warning; a failing save is
+    logged and the job computes on (the checkpoint only saves work, the result does not depend on it)."""
+
+    def __init__(self, store: ArtifactStore, job_id: str) -> None:
+        self.store, self.job_id = store, job_id
+
+    def load(self) -> dict[str, Any] | None:
+        try:
+            doc = self.store.get_ref(CHECKPOINTS, self.job_id)
+        except StoreError as exc:
+            log.warning("job %s: search checkpoint unreadable (%s); starting over", self.job_id, exc)
+            return None
+        if doc is not None:
+            log.info("job %s: found a search checkpoint after %s architectures", self.job_id, doc.get("done"))
+        return doc
+
+    def save(self, state: dict[str, Any]) -> None:
+        try:
+            self.store.put_ref(CHECKPOINTS, self.job_id, state)
+        except (StoreError, ValueError) as exc:
+            log.warning("job %s: search checkpoint not saved: %s", self.job_id, exc)
+
+    def clear(self) -> None:
+        try:
+            self.store.delete_ref(CHECKPOINTS, self.job_id)
+        except StoreError as exc:
+            log.warning("job %s: search checkpoint not removed: %s", self.job_id, exc)
+
+
 def _execute(
     job_id: str, attempt: int, request: dict[str, Any], rec: JobRecord, index: JobIndex, store: ArtifactStore,
     progress: Callable[..., None], t0: float, settings: Settings,
@@ -239,8 +276,10 @@ def _execute(
 
     read_upload = _upload_reader(store, settings.max_model_bytes)
     caps = DataCaps(max_bytes=settings.max_data_bytes, max_samples=settings.max_data_samples)
+    checkpoint = StoreCheckpoint(store, job_id)  # every kind gets one; those that can resume (search) use it
     result, weights, png = run_job(request, progress=progress, allowed_roots=list(settings.allowed_roots),
-                                   max_params=settings.max_params, model_file=read_upload, data_caps=caps)
+                                   max_params=settings.max_params, model_file=read_upload, data_caps=caps,
+                                   checkpoint=checkpoint)
     update: dict[str, Any] = {}
     weights_sha = plot_sha = None
     if weights is not None:
@@ -268,6 +307,7 @@ def _execute(
                         plot_sha=plot_sha, seconds=seconds) is None:
         log.warning("job %s attempt %d finished but the record moved on; result discarded", job_id, attempt)
         return "skipped"
+    checkpoint.clear()
     try:
         store.put_ref("results", rec.request_hash, {"result_sha": result_sha, "weights_sha": weights_sha, "plot_sha": plot_sha, "kind": rec.kind})
     except OSError as exc:

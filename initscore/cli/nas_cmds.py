@@ -3,6 +3,8 @@
 Examples:
   initscore search --space nb201 --n 1000 --k 5          # the 5 best of 1,000 sampled cells by `ensemble`
   initscore search --cells my_cells.txt --k 3 --proxy synflow
+  initscore search --space nb201 --n 15625 --k 10 --resume all.ckpt   # run again after a crash: continues
+  initscore search --space nb201 --n 1000 --print-request > req.json && initscore submit --file req.json
   initscore proxies --list
   initscore proxies --arch nb201 --cell '|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|'
   initscore proxies --arch resnet20 --data cifar10 --names synflow,snip,naswot --json
@@ -10,8 +12,6 @@ Examples:
 from __future__ import annotations
 
 import json
-import math
-import time
 from typing import Any, Optional
 
 import typer
@@ -31,32 +31,25 @@ def _spec(arch: str, args: str, cell: str | None) -> dict[str, Any]:
     return {"arch": arch, "args": parsed}
 
 
-def _batch(entry, full_args: dict[str, Any], data: str, root: str | None, batch_size: int, seed: int):
-    from initscore import data as data_mod
-    from initscore.contract import DataRef
+def _data_ref(spec: dict[str, Any], data: str, root: str | None, batch_size: int, seed: int,
+              fresh: bool = False) -> dict[str, Any]:
+    """The data reference of these verbs (torch-free): synthetic images shaped for `spec`, or a seeded subset of
+    max(batch_size, 1024) samples of a dataset (its default local copy unless --root), whose root must exist."""
+    from initscore.cli.engine_cmds import _data_ref as engine_ref
+    from initscore.dataref import validate_ref
 
-    ref: dict[str, Any] = {"kind": data, "split": "train", "batch_size": batch_size, "seed": seed}
-    if data == "synthetic":
-        shape = entry.input_shape or (3, 32, 32)
-        if "in_features" in full_args and math.prod(shape) != int(full_args["in_features"]):
-            shape = (int(full_args["in_features"]),)
-        ref["shape"] = shape
-        ref["num_classes"] = int(full_args.get("num_classes", 10))
-    else:
-        if root is None:
-            default = {"cifar10": data_mod.default_cifar10_root}.get(data)
-            root = default() if default else None
-            if root is None:
-                raise DataError(f"data kind {data!r} needs --root (no default copy found)")
-        ref["root"] = root
-        ref["limit"] = max(batch_size, 1024)
+    ref = engine_ref(spec, data, root, "train", batch_size, seed, None if data == "synthetic" else max(batch_size, 1024))
+    if fresh:
+        ref["fresh_per_arch"] = True
     try:
-        dref = DataRef(**ref)
+        validate_ref(ref)  # parses and checks the root exists, without reading data or importing torch
+    except DataError:
+        raise
     except Exception as exc:  # pydantic ValidationError -> one line
-        lines = str(exc).splitlines()
-        raise DataError(f"bad data reference: {lines[-2].strip() if len(lines) > 1 else lines[0]}") from None
-    td = data_mod.load(dref)
-    return td.batch(min(batch_size, len(td)), seed=seed)
+        errs = getattr(exc, "errors", lambda: [])()
+        msg = errs[0].get("msg") if errs else str(exc).splitlines()[0]
+        raise DataError(f"bad data reference: {msg}") from None
+    return ref
 
 
 def proxies_cmd(
@@ -72,7 +65,8 @@ def proxies_cmd(
     list_only: bool = typer.Option(False, "--list", help="list the proxies with their definitions and exit"),
     as_json: bool = typer.Option(False, "--json", help="print {values, errors, seconds} as JSON"),
 ) -> None:
-    """Zero-cost proxies (higher = predicted better) of one architecture on one batch."""
+    """Zero-cost proxies (higher = predicted better) of one architecture on one batch (a score job with
+    options.proxies, run by initscore.jobs.run_job as the service runs it)."""
     from initscore import proxies
 
     if list_only:
@@ -87,31 +81,25 @@ def proxies_cmd(
     unknown = [n for n in wanted if n not in proxies.PROXIES]
     if unknown or not wanted:
         raise OptionsError(f"unknown proxy {unknown}; known: {list(proxies.PROXIES)}")
+    from initscore.cli.engine_cmds import _request
     from initscore.models import validate_spec
 
     spec = _spec(arch, args, cell)
-    entry, full_args = validate_spec(spec)
+    _, full_args = validate_spec(spec)
+    ref = _data_ref(spec, data, root, batch_size, seed)
+    request = _request("score", spec, ref, {"proxies": wanted, "seed": init_seed})
 
-    import torch
+    from initscore.jobs import run_job
 
-    from initscore.models import build
-
-    from initscore.proxies.batch import spec_seed
-
-    x, y = _batch(entry, full_args, data, root, batch_size, seed)
-    torch.manual_seed(spec_seed(spec, init_seed))
-    model = build(spec)
-    if entry.family in ("mlp", "lipschitz_mlp"):
-        x = x.reshape(x.shape[0], -1)
-    t0 = time.perf_counter()
-    values, errors = proxies.compute_many(wanted, model, (x, y))
-    seconds = time.perf_counter() - t0
+    result, _, _ = run_job(request)
+    values, errors, seconds = dict(result.proxies), dict(result.proxy_errors), result.seconds
     if as_json:
         typer.echo(json.dumps({"arch": arch, "args": full_args, "values": values, "errors": errors, "seconds": seconds}, indent=2))
         return
-    typer.echo(f"{arch} {json.dumps(full_args, sort_keys=True)} on {data} ({len(x)} samples), {seconds:.2f}s")
-    for n in wanted:
-        typer.echo(f"  {n:<16} {values[n]:.6g}" if n in values else f"  {n:<16} error: {errors[n]}")
+    n = min(batch_size, ref.get("limit") or batch_size)
+    typer.echo(f"{arch} {json.dumps(full_args, sort_keys=True)} on {data} ({n} samples), {seconds:.2f}s")
+    for name in wanted:
+        typer.echo(f"  {name:<16} {values[name]:.6g}" if name in values else f"  {name:<16} error: {errors[name]}")
 
 
 def _read_cells(path: str) -> list[dict[str, Any]]:
@@ -146,6 +134,45 @@ def _read_cells(path: str) -> list[dict[str, Any]]:
     return specs
 
 
+_FLAGS = {"k": "--k", "proxy": "--proxy", "seed": "--seed", "sample.n": "--n", "sample.sample_seed": "--sample-seed",
+          "sample.space": "--space", "cells": "--cells", "models": "--cells", "data.batch_size": "--batch-size",
+          "data.root": "--root", "data.kind": "--data", "data.seed": "--data-seed"}
+
+
+def search_request(*, specs: list[dict[str, Any]] | None, space: str | None, n: int, sample_seed: int, k: int,
+                   proxy: str, data: str, root: str | None, batch_size: int, fresh_batch: bool, seed: int,
+                   data_seed: int | None = None) -> dict[str, Any]:
+    """The contract SearchRequest of `initscore search` (what `initscore submit --file` would send), validated
+    torch-free; a problem is an OptionsError naming the flag."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from initscore import search
+    from initscore.contract import JobRequest
+
+    req: dict[str, Any] = {"kind": "search", "k": k, "proxy": proxy, "seed": seed}
+    if specs is not None:
+        plain = all(set(s) == {"arch", "args"} and s["arch"] == "nb201" and set(s["args"]) == {"cell"} for s in specs)
+        if plain:
+            req["cells"] = [s["args"]["cell"] for s in specs]
+        else:
+            req["models"] = specs
+        first = specs[0]
+    else:
+        if space != "nb201":
+            raise OptionsError(f"--space: unknown search space {space!r}; known: ['nb201']")
+        req["sample"] = {"space": space, "n": n, "sample_seed": sample_seed}
+        first = {"arch": "nb201", "args": {"cell": search.nb201_cell(0)}}
+    req["data"] = _data_ref(first, data, root, batch_size, seed if data_seed is None else data_seed, fresh_batch)
+    try:
+        parsed = TypeAdapter(JobRequest).validate_python(req)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        loc = ".".join(str(p) for p in e["loc"] if p != "search")
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        raise OptionsError(f"{_FLAGS.get(loc, loc or 'request')}: {msg}") from None
+    return parsed.model_dump(mode="json", exclude_none=True)
+
+
 def search_cmd(
     space: Optional[str] = typer.Option(None, help="search space to sample: nb201"),
     n: int = typer.Option(1000, help="architectures to sample from --space"),
@@ -157,59 +184,46 @@ def search_cmd(
     batch_size: int = typer.Option(64, help="samples per batch"),
     fresh_batch: bool = typer.Option(False, "--fresh-batch", help="draw a fresh seeded batch per architecture"),
     seed: int = typer.Option(0, help="weights and batch seed (scores are deterministic per spec and seed)"),
+    data_seed: Optional[int] = typer.Option(None, help="which samples form the batch (default: --seed)"),
     sample_seed: int = typer.Option(0, help="which cells --space samples (random.Random(seed))"),
-    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    resume: Optional[str] = typer.Option(None, "--resume", help="checkpoint file: saved every few architectures; run "
+                                         "the same command again to continue after the last saved one"),
+    print_request: bool = typer.Option(False, "--print-request", help="print the search job request (for "
+                                       "`initscore submit --file`) and exit"),
+    as_json: bool = typer.Option(False, "--json", help="print the result (the search job's result) as JSON"),
 ) -> None:
     """The k best architectures of a sample (or a file) by a zero-cost score, higher = better."""
     import sys
 
-    from initscore import proxies, search
-
     if (space is None) == (cells is None):
         raise OptionsError("give exactly one of --space nb201 or --cells FILE")
-    if proxy not in proxies.PROXIES and proxy not in search.SET_LEVEL:
-        raise OptionsError(f"unknown proxy {proxy!r}; known: {[*proxies.PROXIES, *search.SET_LEVEL]}")
     if batch_size < 2:
         raise OptionsError(f"--batch-size must be >= 2, got {batch_size}")
-    if cells is not None:
-        specs = _read_cells(cells)
-    else:
-        if space != "nb201":
-            raise OptionsError(f"--space: unknown search space {space!r}; known: ['nb201']")
-        specs = search.nb201_sample(n, sample_seed)
-    if not 1 <= k <= len(specs):
-        raise OptionsError(f"--k must be in 1..{len(specs)} (the number of architectures), got {k}")
-    from initscore.models import validate_spec
+    specs = _read_cells(cells) if cells is not None else None
+    request = search_request(specs=specs, space=space, n=n, sample_seed=sample_seed, k=k, proxy=proxy, data=data,
+                             root=root, batch_size=batch_size, fresh_batch=fresh_batch, seed=seed,
+                             data_seed=data_seed)
+    if print_request:
+        typer.echo(json.dumps(request, indent=2))
+        return
+    from initscore import search
+    from initscore.jobs import run_job
 
-    entry, full_args = validate_spec(specs[0])
-    x, y = _batch(entry, full_args, data, root, max(batch_size, 2), seed)
-    if fresh_batch:
-        ref_batch = _batch(entry, full_args, data, root, max(batch_size, 1024) if data != "synthetic" else batch_size, seed)
-        pool_x, pool_y = ref_batch
-
-        def batch_of(s: int):
-            import torch
-
-            g = torch.Generator().manual_seed(s)
-            idx = torch.randperm(len(pool_x), generator=g)[:batch_size]
-            return pool_x[idx], pool_y[idx]
-        batch: Any = batch_of
-    else:
-        batch = (x, y)
-
-    def progress(done: int, total: int, best) -> None:
+    def progress(done: int, total: int, metrics: dict[str, Any]) -> None:
         if not as_json and (done % 50 == 0 or done == total):
-            lead = f", best {best[0].score:.4g}" if best else ""
+            lead = f", best {metrics['best_score']:.4g}" if metrics.get("best_score") is not None else ""
             print(f"  [{done}/{total}]{lead}", file=sys.stderr, flush=True)
 
-    res = search.top_k(specs, batch, k, proxy, seed=seed, progress=progress)
+    checkpoint = search.FileCheckpoint(resume) if resume else None
+    res, _, _ = run_job(request, progress=progress, checkpoint=checkpoint)
     if as_json:
-        typer.echo(json.dumps(res.to_dict(), indent=2))
+        typer.echo(res.model_dump_json(indent=2))
         return
-    typer.echo(f"top {k} of {res.total} by {proxy} ({res.failed} not scorable), {res.seconds:.1f}s")
+    extra = f"; {res.resumed} taken from {resume}" if res.resumed else ""
+    typer.echo(f"top {k} of {res.total} by {proxy} ({res.failed} not scorable{extra}), {res.seconds:.1f}s")
     for rank, c in enumerate(res.top, 1):
-        score = f"{c.score:.6g}" if math.isfinite(c.score) else "unscored"
-        what = c.spec["args"].get("cell") if c.spec.get("arch") == "nb201" else json.dumps(c.spec, sort_keys=True)
+        score = f"{c.score:.6g}" if c.score is not None else "unscored"
+        what = c.model.args.get("cell") if c.model.arch == "nb201" else c.model.model_dump_json()
         typer.echo(f"{rank:>3}. {score:>12}  {what}")
 
 

@@ -7,7 +7,7 @@ Examples:
   initscore submit score --arch resnet20 --args '{"bn": false}' --data cifar10 --root ../shared/data/cifar10_jpeg --wait
   initscore submit rectify --arch mlp --data synthetic --options '{"iters": 20}'
   initscore submit batch --models '[{"arch":"mlp"},{"arch":"mlp","args":{"depth":4}}]' --data synthetic
-  initscore submit --file request.json
+  initscore submit --file request.json     # any kind; `initscore search ... --print-request` writes a search request
   initscore status JOB ; initscore wait JOB ; initscore fetch JOB --out weights.safetensors
 
 The client verbs read INITSCORE_URL (default http://127.0.0.1:8000) and INITSCORE_API_KEY.
@@ -107,6 +107,9 @@ def register(app: typer.Typer) -> None:
             except (OSError, json.JSONDecodeError) as exc:
                 raise OptionsError(f"--file {file}: {exc}") from None
         else:
+            if kind == "search":
+                raise OptionsError("a search request: write it with `initscore search ... --print-request > req.json` "
+                                   "and send it with `initscore submit --file req.json`")
             if kind not in ("score", "rectify", "batch", "propagation"):
                 raise OptionsError("give a job kind (score, rectify, batch, propagation) or --file REQUEST.json")
             ref: dict[str, Any] = {"kind": data, "batch_size": batch_size, "seed": seed}

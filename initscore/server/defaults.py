@@ -1,14 +1,16 @@
 """Every queue name, timeout and TTL of the server side, and the job function's dotted name, in one place."""
 from __future__ import annotations
 
-SCORE_QUEUE = "initscore-score"      # short jobs: score, batch, propagation
+SCORE_QUEUE = "initscore-score"      # short jobs: score, batch, propagation, search
 RECTIFY_QUEUE = "initscore-rectify"  # long jobs: rectify
 QUEUES = (SCORE_QUEUE, RECTIFY_QUEUE)
 
-QUEUE_FOR_KIND = {"score": SCORE_QUEUE, "batch": SCORE_QUEUE, "propagation": SCORE_QUEUE, "rectify": RECTIFY_QUEUE}
+QUEUE_FOR_KIND = {"score": SCORE_QUEUE, "batch": SCORE_QUEUE, "propagation": SCORE_QUEUE, "search": SCORE_QUEUE,
+                  "rectify": RECTIFY_QUEUE}
 
 # RQ job_timeout per kind (seconds): a job running longer is stopped and recorded as failed
-TIMEOUT_FOR_KIND = {"score": 600, "batch": 3600, "propagation": 600, "rectify": 6 * 3600}
+TIMEOUT_FOR_KIND = {"score": 600, "batch": 3600, "propagation": 600, "search": 6 * 3600,
+                    "rectify": 6 * 3600}
 
 RESULT_TTL = 24 * 3600        # how long RQ keeps its own job hash after success (our record/result live longer)
 FAILURE_TTL = 7 * 24 * 3600   # how long RQ keeps failed job hashes

@@ -9,7 +9,7 @@ Every write goes to a temporary file in the same directory, is fsync'ed and then
 ``os.replace``d into place, so a reader never sees a partial file, and a full or
 read-only disk surfaces as :class:`StoreError` with nothing half-written left in
 the store. :class:`ArtifactStore` is the interface; an S3-compatible store would
-implement the same six methods (objects keyed by sha256, refs as small keys).
+implement the same methods (objects keyed by sha256, refs as small keys).
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ class ArtifactStore(Protocol):
     def size(self, sha256: str) -> int: ...
     def put_ref(self, namespace: str, name: str, doc: dict[str, Any]) -> None: ...
     def get_ref(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def delete_ref(self, namespace: str, name: str) -> None: ...
     def writable(self) -> bool: ...
     def probe(self) -> str | None: ...
 
@@ -163,6 +164,13 @@ class FileArtifactStore:
             return None
         except (OSError, ValueError) as exc:
             raise StoreError(f"ref {namespace}/{name} unreadable: {exc}") from exc
+
+    def delete_ref(self, namespace: str, name: str) -> None:
+        """Remove a ref if it exists (a search job's checkpoint once the job has finished)."""
+        try:
+            self._ref_path(namespace, name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(f"ref {namespace}/{name} cannot be removed: {exc.strerror or exc}") from exc
 
     def writable(self) -> bool:
         """True if :meth:`probe` finds nothing wrong."""

@@ -114,6 +114,14 @@ def _batch(res: dict[str, Any]) -> str:
             + table(["rank", "arch", "args", "score", "gc", "gn", "params", "status", "error"], rows))
 
 
+def _search(res: dict[str, Any]) -> str:
+    rows = [(rank, c["model"]["arch"], json.dumps(c["model"].get("args") or {}, sort_keys=True), c.get("score"),
+             c.get("index")) for rank, c in enumerate(res.get("top") or [], start=1)]
+    head = (f"<p>the {e(str(res.get('k')))} best of {e(str(res.get('total')))} by <b>{e(str(res.get('proxy')))}</b>; "
+            f"{e(str(res.get('failed')))} not scorable, {e(str(res.get('resumed')))} taken from a checkpoint</p>")
+    return head + table(["rank", "arch", "args", "score", "candidate"], rows)
+
+
 def _propagation(res: dict[str, Any]) -> str:
     layers = res.get("layers") or []
     out = [_kv({"arch": res.get("arch"), "input-output CKA": res.get("input_output_cka"), "seconds": res.get("seconds")})]
@@ -150,6 +158,8 @@ def job_page(view: dict[str, Any]) -> str:
             parts.append(_batch(res))
         elif kind == "propagation":
             parts.append(_propagation(res))
+        elif kind == "search":
+            parts.append(_search(res))
     events = view.get("events") or []
     if events:
         parts.append("<details><summary>events</summary><ul>"

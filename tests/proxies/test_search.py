@@ -143,7 +143,7 @@ def test_search_cli_cells_file_matches_the_library(tmp_path) -> None:
 
 def test_search_cli_bad_input_is_one_line(tmp_path) -> None:
     r = run_cli("--space", "nb201", "--n", "3", "--k", "5", "--data", "synthetic")
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--k must be in 1..3" in r.stderr
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--k: must be in 1..3" in r.stderr
     r = run_cli("--space", "darts", "--n", "3", "--data", "synthetic")
     assert r.returncode == 2 and "unknown search space" in r.stderr
     r = run_cli("--space", "nb201", "--proxy", "nope", "--data", "synthetic")
@@ -160,3 +160,91 @@ def test_search_cli_bad_input_is_one_line(tmp_path) -> None:
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "line 2" in r.stderr
     r = run_cli("--space", "nb201", "--n", "2", "--data", "cifar10", "--root", str(tmp_path / "nowhere"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1
+
+
+def _interrupted(specs, x, k, proxy, checkpoint, after: int) -> None:
+    class Stop(Exception):
+        pass
+
+    def stop(done, total, best):
+        if done == after:
+            raise Stop
+
+    with pytest.raises(Stop):
+        search.top_k(specs, x, k, proxy, progress=stop, checkpoint=checkpoint)
+
+
+@pytest.mark.parametrize("proxy", ["naswot", "az_nas"])
+def test_checkpoint_resumes_without_rescoring(tmp_path, proxy) -> None:
+    x = batch()
+    specs = search.nb201_sample(search.CHECKPOINT_EVERY_CELLS + 5, seed=3, C=2, N=1)
+    full = search.top_k(specs, x, 3, proxy)
+    ckpt = search.FileCheckpoint(tmp_path / "scan.ckpt")
+    _interrupted(specs, x, 3, proxy, ckpt, after=search.CHECKPOINT_EVERY_CELLS + 2)
+    saved = json.loads((tmp_path / "scan.ckpt").read_text())
+    assert saved["done"] == search.CHECKPOINT_EVERY_CELLS
+    seen = []
+    res = search.top_k(specs, x, 3, proxy, checkpoint=ckpt, progress=lambda d, t, b: seen.append(d))
+    assert res.resumed == search.CHECKPOINT_EVERY_CELLS and res.scored == len(specs) - res.resumed
+    assert seen[0] == res.resumed and seen[-1] == len(specs)  # progress starts where the checkpoint left off
+    assert [(c.index, c.score, c.values) for c in res.top] == [(c.index, c.score, c.values) for c in full.top]
+    assert (res.failed, res.reasons) == (full.failed, full.reasons)
+    # another search (other k, proxy or seed) does not take this checkpoint
+    other = search.top_k(specs[:3], x, 2, proxy, checkpoint=ckpt)
+    assert other.resumed == 0 and other.scored == 3
+
+
+@pytest.mark.parametrize("content", ['{"version": 1, "done": 4', "not json", '{"version": 1, "key": 3}', "[1, 2]"])
+def test_corrupt_checkpoint_file_starts_over_with_a_warning(tmp_path, caplog, content) -> None:
+    x = batch()
+    path = tmp_path / "scan.ckpt"
+    path.write_text(content)
+    with caplog.at_level("WARNING", logger="initscore.search"):
+        res = search.top_k([spec(A), spec(B)], x, 1, "naswot", checkpoint=search.FileCheckpoint(path))
+    assert res.resumed == 0 and res.scored == 2
+    assert any("starting over" in r.getMessage() for r in caplog.records)
+
+
+def test_search_cli_resume_continues_the_request_it_prints(tmp_path) -> None:
+    from initscore.jobs import run_job
+
+    f = tmp_path / "cells.txt"
+    cells = search.nb201_sample(search.CHECKPOINT_EVERY_CELLS + 3, seed=5, C=2, N=1)
+    f.write_text("\n".join(json.dumps(s) for s in cells) + "\n")
+    flags = ("--cells", str(f), "--k", "2", "--proxy", "naswot", "--data", "synthetic", "--batch-size", "4")
+    r = run_cli(*flags, "--print-request")
+    assert r.returncode == 0, r.stderr
+    request = json.loads(r.stdout)
+    assert request["kind"] == "search" and len(request["models"]) == len(cells)
+    ckpt = tmp_path / "scan.ckpt"
+
+    class Stop(Exception):
+        pass
+
+    def stop(done, total, metrics):
+        if done == search.CHECKPOINT_EVERY_CELLS + 1:
+            raise Stop
+
+    with pytest.raises(Stop):  # the same request, interrupted after its first checkpoint
+        run_job(request, progress=stop, checkpoint=search.FileCheckpoint(ckpt))
+    r = run_cli(*flags, "--resume", str(ckpt), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["resumed"] == search.CHECKPOINT_EVERY_CELLS and out["scored"] == 3
+    whole, _, _ = run_job(request)
+    assert [c["index"] for c in out["top"]] == [c.index for c in whole.top]
+    assert [c["score"] for c in out["top"]] == pytest.approx([c.score for c in whole.top], rel=1e-5)
+    again = json.loads(run_cli(*flags, "--resume", str(ckpt), "--json").stdout)  # finished: nothing is scored
+    assert again["resumed"] == len(cells) and again["scored"] == 0 and again["top"] == out["top"]
+
+
+def test_search_cli_bad_input_does_not_import_torch(tmp_path) -> None:
+    code = ("import sys\nfrom initscore.cli import main\nsys.argv = ['initscore', 'search'] + sys.argv[1:]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    print('torch' in sys.modules, e.code)\n")
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {})}
+    for args in (["--space", "nb201", "--n", "3", "--k", "5", "--data", "synthetic"],
+                 ["--space", "nb201", "--proxy", "nope", "--data", "synthetic"],
+                 ["--space", "nb201", "--n", "2", "--data", "cifar10", "--root", str(tmp_path / "nowhere")]):
+        r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
+        assert r.stdout.split() == ["False", "2"], (args, r.stdout, r.stderr)
+        assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1

@@ -1,6 +1,6 @@
 """One seeding rule on every scoring path: the weights of a spec come from spec_seed(spec, seed), so the same spec
-and seed give the same GradCosine and proxies in the library, `initscore score`, a score job and a batch job (real
-Redis, real RQ worker, the CLI as a real process)."""
+and seed give the same GradCosine and proxies in the library, `initscore score`, `initscore search`, a score job, a
+batch job and a search job (real Redis, real RQ worker, the CLI as a real process)."""
 from __future__ import annotations
 
 import pytest
@@ -83,6 +83,26 @@ def test_same_spec_and_seed_same_score_on_every_path(queued) -> None:
     (entry,) = [e for e in group["entries"] if e["model"]["args"]["cell"] == CELL]
     assert entry["index"] == 1 and _same((entry["result"]["gc"], entry["result"]["gn"]), (gc, gn))
     assert _same(entry["result"]["proxies"], values)
+
+    other = {"arch": "nb201", "args": {**ARGS, "cell": OTHER}}
+    found = _finished(tc, backend, settings, {"kind": "search", "models": [other, SPEC], "data": DATA, "k": 2,
+                                              "proxy": "naswot", "seed": SEED})["result"]
+    (cand,) = [c for c in found["top"] if c["model"]["args"]["cell"] == CELL]
+    assert cand["index"] == 1 and _same(cand["score"], values["naswot"])
+
+    cells = REPO / "tests" / f".seed_rule_cells_{os.getpid()}.txt"  # the CLI reads a file of specs
+    cells.write_text(json.dumps(other) + "\n" + json.dumps(SPEC) + "\n")
+    try:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+        p = subprocess.run([sys.executable, "-m", "initscore", "search", "--cells", str(cells), "--k", "2", "--proxy",
+                            "naswot", "--data", "synthetic", "--batch-size", "6", "--data-seed", "2", "--seed", str(SEED),
+                            "--json"],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    finally:
+        cells.unlink()
+    assert p.returncode == 0, p.stderr
+    (cli_cand,) = [c for c in json.loads(p.stdout)["top"] if c["model"]["args"]["cell"] == CELL]
+    assert _same(cli_cand["score"], values["naswot"])
 
 
 def test_fresh_batch_per_architecture_follows_the_same_rule(queued) -> None:
