@@ -1,18 +1,21 @@
 """GET /v1/jobs/{id} latency with 50 pollers polling every 0.5 s IN PHASE, while the worker is busy.
 
-Real parts: a private redis-server, `uvicorn --factory service.app:create_app` and one
-`python -m worker.main`, all started from the code tree given by --repo (default: this
-checkout), so an older tree (e.g. `git archive <rev> | tar -x -C /tmp/old`) can be
-measured the same way. The worker is kept busy by a long rectify job; each poller
-owns one queued score job. All pollers fire at the same instants t0 + k * interval
-(synchronized bursts: the worst case for an API that blocks its event loop).
+Real parts (``bench/_stack.Stack``): a private redis-server, `uvicorn --factory service.app:create_app` and one
+`python -m worker.main`, all started from the code tree given by --repo (default: this checkout), so an older
+tree (e.g. `git archive <rev> | tar -x -C /tmp/old`) can be measured the same way. The worker is kept busy by a
+long rectify job; each poller owns one queued score job (the first poller polls the running job). All pollers
+fire at the same instants t0 + k * interval (synchronized bursts: the worst case for an API that blocks its event
+loop, and for one that shares its cores with the worker).
 
     flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=1 .venv/bin/python bench/poll_latency.py [--repo DIR]
 
 Prints p50/p90/p99/max of the request latencies measured by the pollers, and the CPU seconds spent
 during the polling phase per request by the API's processes (``/proc/<pid>/stat`` utime+stime, summed
-over the uvicorn process and its children), by this poller process (``getrusage``) and by the worker.
-``--api-workers N`` starts uvicorn with N processes; ``--http``/``--loop`` choose uvicorn's parser and loop.
+over the uvicorn process and its children), by this poller process (``getrusage``) and by the worker,
+the worker's CPU niceness as the kernel reports it, and the 1-minute load average at the end.
+``--api-workers N`` starts uvicorn with N processes; ``--http``/``--loop`` choose uvicorn's parser and loop;
+``--worker-nice N`` sets INITSCORE_WORKER_NICE (default: the deployment default; code trees without the
+setting ignore it, which the reported ``worker_nice`` shows).
 """
 from __future__ import annotations
 
@@ -21,24 +24,16 @@ import asyncio
 import json
 import os
 import resource
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
+from _stack import Stack
+
 HERE = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -139,26 +134,16 @@ def main() -> int:
     ap.add_argument("--loop", default="auto", help="uvicorn --loop (auto, asyncio, uvloop)")
     ap.add_argument("--client", choices=("httpx", "raw"), default="httpx",
                     help="the pollers' HTTP client: httpx.AsyncClient, or a minimal one on asyncio streams (see poll_raw)")
+    ap.add_argument("--worker-nice", type=int, default=None,
+                    help="INITSCORE_WORKER_NICE of the worker (default: the settings' default)")
     a = ap.parse_args()
     repo = Path(a.repo).resolve()
-    tmp = Path(tempfile.mkdtemp(prefix="initscore-poll-"))
-    rport, aport = free_port(), free_port()
-    procs: list[subprocess.Popen] = []
-    try:
-        procs.append(subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(rport), "--save", "",
-                                       "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("INITSCORE_")}
-        extra = [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x]
-        env.update(PYTHONPATH=os.pathsep.join([str(repo), *extra]), OMP_NUM_THREADS="1", INITSCORE_REDIS_URL=f"redis://127.0.0.1:{rport}/0",
-                   INITSCORE_ARTIFACT_DIR=str(tmp / "artifacts"), INITSCORE_MAX_ITERS="100000", INITSCORE_REUSE_RESULTS="false")
-        api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(aport),
-                                "--log-level", "warning", "--workers", str(a.api_workers), "--http", a.http, "--loop", a.loop],
-                               cwd=repo, env=env)
-        worker = subprocess.Popen([sys.executable, "-m", "worker.main"], cwd=repo, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs += [api, worker]
-        url = f"http://127.0.0.1:{aport}"
-        wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, 60, "the API did not start")
+    env = {"OMP_NUM_THREADS": "1", "INITSCORE_MAX_ITERS": "100000", "INITSCORE_REUSE_RESULTS": "false"}
+    stack = Stack(workers=1, env=env, repo=repo, api_workers=a.api_workers, api_args=["--http", a.http, "--loop", a.loop],
+                  worker_nice=a.worker_nice, prefix="initscore-poll-")
+    with stack:
+        url = stack.url
+        api, worker = stack.api, stack.workers[0]
         model = {"arch": "mlp", "args": {"in_features": 3072, "hidden": 256, "depth": 4, "num_classes": 10}}
         data = {"kind": "synthetic", "shape": [3, 32, 32], "num_classes": 10, "batch_size": 64, "limit": 512}
         busy = httpx.post(f"{url}/v1/jobs", json={"kind": "rectify", "model": model, "data": data,
@@ -178,21 +163,12 @@ def main() -> int:
                "api_cpu_ms_per_req": round((cpu1[0] - cpu0[0]) * 1000 / len(ms), 2),
                "poller_cpu_ms_per_req": round((cpu1[1] - cpu0[1]) * 1000 / len(ms), 2),
                "worker_cpu_share": round((cpu1[2] - cpu0[2]) / (cpu1[3] - cpu0[3]), 2),
+               "worker_nice": os.getpriority(os.PRIO_PROCESS, worker.pid),
                "load1": round(os.getloadavg()[0], 2)}
         print(json.dumps(out))
         if a.json:
             Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
         return 0
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
-
 
 if __name__ == "__main__":
     sys.exit(main())
