@@ -67,6 +67,7 @@ class AppContext:
     metrics: Any = None
     result_json: Callable[[str], Any] = field(default=lambda sha: None)
     records: AsyncRecords | None = None  # queued mode, while the lifespan runs: records read on the event loop
+    fast_reads: int = 0  # GET /v1/jobs/{id} answered by routes.jobs.JobReadFastPath (not by the FastAPI route)
 
     @property
     def index(self) -> Any:

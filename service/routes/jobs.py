@@ -237,6 +237,7 @@ class JobReadFastPath:
         except Exception:  # the app's handlers decide (503 queue-unavailable, 500 internal-error, ...)
             await self.app(scope, receive, send)
             return
+        ctx.fast_reads += 1
         await response(scope, receive, send)
 
 
