@@ -9,7 +9,8 @@ loop, and for one that shares its cores with the worker).
 
     flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=1 .venv/bin/python bench/poll_latency.py [--repo DIR]
 
-Prints p50/p90/p99/max of the request latencies measured by the pollers, and the CPU seconds spent
+Prints p50/p90/p99/max of the request latencies measured by the pollers, the three rounds (bursts) with the
+slowest request, and the CPU seconds spent
 during the polling phase per request by the API's processes (``/proc/<pid>/stat`` utime+stime, summed
 over the uvicorn process and its children), by this poller process (``getrusage``) and by the worker,
 the worker's CPU niceness as the kernel reports it, and the 1-minute load average at the end.
@@ -74,8 +75,9 @@ def wait_until(pred, timeout: float, what: str) -> None:
     raise SystemExit(f"error: {what} within {timeout:.0f} s")
 
 
-async def poll(url: str, ids: list[str], interval: float, rounds: int) -> tuple[list[float], int]:
-    lat: list[float] = []
+async def poll(url: str, ids: list[str], interval: float, rounds: int) -> tuple[list[tuple[int, float]], int]:
+    """(round, seconds) of every request, and the number of answers other than 200."""
+    lat: list[tuple[int, float]] = []
     errors = 0
     limits = httpx.Limits(max_connections=len(ids) + 10, max_keepalive_connections=len(ids) + 10)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
@@ -87,19 +89,19 @@ async def poll(url: str, ids: list[str], interval: float, rounds: int) -> tuple[
                 await asyncio.sleep(max(0.0, t0 + k * interval - time.perf_counter()))
                 s = time.perf_counter()
                 r = await client.get(f"/v1/jobs/{job_id}")
-                lat.append(time.perf_counter() - s)
+                lat.append((k, time.perf_counter() - s))
                 errors += r.status_code != 200
 
         await asyncio.gather(*(poller(j) for j in ids))
     return lat, errors
 
 
-async def poll_raw(url: str, ids: list[str], interval: float, rounds: int) -> tuple[list[float], int]:
+async def poll_raw(url: str, ids: list[str], interval: float, rounds: int) -> tuple[list[tuple[int, float]], int]:
     """The same schedule and one keep-alive connection per poller, but a minimal HTTP/1.1 client on asyncio
     streams (request line + Host, read the head and Content-Length bytes): real clients run on other machines,
     and httpx's own CPU per request competes with the API on this one."""
     host, port = url.removeprefix("http://").split(":")
-    lat: list[float] = []
+    lat: list[tuple[int, float]] = []
     errors = 0
     t0 = time.perf_counter() + 1.0
 
@@ -114,7 +116,7 @@ async def poll_raw(url: str, ids: list[str], interval: float, rounds: int) -> tu
             head = await reader.readuntil(b"\r\n\r\n")
             length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:"))
             await reader.readexactly(length)
-            lat.append(time.perf_counter() - s)
+            lat.append((k, time.perf_counter() - s))
             errors += not head.startswith(b"HTTP/1.1 200")
         writer.close()
 
@@ -155,11 +157,15 @@ def main() -> int:
         lat, errors = asyncio.run((poll_raw if a.client == "raw" else poll)(url, ids, a.interval, a.rounds))
         cpu1 = (cpu_seconds(api.pid), own_cpu(), cpu_seconds(worker.pid), time.perf_counter())
         assert httpx.get(f"{url}/v1/jobs/{busy}").json()["status"] == "running", "the worker was not busy throughout"
-        ms = sorted(x * 1000 for x in lat)
+        ms = sorted(x * 1000 for _, x in lat)
+        worst: dict[int, float] = {}
+        for k, x in lat:
+            worst[k] = max(worst.get(k, 0.0), x * 1000)
         q = statistics.quantiles(ms, n=100, method="inclusive")
         out = {"repo": str(repo), "requests": len(ms), "errors": errors, "pollers": a.pollers, "interval_s": a.interval,
                "api_workers": a.api_workers, "http": a.http, "loop": a.loop, "client": a.client,
                "p50_ms": round(q[49], 1), "p90_ms": round(q[89], 1), "p99_ms": round(q[98], 1), "max_ms": round(ms[-1], 1),
+               "slowest_rounds_ms": [[k, round(v, 1)] for k, v in sorted(worst.items(), key=lambda kv: -kv[1])[:3]],
                "api_cpu_ms_per_req": round((cpu1[0] - cpu0[0]) * 1000 / len(ms), 2),
                "poller_cpu_ms_per_req": round((cpu1[1] - cpu0[1]) * 1000 / len(ms), 2),
                "worker_cpu_share": round((cpu1[2] - cpu0[2]) / (cpu1[3] - cpu0[3]), 2),
