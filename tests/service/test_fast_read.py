@@ -59,3 +59,36 @@ def test_without_the_lifespan_the_route_answers(queued) -> None:
     job = tc.post("/v1/jobs", json=MLP_SCORE).json()
     ctx = tc.app.state.ctx
     assert _same(tc, ctx, f"/v1/jobs/{job['id']}", {}, fast=False).json()["status"] == "queued"
+
+
+def test_reads_that_arrive_together_share_one_round_trip(queued) -> None:
+    import asyncio
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from service.deps import AsyncRecords
+    from svc_helpers import free_port
+
+    settings, backend, tc = queued()
+    ids = [tc.post("/v1/jobs", json={**MLP_SCORE, "data": {**MLP_SCORE["data"], "seed": i}}).json()["id"] for i in range(20)]
+    missing = "j_" + "0" * 32
+
+    async def burst(url: str, keys: list[str]) -> tuple[list, int]:
+        records = AsyncRecords(url, backend.index.record_key)
+        try:
+            got = await asyncio.gather(*(records.get(k) for k in keys), return_exceptions=True)
+            try:
+                one: object = await records.get(keys[0])  # a lone read after the burst: its own round trip
+            except Exception as exc:
+                one = exc
+            return [*got, one], records.round_trips
+        finally:
+            await records.close()
+
+    got, trips = asyncio.run(burst(settings.redis_url, [*ids, missing]))
+    assert [r.id for r in got[:20]] == ids and got[20] is None and got[21].id == ids[0]
+    assert all(r.owner == got[0].owner and r.status == "queued" for r in got[:20])
+    assert trips == 2  # 21 concurrent reads in one MGET, then the lone one
+
+    got, trips = asyncio.run(burst(f"redis://127.0.0.1:{free_port()}/0", ids[:5]))  # nothing listens there
+    assert trips == 2 and all(isinstance(e, RedisConnectionError) for e in got)  # every waiter sees the error
