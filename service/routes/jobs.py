@@ -4,8 +4,10 @@ Redis and file I/O is synchronous, so the routes are plain ``def`` (FastAPI runs
 in its thread pool) and never block the event loop; only ``GET /v1/jobs/{id}`` is
 ``async``, so that a long-poll (``?wait=``) sleeps without holding a thread: it reads
 the record with the asyncio Redis client on the loop (``deps.AsyncRecords``, queued
-mode) and goes to the thread pool only for the rest (a record only in the store, a
-running job's progress, a finished job's result; the inline mode's memory index).
+mode, reads of one burst coalesced into one MGET) and goes to the thread pool only for
+the rest (a record only in the store, a running job's progress, a finished job's
+result; the inline mode's memory index). The plain poll (no query string) is answered
+by :class:`JobReadFastPath` ahead of FastAPI's routing, with the same functions.
 """
 from __future__ import annotations
 
