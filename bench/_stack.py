@@ -4,15 +4,20 @@
 
 1. ``redis-server`` on a free local port (no RDB snapshots; ``appendonly=True`` for an append-only file in
    ``s.tmp``, so a restart on the same port and directory keeps the data), waited for with PING;
-2. the API, ``uvicorn --factory service.app:create_app`` on another free port (what ``initscore serve`` runs);
+2. the API, ``uvicorn --factory service.app:create_app`` on another free port (what ``initscore serve`` runs),
+   with ``--workers api_workers`` processes when that is more than 1, and ``api_args`` (e.g. ``--http h11``);
 3. ``workers`` x ``python -m worker.main [worker_args]``;
 
 then waits until ``GET {ready_path}`` answers 200 (``/readyz`` needs a worker's heartbeat; a stack without
-workers waits for ``/healthz``). Every process runs in its own session, so stopping it (SIGTERM, then
-SIGKILL after ``grace`` seconds) also stops what it forked (RQ's work horses). The environment of API and
+workers waits for ``/healthz``). API and workers run from the code tree ``repo`` (default: this checkout; an
+older tree, ``git archive <rev> | tar -x -C DIR``, is measured the same way): it is their working directory and
+the first entry of ``PYTHONPATH``, before the entries of this process's ``PYTHONPATH`` (e.g. a directory of
+optional wheels). Every process runs in its own session, so stopping it (SIGTERM, then SIGKILL after ``grace``
+seconds) also stops what it forked (RQ's work horses, uvicorn's worker processes). The environment of API and
 workers is this process's without any ``INITSCORE_*`` variable (a benchmark does not pick up a developer's
-settings), plus ``PYTHONPATH`` = the repository, the Redis URL, ``INITSCORE_ARTIFACT_DIR`` = ``s.tmp/artifacts``,
-``INITSCORE_ALLOWED_ROOTS`` = ``s.tmp`` (dataset paths confined to the stack's directory) and ``env``.
+settings), plus the Redis URL, ``INITSCORE_ARTIFACT_DIR`` = ``s.tmp/artifacts``, ``INITSCORE_ALLOWED_ROOTS`` =
+``s.tmp`` and ``extra_roots`` (dataset paths confined to the stack's directory and those), ``INITSCORE_WORKER_NICE``
+= ``worker_nice`` when given (else the deployment default applies) and ``env``.
 """
 from __future__ import annotations
 
@@ -65,15 +70,25 @@ class Stack:
         env: variables for API and workers, over the defaults (e.g. ``{"INITSCORE_API_KEYS": ...}``).
         appendonly: Redis with an append-only file in ``tmp`` (for restarts that keep the data).
         ready_path: the endpoint that must answer 200 before the stack counts as up.
-        worker_logs: each worker's stdout+stderr to ``tmp/worker{i}.log`` (``log_paths``), else discarded.
-        api_stderr: False discards the API's stderr (its log level is "warning" either way).
+        worker_logs: each worker's stdout+stderr to ``tmp/worker{i}.log`` (``log_paths``; appended to by the
+            worker that replaces it, see ``restart_worker``), else discarded.
+        api_stderr: False discards the API's stderr (its log level is "warning" either way); ``"file"`` writes
+            it to ``tmp/api.log``.
         timeout: seconds to wait for Redis and for ``ready_path``.
         prefix: of the temporary directory's name.
+        repo: the code tree API and workers run from.
+        api_workers: uvicorn processes of the API (``--workers``; all its state is in Redis and the store).
+        api_args: extra uvicorn arguments (``--http httptools``, ``--loop uvloop``).
+        worker_nice: ``INITSCORE_WORKER_NICE`` of the workers (None: the settings' default).
+        extra_roots: dataset roots allowed besides ``tmp``.
+        keep_tmp: leave ``tmp`` (logs, artifacts) in place when the stack stops.
     """
 
     def __init__(self, *, workers: int = 1, worker_args: Sequence[str] = (), env: Mapping[str, str] | None = None,
                  appendonly: bool = False, ready_path: str | None = None, worker_logs: bool = False,
-                 api_stderr: bool = True, timeout: float = 120.0, prefix: str = "initscore-bench-") -> None:
+                 api_stderr: bool | str = True, timeout: float = 120.0, prefix: str = "initscore-bench-",
+                 repo: str | Path = REPO, api_workers: int = 1, api_args: Sequence[str] = (),
+                 worker_nice: int | None = None, extra_roots: Sequence[str] = (), keep_tmp: bool = False) -> None:
         self.n_workers = workers
         self.worker_args = list(worker_args)
         self.appendonly = appendonly
@@ -81,14 +96,22 @@ class Stack:
         self.worker_logs = worker_logs
         self.api_stderr = api_stderr
         self.timeout = timeout
+        self.repo = Path(repo).resolve()
+        self.api_workers = api_workers
+        self.api_args = list(api_args)
+        self.keep_tmp = keep_tmp
         self.tmp = Path(tempfile.mkdtemp(prefix=prefix))
         self.redis_port, self.api_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.api_port}"
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("INITSCORE_")}
-        self.env.update(PYTHONPATH=str(REPO), INITSCORE_REDIS_URL=self.redis_url,
-                        INITSCORE_ARTIFACT_DIR=str(self.tmp / "artifacts"), INITSCORE_ALLOWED_ROOTS=str(self.tmp),
-                        **dict(env or {}))
+        path = [str(self.repo)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(self.repo)]
+        self.env.update(PYTHONPATH=os.pathsep.join(path), INITSCORE_REDIS_URL=self.redis_url,
+                        INITSCORE_ARTIFACT_DIR=str(self.tmp / "artifacts"),
+                        INITSCORE_ALLOWED_ROOTS=",".join([str(self.tmp), *extra_roots]))
+        if worker_nice is not None:
+            self.env["INITSCORE_WORKER_NICE"] = str(worker_nice)
+        self.env.update(env or {})
         self.redis: subprocess.Popen | None = None
         self.api: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
@@ -131,24 +154,46 @@ class Stack:
 
     # --------------------------------------------------------------- processes
     def start_api(self) -> subprocess.Popen:
-        self.api = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1",
-             "--port", str(self.api_port), "--log-level", "warning"],
-            cwd=REPO, env=self.env, start_new_session=True, stderr=None if self.api_stderr else subprocess.DEVNULL)
+        cmd = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--host", "127.0.0.1",
+               "--port", str(self.api_port), "--log-level", "warning", *self.api_args]
+        if self.api_workers > 1:
+            cmd += ["--workers", str(self.api_workers)]
+        err: Any = None
+        if self.api_stderr == "file":
+            err = (self.tmp / "api.log").open("ab")
+            self._files.append(err)
+        elif not self.api_stderr:
+            err = subprocess.DEVNULL
+        self.api = subprocess.Popen(cmd, cwd=self.repo, env=self.env, start_new_session=True, stderr=err)
         return self.api
 
-    def start_worker(self) -> subprocess.Popen:
-        i = len(self.workers)
+    def start_worker(self, *args: str, index: int | None = None) -> subprocess.Popen:
+        """Start a worker with ``worker_args`` + ``args``; ``index`` replaces ``workers[index]`` (else appended)."""
+        i = len(self.workers) if index is None else index
         out: Any = subprocess.DEVNULL
         if self.worker_logs:
             path = self.tmp / f"worker{i}.log"
-            self.log_paths.append(path)
-            out = path.open("wb")
+            if path not in self.log_paths:
+                self.log_paths.append(path)
+            out = path.open("ab")
             self._files.append(out)
-        w = subprocess.Popen([sys.executable, "-m", "worker.main", *self.worker_args], cwd=REPO, env=self.env,
+        w = subprocess.Popen([sys.executable, "-m", "worker.main", *self.worker_args, *args], cwd=self.repo, env=self.env,
                              start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
-        self.workers.append(w)
+        if index is None:
+            self.workers.append(w)
+        else:
+            self.workers[index] = w
         return w
+
+    def restart_worker(self, index: int, *args: str, sig: int = signal.SIGKILL) -> subprocess.Popen:
+        """Send ``sig`` to ``workers[index]``'s process group, wait for it, and start a replacement in its place."""
+        old = self.workers[index]
+        try:
+            os.killpg(old.pid, sig)
+        except ProcessLookupError:
+            pass
+        old.wait(timeout=30)
+        return self.start_worker(*args, index=index)
 
     def kill_workers(self, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to every worker's process group and wait for them."""
@@ -192,7 +237,8 @@ class Stack:
                 _stop_group(p, grace=grace)
         for f in self._files:
             f.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if not self.keep_tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self) -> "Stack":
         try:

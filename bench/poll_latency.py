@@ -1,18 +1,22 @@
 """GET /v1/jobs/{id} latency with 50 pollers polling every 0.5 s IN PHASE, while the worker is busy.
 
-Real parts: a private redis-server, `uvicorn --factory service.app:create_app` and one
-`python -m worker.main`, all started from the code tree given by --repo (default: this
-checkout), so an older tree (e.g. `git archive <rev> | tar -x -C /tmp/old`) can be
-measured the same way. The worker is kept busy by a long rectify job; each poller
-owns one queued score job. All pollers fire at the same instants t0 + k * interval
-(synchronized bursts: the worst case for an API that blocks its event loop).
+Real parts (``bench/_stack.Stack``): a private redis-server, `uvicorn --factory service.app:create_app` and one
+`python -m worker.main`, all started from the code tree given by --repo (default: this checkout), so an older
+tree (e.g. `git archive <rev> | tar -x -C /tmp/old`) can be measured the same way. The worker is kept busy by a
+long rectify job; each poller owns one queued score job (the first poller polls the running job). All pollers
+fire at the same instants t0 + k * interval (synchronized bursts: the worst case for an API that blocks its event
+loop, and for one that shares its cores with the worker).
 
     flock /tmp/initscore-bench.lock env OMP_NUM_THREADS=1 .venv/bin/python bench/poll_latency.py [--repo DIR]
 
-Prints p50/p90/p99/max of the request latencies measured by the pollers, and the CPU seconds spent
+Prints p50/p90/p99/max of the request latencies measured by the pollers, the three rounds (bursts) with the
+slowest request, and the CPU seconds spent
 during the polling phase per request by the API's processes (``/proc/<pid>/stat`` utime+stime, summed
-over the uvicorn process and its children), by this poller process (``getrusage``) and by the worker.
-``--api-workers N`` starts uvicorn with N processes; ``--http``/``--loop`` choose uvicorn's parser and loop.
+over the uvicorn process and its children), by this poller process (``getrusage``) and by the worker,
+the worker's CPU niceness as the kernel reports it, and the 1-minute load average at the end.
+``--api-workers N`` starts uvicorn with N processes; ``--http``/``--loop`` choose uvicorn's parser and loop;
+``--worker-nice N`` sets INITSCORE_WORKER_NICE (default: the deployment default; code trees without the
+setting ignore it, which the reported ``worker_nice`` shows).
 """
 from __future__ import annotations
 
@@ -21,24 +25,16 @@ import asyncio
 import json
 import os
 import resource
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
+from _stack import Stack
+
 HERE = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -79,8 +75,9 @@ def wait_until(pred, timeout: float, what: str) -> None:
     raise SystemExit(f"error: {what} within {timeout:.0f} s")
 
 
-async def poll(url: str, ids: list[str], interval: float, rounds: int) -> tuple[list[float], int]:
-    lat: list[float] = []
+async def poll(url: str, ids: list[str], interval: float, rounds: int) -> tuple[list[tuple[int, float]], int]:
+    """(round, seconds) of every request, and the number of answers other than 200."""
+    lat: list[tuple[int, float]] = []
     errors = 0
     limits = httpx.Limits(max_connections=len(ids) + 10, max_keepalive_connections=len(ids) + 10)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
@@ -92,19 +89,19 @@ async def poll(url: str, ids: list[str], interval: float, rounds: int) -> tuple[
                 await asyncio.sleep(max(0.0, t0 + k * interval - time.perf_counter()))
                 s = time.perf_counter()
                 r = await client.get(f"/v1/jobs/{job_id}")
-                lat.append(time.perf_counter() - s)
+                lat.append((k, time.perf_counter() - s))
                 errors += r.status_code != 200
 
         await asyncio.gather(*(poller(j) for j in ids))
     return lat, errors
 
 
-async def poll_raw(url: str, ids: list[str], interval: float, rounds: int) -> tuple[list[float], int]:
+async def poll_raw(url: str, ids: list[str], interval: float, rounds: int) -> tuple[list[tuple[int, float]], int]:
     """The same schedule and one keep-alive connection per poller, but a minimal HTTP/1.1 client on asyncio
     streams (request line + Host, read the head and Content-Length bytes): real clients run on other machines,
     and httpx's own CPU per request competes with the API on this one."""
     host, port = url.removeprefix("http://").split(":")
-    lat: list[float] = []
+    lat: list[tuple[int, float]] = []
     errors = 0
     t0 = time.perf_counter() + 1.0
 
@@ -119,7 +116,7 @@ async def poll_raw(url: str, ids: list[str], interval: float, rounds: int) -> tu
             head = await reader.readuntil(b"\r\n\r\n")
             length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:"))
             await reader.readexactly(length)
-            lat.append(time.perf_counter() - s)
+            lat.append((k, time.perf_counter() - s))
             errors += not head.startswith(b"HTTP/1.1 200")
         writer.close()
 
@@ -139,26 +136,16 @@ def main() -> int:
     ap.add_argument("--loop", default="auto", help="uvicorn --loop (auto, asyncio, uvloop)")
     ap.add_argument("--client", choices=("httpx", "raw"), default="httpx",
                     help="the pollers' HTTP client: httpx.AsyncClient, or a minimal one on asyncio streams (see poll_raw)")
+    ap.add_argument("--worker-nice", type=int, default=None,
+                    help="INITSCORE_WORKER_NICE of the worker (default: the settings' default)")
     a = ap.parse_args()
     repo = Path(a.repo).resolve()
-    tmp = Path(tempfile.mkdtemp(prefix="initscore-poll-"))
-    rport, aport = free_port(), free_port()
-    procs: list[subprocess.Popen] = []
-    try:
-        procs.append(subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(rport), "--save", "",
-                                       "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("INITSCORE_")}
-        extra = [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x]
-        env.update(PYTHONPATH=os.pathsep.join([str(repo), *extra]), OMP_NUM_THREADS="1", INITSCORE_REDIS_URL=f"redis://127.0.0.1:{rport}/0",
-                   INITSCORE_ARTIFACT_DIR=str(tmp / "artifacts"), INITSCORE_MAX_ITERS="100000", INITSCORE_REUSE_RESULTS="false")
-        api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(aport),
-                                "--log-level", "warning", "--workers", str(a.api_workers), "--http", a.http, "--loop", a.loop],
-                               cwd=repo, env=env)
-        worker = subprocess.Popen([sys.executable, "-m", "worker.main"], cwd=repo, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs += [api, worker]
-        url = f"http://127.0.0.1:{aport}"
-        wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, 60, "the API did not start")
+    env = {"OMP_NUM_THREADS": "1", "INITSCORE_MAX_ITERS": "100000", "INITSCORE_REUSE_RESULTS": "false"}
+    stack = Stack(workers=1, env=env, repo=repo, api_workers=a.api_workers, api_args=["--http", a.http, "--loop", a.loop],
+                  worker_nice=a.worker_nice, prefix="initscore-poll-")
+    with stack:
+        url = stack.url
+        api, worker = stack.api, stack.workers[0]
         model = {"arch": "mlp", "args": {"in_features": 3072, "hidden": 256, "depth": 4, "num_classes": 10}}
         data = {"kind": "synthetic", "shape": [3, 32, 32], "num_classes": 10, "batch_size": 64, "limit": 512}
         busy = httpx.post(f"{url}/v1/jobs", json={"kind": "rectify", "model": model, "data": data,
@@ -170,29 +157,24 @@ def main() -> int:
         lat, errors = asyncio.run((poll_raw if a.client == "raw" else poll)(url, ids, a.interval, a.rounds))
         cpu1 = (cpu_seconds(api.pid), own_cpu(), cpu_seconds(worker.pid), time.perf_counter())
         assert httpx.get(f"{url}/v1/jobs/{busy}").json()["status"] == "running", "the worker was not busy throughout"
-        ms = sorted(x * 1000 for x in lat)
+        ms = sorted(x * 1000 for _, x in lat)
+        worst: dict[int, float] = {}
+        for k, x in lat:
+            worst[k] = max(worst.get(k, 0.0), x * 1000)
         q = statistics.quantiles(ms, n=100, method="inclusive")
         out = {"repo": str(repo), "requests": len(ms), "errors": errors, "pollers": a.pollers, "interval_s": a.interval,
                "api_workers": a.api_workers, "http": a.http, "loop": a.loop, "client": a.client,
                "p50_ms": round(q[49], 1), "p90_ms": round(q[89], 1), "p99_ms": round(q[98], 1), "max_ms": round(ms[-1], 1),
+               "slowest_rounds_ms": [[k, round(v, 1)] for k, v in sorted(worst.items(), key=lambda kv: -kv[1])[:3]],
                "api_cpu_ms_per_req": round((cpu1[0] - cpu0[0]) * 1000 / len(ms), 2),
                "poller_cpu_ms_per_req": round((cpu1[1] - cpu0[1]) * 1000 / len(ms), 2),
                "worker_cpu_share": round((cpu1[2] - cpu0[2]) / (cpu1[3] - cpu0[3]), 2),
+               "worker_nice": os.getpriority(os.PRIO_PROCESS, worker.pid),
                "load1": round(os.getloadavg()[0], 2)}
         print(json.dumps(out))
         if a.json:
             Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
         return 0
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
-
 
 if __name__ == "__main__":
     sys.exit(main())

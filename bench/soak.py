@@ -1,6 +1,6 @@
 """Soak: mixed jobs from concurrent clients against the queued service, with random worker SIGKILLs.
 
-Real processes: a private ``redis-server --appendonly yes``, the API under uvicorn and
+Real processes (``bench/_stack.Stack``): a private ``redis-server --appendonly yes``, the API under uvicorn and
 2 ``worker.main`` subprocesses (heartbeat 3 s, reaper every 1 s, 2 attempts).
 
 Fault phase: `--clients` threads submit `--jobs` requests: score, batch, rectify (few iterations), invalid
@@ -32,10 +32,8 @@ import math
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -44,18 +42,13 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _p in (REPO, REPO / "bench"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 MLP = {"arch": "mlp", "args": {"in_features": 48, "hidden": 16, "depth": 2, "num_classes": 4}}
 DATA = {"kind": "synthetic", "shape": [3, 4, 4], "num_classes": 4, "batch_size": 8}
 FINAL = {"finished", "failed", "cancelled"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mib(pid: int) -> float | None:
@@ -104,41 +97,48 @@ def make_plan(n: int, seed: int) -> list[dict[str, Any]]:
 
 
 class Service:
-    def __init__(self, tmp: Path, threads: str, extra_roots: tuple[str, ...] = ()) -> None:
-        self.tmp = tmp
-        self.rport, self.aport = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.aport}"
-        (tmp / "data").mkdir(parents=True, exist_ok=True)
-        self.env = dict(os.environ, PYTHONPATH=str(REPO), INITSCORE_REDIS_URL=f"redis://127.0.0.1:{self.rport}/0",
-                        INITSCORE_ARTIFACT_DIR=str(tmp / "artifacts"), INITSCORE_ALLOWED_ROOTS=",".join([str(tmp / "data"), *extra_roots]),
-                        INITSCORE_HEARTBEAT_TTL="3", INITSCORE_REAPER_INTERVAL="1", INITSCORE_MAX_ATTEMPTS="2",
-                        OMP_NUM_THREADS=threads)
-        self.redis = subprocess.Popen(["redis-server", "--port", str(self.rport), "--bind", "127.0.0.1", "--save", "",
-                                       "--appendonly", "yes", "--dir", str(tmp)], stdout=subprocess.DEVNULL)
-        self.api = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--port", str(self.aport),
-                                     "--log-level", "warning"], cwd=REPO, env=self.env, stderr=open(tmp / "api.log", "w"))
-        self.workers: list[subprocess.Popen] = [self._worker(k) for k in range(2)]
+    """The soak's stack (``bench/_stack.Stack``): Redis with an append-only file, the API (stderr in ``tmp/api.log``)
+    and 2 workers (logs in ``tmp/worker{k}.log``); heartbeat 3 s, reaper every 1 s, 2 attempts. ``tmp`` is kept."""
+
+    def __init__(self, threads: str, extra_roots: tuple[str, ...] = (), prefix: str = "initscore-soak-") -> None:
+        from _stack import Stack
+
+        self.stack = Stack(workers=2, appendonly=True, worker_logs=True, api_stderr="file", timeout=180.0, prefix=prefix,
+                           extra_roots=extra_roots, keep_tmp=True,
+                           env={"INITSCORE_HEARTBEAT_TTL": "3", "INITSCORE_REAPER_INTERVAL": "1",
+                                "INITSCORE_MAX_ATTEMPTS": "2", "OMP_NUM_THREADS": threads})
+        self.tmp = self.stack.tmp
+        (self.tmp / "data").mkdir(parents=True, exist_ok=True)
+        self.url = self.stack.url
         self.lock = threading.Lock()
 
-    def _worker(self, k: int) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "worker.main", "--name", f"soak-{k}-{time.time_ns()}"], cwd=REPO, env=self.env,
-                                stdout=subprocess.DEVNULL, stderr=open(self.tmp / f"worker{k}.log", "a"))
+    def start(self) -> "Service":
+        try:
+            self.stack.start()
+        except BaseException:
+            self.stack.stop(grace=5.0)
+            raise
+        time.sleep(2.0)  # both workers preloaded
+        return self
+
+    @property
+    def api(self) -> subprocess.Popen:
+        return self.stack.api
+
+    @property
+    def redis(self) -> subprocess.Popen:
+        return self.stack.redis
+
+    @property
+    def workers(self) -> list[subprocess.Popen]:
+        return self.stack.workers
 
     def kill_and_restart(self, k: int) -> None:
         with self.lock:
-            os.kill(self.workers[k].pid, signal.SIGKILL)
-            self.workers[k].wait(timeout=10)
-            self.workers[k] = self._worker(k)
+            self.stack.restart_worker(k, sig=signal.SIGKILL)
 
     def stop(self) -> None:
-        for p in [*self.workers, self.api, self.redis]:
-            if p.poll() is None:
-                p.terminate()
-        for p in [*self.workers, self.api, self.redis]:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        self.stack.stop(grace=10.0)
 
 
 def close(a: Any, b: Any, tol: float, path: str = "") -> list[str]:
@@ -164,23 +164,6 @@ def close(a: Any, b: Any, tol: float, path: str = "") -> list[str]:
     return [] if a == b else [f"{path}: {a!r} vs {b!r}"]
 
 
-def wait_ready(svc: Service, tmp: Path) -> None:
-    import httpx
-
-    deadline = time.time() + 180
-    while True:
-        try:
-            r = httpx.get(f"{svc.url}/readyz", timeout=2)
-            if r.status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.time() > deadline:
-            raise SystemExit("service did not become ready (see %s)" % tmp)
-        time.sleep(0.3)
-    time.sleep(2.0)  # both workers preloaded
-
-
 def fault_phase(a: argparse.Namespace, threads: str) -> bool:
     """The fault soak (mixed, invalid, cancelled and idempotent requests; random worker kills).
 
@@ -188,11 +171,10 @@ def fault_phase(a: argparse.Namespace, threads: str) -> bool:
     """
     import httpx
 
-    tmp = Path(tempfile.mkdtemp(prefix="initscore-soak-"))
-    svc = Service(tmp, threads)
+    svc = Service(threads).start()
+    tmp = svc.tmp
     t_start = time.time()
     try:
-        wait_ready(svc, tmp)
         rss_start = {"api": rss_mib(svc.api.pid), **{f"worker{k}": rss_mib(w.pid) for k, w in enumerate(svc.workers)}}
 
         plan = make_plan(a.jobs, a.seed)
@@ -387,8 +369,8 @@ def memory_phase(a: argparse.Namespace, threads: str) -> bool:
     from initscore.dataref import default_cifar10_root
 
     cifar = default_cifar10_root() if a.memory_data == "cifar10" else None
-    tmp = Path(tempfile.mkdtemp(prefix="initscore-soakmem-"))
-    svc = Service(tmp, threads, extra_roots=(cifar,) if cifar else ())
+    svc = Service(threads, extra_roots=(cifar,) if cifar else (), prefix="initscore-soakmem-")
+    tmp = svc.tmp
     plan = memory_plan(a.memory_jobs, a.seed, cifar)
     warmup = a.memory_jobs // 2
     print(f"memory soak: {a.memory_jobs} jobs, {a.memory_clients} closed-loop clients (submit, wait for the final state, "
@@ -398,7 +380,7 @@ def memory_phase(a: argparse.Namespace, threads: str) -> bool:
     print(f"  criterion per process, over the checkpoints after warm-up ({warmup} jobs): least-squares slope "
           f"< {MAX_SLOPE_MIB_PER_100} MiB per 100 jobs and growth first -> last checkpoint < {MAX_GROWTH_AFTER_WARMUP:.0%}")
     try:
-        wait_ready(svc, tmp)
+        svc.start()
         pids = {"api": svc.api.pid, **{f"worker{k}": w.pid for k, w in enumerate(svc.workers)}}
         names = list(pids)
         checkpoints: list[dict[str, Any]] = []

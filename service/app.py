@@ -145,4 +145,5 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
 
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes,
                        raw={"/v1/models": (ONNX_TYPES, settings.max_model_bytes)})
+    app.add_middleware(jobs.JobReadFastPath)  # added last: the outermost of ours, ahead of routing (see its docstring)
     return app

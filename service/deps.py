@@ -8,6 +8,7 @@ In open mode (no keys configured) everyone is the owner ``anonymous``.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -41,20 +42,54 @@ class AsyncRecords:
     """Job records read with ``redis.asyncio`` on the server's event loop: the hot path of ``GET /v1/jobs/{id}``,
     with no thread-pool hop (each hop costs a thread wake-up and GIL hand-offs under load).
 
+    Reads that arrive together are coalesced: :meth:`get` queues its key and the first caller of a loop iteration
+    schedules one ``MGET`` for every key queued until it runs (keys queued while an ``MGET`` is in flight go in the
+    next one). A burst of N polls then costs one Redis round trip and one connection instead of N of each, and a
+    lone poll waits one loop iteration more. A Redis error reaches every caller of that batch.
+
     ``key(job_id)`` is the record's Redis key (``RedisJobIndex.record_key``). An asyncio client belongs to the
     loop it was made on, so the app makes one in its lifespan (uvicorn's loop) and closes it there; without a
     lifespan (a TestClient used without ``with``) there is none and the route reads in the thread pool.
     """
 
-    def __init__(self, url: str, key: Callable[[str], str]) -> None:
+    def __init__(self, url: str, key: Callable[[str], str], max_batch: int = 512) -> None:
         from redis.asyncio import Redis
 
         self.key = key
+        self.max_batch = max_batch
         self.redis = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self._queued: list[tuple[str, asyncio.Future[bytes | None]]] = []
+        self.round_trips = 0  # MGETs sent (each answers one batch of gets)
 
     async def get(self, job_id: str) -> JobRecord | None:
-        raw = await self.redis.get(self.key(job_id))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bytes | None] = loop.create_future()
+        if not self._queued:
+            loop.call_soon(self._flush)
+        self._queued.append((self.key(job_id), fut))
+        raw = await fut
         return JobRecord.model_validate_json(raw) if raw else None
+
+    def _flush(self) -> None:
+        batch, self._queued = self._queued[: self.max_batch], self._queued[self.max_batch:]
+        if self._queued:
+            asyncio.get_running_loop().call_soon(self._flush)
+        asyncio.get_running_loop().create_task(self._fetch(batch))
+
+    async def _fetch(self, batch: list[tuple[str, asyncio.Future[bytes | None]]]) -> None:
+        self.round_trips += 1
+        try:
+            values = await self.redis.mget([k for k, _ in batch])
+        except BaseException as exc:  # every waiter of the batch sees the error (503 queue-unavailable, ...)
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError("record read cancelled"))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, fut), raw in zip(batch, values):
+            if not fut.done():  # the request may have gone (client disconnected)
+                fut.set_result(raw)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -67,6 +102,7 @@ class AppContext:
     metrics: Any = None
     result_json: Callable[[str], Any] = field(default=lambda sha: None)
     records: AsyncRecords | None = None  # queued mode, while the lifespan runs: records read on the event loop
+    fast_reads: int = 0  # GET /v1/jobs/{id} answered by routes.jobs.JobReadFastPath (not by the FastAPI route)
 
     @property
     def index(self) -> Any:

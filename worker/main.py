@@ -121,6 +121,19 @@ def run_worker(
     return 1
 
 
+def lower_priority(target: int) -> int:
+    """Raise this process's CPU niceness to ``target`` (``os.nice``) unless it is already at least that; return it.
+
+    Workers run batch jobs and the API answers polls: on a host where they share cores, a nice worker
+    leaves the API the CPU when a burst of requests arrives. Children (``--gpus``) inherit the value.
+    An unprivileged process can raise its niceness but not lower it, so a higher starting value is kept.
+    """
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if target > current:
+        os.nice(target - current)
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
 def spawn_per_gpu(gpus: Sequence[str], queues: Sequence[str], *, burst: bool = False) -> int:
     """One child worker per GPU (CUDA_VISIBLE_DEVICES); the parent only waits and forwards signals."""
     children: list[subprocess.Popen] = []
@@ -152,6 +165,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-preload", action="store_true")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from pydantic import ValidationError
+
+    from initscore.server.settings import get_settings
+
+    try:
+        nice = get_settings().worker_nice
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        print(f"error: INITSCORE_{str(err['loc'][0]).upper()}: {err['msg']}", file=sys.stderr)
+        return 2
+    log.info("worker: CPU niceness %d (INITSCORE_WORKER_NICE=%d)", lower_priority(nice), nice)
     queues = [q for q in a.queues.split(",") if q]
     if a.gpus:
         return spawn_per_gpu([g for g in a.gpus.split(",") if g], queues, burst=a.burst)

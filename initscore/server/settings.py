@@ -81,6 +81,10 @@ class Settings(BaseSettings):
         default=300.0, ge=0, description="seconds a worker retries Redis for a running job before handing the attempt to RQ's retry"
     )
     max_attempts: int = Field(default=2, ge=1, description="runs of a job whose worker died (1 = never re-queue)")
+    worker_nice: int = Field(
+        default=10, ge=0, le=19,
+        description="CPU niceness a worker process raises itself to at start (0 = leave it); the API stays at its own",
+    )
     record_ttl: int = Field(default=30 * 24 * 3600, ge=60, description="seconds a job record stays in Redis")
     result_cache_bytes: int = Field(
         default=2 << 20, ge=0, description="bytes of result JSON the API keeps parsed in memory (LRU; 0 = no cache)"

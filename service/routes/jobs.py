@@ -4,8 +4,10 @@ Redis and file I/O is synchronous, so the routes are plain ``def`` (FastAPI runs
 in its thread pool) and never block the event loop; only ``GET /v1/jobs/{id}`` is
 ``async``, so that a long-poll (``?wait=``) sleeps without holding a thread: it reads
 the record with the asyncio Redis client on the loop (``deps.AsyncRecords``, queued
-mode) and goes to the thread pool only for the rest (a record only in the store, a
-running job's progress, a finished job's result; the inline mode's memory index).
+mode, reads of one burst coalesced into one MGET) and goes to the thread pool only for
+the rest (a record only in the store, a running job's progress, a finished job's
+result; the inline mode's memory index). The plain poll (no query string) is answered
+by :class:`JobReadFastPath` ahead of FastAPI's routing, with the same functions.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from initscore.contract import JobKind, JobRequest, JobState, request_hash
 from service.deps import AppContext, Principal, authenticate, get_ctx, principal
-from service.problems import PROBLEM_JSON, ProblemError
+from service.problems import PROBLEM_JSON, ProblemError, problem_response
 from initscore.server.records import JobRecord, group_id_for, new_job_id
 from service.routes.models import visible_upload
 from initscore.server.storage import StoreError
@@ -198,6 +200,47 @@ async def _read_view(ctx: AppContext, job_id: str, who: Principal, deadline: flo
     if rec.status in ("running", "finished"):  # progress from RQ, the result from the store
         return await run_in_threadpool(job_view, rec, ctx)
     return job_view(rec, ctx)
+
+
+class JobReadFastPath:
+    """Pure ASGI middleware that answers the common poll, ``GET /v1/jobs/{id}`` without a query string, before
+    FastAPI's routing, exception middleware and dependency solving.
+
+    It does what :func:`get_job` does with ``wait=0``: :func:`service.deps.authenticate` (every configured digest
+    compared), then :func:`_read_view` (tenant check, 404 for another key's job), the same ``JSONResponse``, and a
+    :class:`~service.problems.ProblemError` rendered as the app's handler renders it. Everything else -- another
+    method or path, a query string (``?wait=`` long-polls), a root path, no asyncio record reader (inline mode, or
+    a TestClient without its lifespan), or any other exception (e.g. Redis unreachable) -- goes to the app, whose
+    route and handlers answer it as before.
+    """
+
+    PREFIX = "/v1/jobs/"
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET" or scope.get("query_string") or scope.get("root_path"):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        job_id = path[len(self.PREFIX):]
+        ctx: AppContext | None = getattr(getattr(scope.get("app"), "state", None), "ctx", None)
+        if not path.startswith(self.PREFIX) or not job_id or "/" in job_id or ctx is None or ctx.records is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        try:
+            who = authenticate(ctx.settings, request)
+            view = await _read_view(ctx, job_id, who, time.monotonic())
+            response: Response = JSONResponse(view)
+        except ProblemError as exc:
+            response = problem_response(exc.status, exc.title, exc.detail, exc.slug, exc.errors, exc.headers, request.url.path)
+        except Exception:  # the app's handlers decide (503 queue-unavailable, 500 internal-error, ...)
+            await self.app(scope, receive, send)
+            return
+        ctx.fast_reads += 1
+        await response(scope, receive, send)
 
 
 def _read_job(ctx: AppContext, job_id: str, who: Principal, deadline: float) -> tuple[JobRecord, dict[str, Any] | None]:

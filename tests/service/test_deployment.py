@@ -59,6 +59,7 @@ def test_compose_topology() -> None:
         assert s[name]["depends_on"]["redis"]["condition"] == "service_healthy"
         env = s[name]["environment"]
         assert env["INITSCORE_REDIS_URL"].startswith("redis://redis:6379") and all(k.startswith("INITSCORE_") for k in env)
+    assert s["api"]["cpu_shares"] > s["worker"]["cpu_shares"]  # polls before batch work when the host's cores are busy
     dev = s["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert dev == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert "artifacts" in c["volumes"] and "redis-data" in c["volumes"]
