@@ -58,12 +58,12 @@ import torch
 from torch import Tensor, nn
 
 from initscore import bn as bnmod
-from initscore import fast_conv
+from initscore import grad_plan
 from initscore import mode_caches
 from initscore.contract import IterationRecord, RectifyOptions, RectifyResult, Verification, choices
 from initscore.errors import NonFiniteError, OptionsError
 from initscore.rescale_adam import RescaleAdam
-from initscore.segments import SegmentedNet, for_batch_mode
+from initscore.segments import SegmentedNet
 from initscore.scores import (
     LossFn,
     batch_splits,
@@ -187,6 +187,19 @@ class Context:
     objective: str = "gc"  # official profile only
     gn_mul: float = 1.0  # official profile only
     wrt: tuple[str, ...] | None = None  # the differentiated tensors (None: all)
+    # the network with its gradient plan (:func:`rectify_prepared`); None: ``net`` as the caller set it up, with
+    # the plan's one-pass segment network where it applies
+    prepared: grad_plan.Prepared | None = None
+
+    def __post_init__(self) -> None:
+        if self.prepared is None:
+            self.prepared = grad_plan.wrap(self.net, grad_plan.decide(
+                self.net, mode=self.mode, bn_mode=self.bn_mode, default_loss=self.loss is None, order=2))
+
+    @property
+    def plan(self) -> grad_plan.Plan:
+        assert self.prepared is not None
+        return self.prepared.plan
 
     @property
     def coupled(self) -> bool:
@@ -206,15 +219,17 @@ class Context:
         return self.loss or nn.functional.cross_entropy
 
     def segnet(self) -> SegmentedNet | None:
-        """The one-pass segment network of batch mode (built once), or None where it does not apply."""
+        """The one-pass segment network of batch mode where the plan takes that route, else None (kept in
+        ``extra["segnet"]``; a study that sets it to None takes the one-pass-per-segment route)."""
         if "segnet" not in self.extra:
-            self.extra["segnet"] = for_batch_mode(self.net, has_bn=self.has_bn, bn_mode=self.bn_mode,
-                                                  default_loss=self.loss is None) if self.mode == "batch" else None
+            assert self.prepared is not None
+            self.extra["segnet"] = self.prepared.segnet if self.mode == "batch" else None
         return self.extra["segnet"]
 
     def calibrate(self, params: dict[str, Tensor], x: Tensor) -> None:
         if self.has_bn and self.bn_mode == "calibrated":
-            bnmod.calibrate(self.net, {n: p.detach() for n, p in params.items()}, fast_layout(x))
+            bnmod.calibrate(self.net, {n: p.detach() for n, p in params.items()},
+                            fast_layout(x) if self.plan.channels_last else x)
 
     def calibrate_for_scores(self, params: dict[str, Tensor], x: Tensor) -> None:
         """Calibrate before :func:`stacked_grads`, unless its one-pass segment network measures the statistics."""
@@ -296,7 +311,8 @@ def stacked_grads(ctx: Context, params: dict[str, Tensor], x: Tensor, y: Tensor,
         splits = batch_splits(x.shape[0], ctx.sub_batches, ctx.overlap, ctx.split)
         wrt = tuple(params) if ctx.wrt is None else ctx.wrt
         grads = subbatch_grads(ctx.net, params, x, y, ctx.loss, splits, ctx.coupled, create_graph=create_graph,
-                               segnet=segnet, wrt=wrt, shared=ctx.shared)
+                               segnet=segnet, wrt=wrt, shared=ctx.shared,
+                               channels_last=ctx.plan.subbatch_layout(create_graph))
         return {n: torch.stack([g[n] for g in grads]) for n in wrt}
     if ctx.coupled:
         return coupled_sample_grads(ctx.net, params, x, y, ctx.loss_fn, range(x.shape[0]))
@@ -452,15 +468,19 @@ def _rectified_state(model: nn.Module, scales: dict[str, float]) -> dict[str, Te
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 
+def rectify_prepared(model: nn.Module, bn_mode: str, *, mode: str, method: str = "nio", loss: LossFn | None = None
+                     ) -> grad_plan.Prepared:
+    """The private network :func:`rectify` optimizes, prepared by the gradient plan (:mod:`initscore.grad_plan`)
+    for differentiating through the gradients: second order, third for MetaInit's Hessian-vector product (its
+    BatchNorm then runs as primitive ops: torch's batch_norm kernel has no third order)."""
+    plan = grad_plan.decide(model, mode=mode, bn_mode=bn_mode, default_loss=loss is None,
+                            order=3 if method == "metainit" else 2)
+    return grad_plan.prepare(model, plan)
+
+
 def rectify_net(model: nn.Module, bn_mode: str, *, mode: str, method: str = "nio") -> nn.Module:
-    """The private network :func:`rectify` optimizes: a scoring copy of ``model`` (initscore.bn) whose
-    BatchNorm is primitive where autograd must go past second order through it (vmap'd sample mode: torch's
-    BN kernel's second order is wrong under vmap; MetaInit's Hessian-vector product: third order, which
-    torch's batch_norm kernel does not support), and whose convolutions have the hand-written double
-    backward (initscore.fast_conv, faster than torch's for the second-order graph; not on the plain path)."""
-    net = bnmod.scoring_copy(model, "batch" if bn_mode == "shared" else bn_mode,
-                             primitive=(mode == "sample" or method == "metainit"))
-    return fast_conv.install(net)
+    """The network of :func:`rectify_prepared` (default loss)."""
+    return rectify_prepared(model, bn_mode, mode=mode, method=method).net
 
 
 def _optimizer_step(name: str, leaves: list[Tensor], lr: float, grad_clip: float) -> Callable[[bool], None]:
@@ -589,7 +609,8 @@ def rectify(model: nn.Module, data: Any, options: RectifyOptions | None = None, 
                     split=split, profile=o.profile)
     before = heldout_scores(model, None, heldout, **score_kw)
 
-    net = rectify_net(model, bn_mode, mode=o.mode, method=method)
+    prep = rectify_prepared(model, bn_mode, mode=o.mode, method=method, loss=loss)
+    net = prep.net
     wrt: tuple[str, ...] | None = None
     if o.profile == "official":
         wrt = official_params(net)
@@ -622,7 +643,7 @@ def rectify(model: nn.Module, data: Any, options: RectifyOptions | None = None, 
     ctx = Context(net=net, loss=loss, mode=o.mode, bn_mode=bn_mode, has_bn=bnmod.has_batchnorm(model),
                   sub_batches=o.sub_batches, overlap=float(overlap), gamma=None if o.gamma is None else keep * o.gamma,
                   gn_weight=o.gn_weight, profile=o.profile, split=split, objective=o.objective or "gc",
-                  gn_mul=o.gn_mul, wrt=wrt)
+                  gn_mul=o.gn_mul, wrt=wrt, prepared=prep)
     gamma_value = o.gamma
     leaves = list(scaled.scales.values())
     step = make_step(leaves) if make_step is not None else _optimizer_step(o.optimizer, leaves, o.lr, o.grad_clip)
