@@ -50,17 +50,18 @@ from __future__ import annotations
 
 import fnmatch
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
+from pydantic import ValidationError
 from torch import Tensor, nn
 
 from initscore import bn as bnmod
 from initscore import grad_plan
 from initscore import mode_caches
-from initscore.contract import IterationRecord, RectifyOptions, RectifyResult, Verification, choices
+from initscore.contract import IterationRecord, RectifyOptions, RectifyResult, ScoreOptions, Verification, choices
 from initscore.errors import NonFiniteError, OptionsError
 from initscore.rescale_adam import RescaleAdam
 from initscore.segments import SegmentedNet
@@ -168,37 +169,58 @@ class Rectification:
 
 
 # ---------------------------------------------------------------- context
-@dataclass
+_SCORE_FIELDS = ("mode", "sub_batches", "overlap", "split", "profile", "gn_weight", "objective", "gn_mul")
+
+
 class Context:
-    """Everything an objective needs; ``gamma`` is filled in on the first call when None."""
+    """Everything an objective needs; ``gamma`` is filled in on the first call when None.
 
-    net: nn.Module
-    loss: LossFn | None
-    mode: str
-    bn_mode: str
-    has_bn: bool
-    sub_batches: int
-    overlap: float
-    gamma: float | None
-    gn_weight: float = 1.0
-    extra: dict[str, Any] = field(default_factory=dict)
-    profile: str = "paper"
-    split: str = "eq7"
-    objective: str = "gc"  # official profile only
-    gn_mul: float = 1.0  # official profile only
-    wrt: tuple[str, ...] | None = None  # the differentiated tensors (None: all)
-    # the network with its gradient plan (:func:`rectify_prepared`); None: ``net`` as the caller set it up, with
-    # the plan's one-pass segment network where it applies
-    prepared: grad_plan.Prepared | None = None
+    Args:
+        net: the private network (:func:`rectify_prepared`'s ``.net``, or a scoring copy the caller set up).
+        loss: loss(logits, targets) -> scalar; None: cross-entropy.
+        options: the run's :class:`initscore.contract.RectifyOptions` (mode, sub-batches, overlap, split,
+            profile, gn_weight, objective, gn_mul are read from it); None: the defaults. Any of those fields may
+            also be given by keyword (applied on top of ``options`` and validated).
+        bn_mode: the resolved BatchNorm mode (default: resolved from the options as :func:`rectify` does).
+        has_bn: whether the network has BatchNorm (default: whether ``net`` has StatBN layers).
+        gamma: the bound the objective tests (None: set from the first batch).
+        wrt: the differentiated tensors (None: all).
+        prepared: the network with its gradient plan (:func:`rectify_prepared`); None: ``net`` as the caller set
+            it up, with the plan's one-pass segment network where it applies.
+    """
 
-    def __post_init__(self) -> None:
-        if self.prepared is None:
-            self.prepared = grad_plan.wrap(self.net, grad_plan.decide(
-                self.net, mode=self.mode, bn_mode=self.bn_mode, default_loss=self.loss is None, order=2))
+    def __init__(self, net: nn.Module, loss: LossFn | None = None, options: RectifyOptions | None = None, *,
+                 bn_mode: str | None = None, has_bn: bool | None = None, gamma: float | None = None,
+                 wrt: tuple[str, ...] | None = None, prepared: grad_plan.Prepared | None = None,
+                 extra: dict[str, Any] | None = None, **fields: Any) -> None:
+        unknown = set(fields) - set(_SCORE_FIELDS)
+        if unknown:
+            raise TypeError(f"Context() got unexpected keyword argument(s) {sorted(unknown)}")
+        o = options or RectifyOptions()
+        if fields.get("objective") == "gc" and fields.get("profile", o.profile) != "official":
+            fields.pop("objective")  # the default target: only the official profile names one
+        o = options_of(o, fields) if fields else o
+        self.options = o
+        self.net, self.loss, self.gamma, self.wrt = net, loss, gamma, wrt
+        self.overlap, self.split = resolve_profile(o.profile, o.mode, o.overlap, o.split)
+        self.overlap = float(self.overlap)
+        self.bn_mode = bn_mode if bn_mode is not None else resolve_options(o.mode, o.bn, o.sub_batches, self.overlap,
+                                                                            o.profile)
+        self.has_bn = has_bn if has_bn is not None else any(True for _ in bnmod.stat_layers(net))
+        self.extra: dict[str, Any] = {} if extra is None else extra
+        self.prepared = prepared if prepared is not None else grad_plan.wrap(net, grad_plan.decide(
+            net, mode=o.mode, bn_mode=self.bn_mode, default_loss=loss is None, order=2))
+
+    # the options' fields the objectives read
+    mode = property(lambda self: self.options.mode)
+    sub_batches = property(lambda self: self.options.sub_batches)
+    profile = property(lambda self: self.options.profile)
+    gn_weight = property(lambda self: self.options.gn_weight)
+    gn_mul = property(lambda self: self.options.gn_mul)
+    objective = property(lambda self: self.options.objective or "gc")  # official profile only
 
     @property
     def plan(self) -> grad_plan.Plan:
-        assert self.prepared is not None
         return self.prepared.plan
 
     @property
@@ -222,7 +244,6 @@ class Context:
         """The one-pass segment network of batch mode where the plan takes that route, else None (kept in
         ``extra["segnet"]``; a study that sets it to None takes the one-pass-per-segment route)."""
         if "segnet" not in self.extra:
-            assert self.prepared is not None
             self.extra["segnet"] = self.prepared.segnet if self.mode == "batch" else None
         return self.extra["segnet"]
 
@@ -443,18 +464,39 @@ def batch_stream(data: Any, batch_size: int, seed: int) -> Iterator[tuple[Tensor
             one_shot = False
 
 
-def heldout_scores(model: nn.Module, state: dict[str, Tensor] | None, heldout: list[Any], *, mode: str,
-                   sub_batches: int, overlap: float, bn: str | None, loss: LossFn | None,
-                   split: str | None = None, profile: str = "paper") -> dict[str, float]:
-    """Mean gc/gn and max g_max of :func:`gradcosine` over the held-out batches (empty dict if none)."""
+def score_options(o: RectifyOptions) -> ScoreOptions:
+    """The score options of a rectification: the held-out batches are scored with its mode, sub-batches, overlap,
+    split, BN mode and profile."""
+    return ScoreOptions(mode=o.mode, sub_batches=o.sub_batches, overlap=o.overlap, bn=o.bn, split=o.split,
+                        profile=o.profile)
+
+
+def heldout_scores(model: nn.Module, state: dict[str, Tensor] | None, heldout: list[Any],
+                   options: ScoreOptions | None = None, *, loss: LossFn | None = None,
+                   **fields: Any) -> dict[str, float]:
+    """Mean gc/gn and max g_max of :func:`gradcosine` over the held-out batches (empty dict if none).
+
+    Args:
+        model: the network; with ``state``, a copy of it with that state dict loaded is scored.
+        heldout: (x, y) batches.
+        options: the score options (mode, sub_batches, overlap, bn, split, profile); None: the defaults.
+            Fields may also be given by keyword (applied on top, validated).
+        loss: loss(logits, targets) -> scalar; None: cross-entropy.
+    """
+    o = options or ScoreOptions()
+    if fields:
+        try:
+            o = o.updated(**fields)
+        except ValidationError as exc:
+            raise _options_error(exc) from None
     if not heldout:
         return {}
     m = model
     if state is not None:
         m = mode_caches.deepcopy(model)
         m.load_state_dict(state)
-    res = [gradcosine(m, b, mode=mode, sub_batches=sub_batches, overlap=overlap, bn=bn, loss=loss, split=split,
-                      profile=profile) for b in heldout]
+    res = [gradcosine(m, b, mode=o.mode, sub_batches=o.sub_batches, overlap=o.overlap, bn=o.bn, loss=loss,
+                      split=o.split, profile=o.profile) for b in heldout]
     return {"gc": sum(r.gc for r in res) / len(res), "gn": sum(r.gn for r in res) / len(res),
             "g_max": max(r.g_max for r in res)}
 
@@ -496,8 +538,6 @@ def options_of(options: RectifyOptions | None, overrides: dict[str, Any]) -> Rec
     """``options`` (None: the defaults) with keyword ``overrides`` applied, validated by pydantic
     (:meth:`initscore.contract.RectifyOptions.updated`). A name that is not an option is a TypeError, as for
     any unknown keyword; a bad value is an OptionsError naming the field."""
-    from pydantic import ValidationError
-
     if options is not None and not isinstance(options, RectifyOptions):
         raise TypeError(f"options must be an initscore.contract.RectifyOptions or None, got {type(options).__name__}")
     unknown = sorted(set(overrides) - set(RectifyOptions.model_fields) | set(overrides) & {"heldout_batches"})
@@ -508,10 +548,15 @@ def options_of(options: RectifyOptions | None, overrides: dict[str, Any]) -> Rec
     try:
         return (options or RectifyOptions()).updated(**overrides)
     except ValidationError as exc:
-        e = exc.errors()[0]
-        where = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        raise OptionsError(f"{where}: {msg}, got {e['input']!r}" if where else msg) from None
+        raise _options_error(exc) from None
+
+
+def _options_error(exc: ValidationError) -> OptionsError:
+    """The OptionsError naming the field of pydantic's first error."""
+    e = exc.errors()[0]
+    where = ".".join(str(p) for p in e["loc"])
+    msg = e["msg"].removeprefix("Value error, ")
+    return OptionsError(f"{where}: {msg}, got {e['input']!r}" if where else msg)
 
 
 def rectify(model: nn.Module, data: Any, options: RectifyOptions | None = None, *, heldout: list[Any] | None = None,
@@ -605,9 +650,8 @@ def rectify(model: nn.Module, data: Any, options: RectifyOptions | None = None, 
             raise OptionsError(f"{name} must be a callable or None, got {type(fn).__name__}")
     bn_mode = resolve_options(o.mode, o.bn, o.sub_batches, overlap, o.profile)
     heldout = [check_batch(b) for b in heldout or []]
-    score_kw = dict(mode=o.mode, sub_batches=o.sub_batches, overlap=float(overlap), bn=bn_mode, loss=loss,
-                    split=split, profile=o.profile)
-    before = heldout_scores(model, None, heldout, **score_kw)
+    scored = score_options(o)
+    before = heldout_scores(model, None, heldout, scored, loss=loss)
 
     prep = rectify_prepared(model, bn_mode, mode=o.mode, method=method, loss=loss)
     net = prep.net
@@ -640,10 +684,8 @@ def rectify(model: nn.Module, data: Any, options: RectifyOptions | None = None, 
 
         objective = baselines.OBJECTIVES[method]
     keep = 1.0 - o.gamma_margin
-    ctx = Context(net=net, loss=loss, mode=o.mode, bn_mode=bn_mode, has_bn=bnmod.has_batchnorm(model),
-                  sub_batches=o.sub_batches, overlap=float(overlap), gamma=None if o.gamma is None else keep * o.gamma,
-                  gn_weight=o.gn_weight, profile=o.profile, split=split, objective=o.objective or "gc",
-                  gn_mul=o.gn_mul, wrt=wrt, prepared=prep)
+    ctx = Context(net, loss, o, bn_mode=bn_mode, has_bn=bnmod.has_batchnorm(model),
+                  gamma=None if o.gamma is None else keep * o.gamma, wrt=wrt, prepared=prep)
     gamma_value = o.gamma
     leaves = list(scaled.scales.values())
     step = make_step(leaves) if make_step is not None else _optimizer_step(o.optimizer, leaves, o.lr, o.grad_clip)
@@ -713,7 +755,7 @@ def rectify(model: nn.Module, data: Any, options: RectifyOptions | None = None, 
                 returned = ok[0]
     scales = snapshots[returned] if select != "last" else scaled.values()
     state = _rectified_state(model, scales)
-    after = heldout_scores(model, state, heldout, **score_kw)
+    after = heldout_scores(model, state, heldout, scored, loss=loss)
     return Rectification(method=method, state_dict=state, scales=scales, unscalable=scaled.unscalable,
                          fixed=scaled.fixed, history=tuple(history), heldout_before=before, heldout_after=after,
                          gamma=gamma_value, seconds=time.perf_counter() - t0, gamma_margin=o.gamma_margin,
