@@ -334,12 +334,11 @@ def calibrate(net: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) 
     layers = list(stat_layers(net))
     if not layers:
         return
-    saved = [(m.mode, m.primitive) for m in layers]
-    for m in layers:
-        m.calibrating, m.mode, m.primitive = True, "batch", False
+    for m in layers:  # the calibrating forward reads neither the mode nor the kernels
+        m.calibrating = True
     try:
         with torch.no_grad():
             torch.func.functional_call(net, params, (x,))
     finally:
-        for m, (mode, prim) in zip(layers, saved):
-            m.calibrating, m.mode, m.primitive = False, mode, prim
+        for m in layers:
+            m.calibrating = False

@@ -22,9 +22,9 @@ and then freezes), so no separate calibration forward is needed.
 
 Batch mode takes this route where :func:`initscore.grad_plan.decide` says it saves a pass (BatchNorm
 with calibrated statistics and the default loss). Requirements (otherwise :func:`segmented_copy` returns
-None and callers use the one-pass-per-segment route): every module that owns parameters directly is a leaf module (it has no
-children: true for Conv, Linear, LayerNorm, the registry's ChannelBias and StatBN; false for
-torchvision's ViT class token or MultiheadAttention), and no BatchNorm uses batch statistics.
+None and callers use the one-pass-per-segment route): every module that owns parameters directly is a
+leaf module (it has no children: true for Conv, Linear, LayerNorm, the registry's ChannelBias and StatBN;
+false for torchvision's ViT class token or MultiheadAttention), and no BatchNorm uses batch statistics.
 Leaf modules are assumed to treat samples independently (all of PyTorch's parametrized
 layers except BatchNorm do; StatBN is handled explicitly).
 """
