@@ -84,8 +84,8 @@ def test_fast_equals_plain(name, mode, bn):
         assert lf.name == lp.name and lf.gn == pytest.approx(lp.gn, rel=1e-8, abs=1e-12 * top), lf.name
         if lp.gn > 1e-9 * top:
             assert lf.gc == pytest.approx(lp.gc, rel=1e-8, abs=1e-10), lf.name
-    if mode == "sample" and bn == "batch" and name not in ("resnet20", "mlp"):
-        return  # coupled per-sample gradients through NIO's second order: slow; covered on two networks
+    if mode == "sample" and bn == "batch" and name not in ("nb201", "bn-act"):
+        return  # coupled per-sample gradients through NIO's second order: slow; covered on the two small BN networks
     # one NIO step: the measured record and the scales after the step
     data = [_batch(8, seed=3)]
     nio_kw = dict(iters=1, lr=0.05, mode=mode, bn=bn, sub_batches=2, overlap=0.5, seed=0)
@@ -96,17 +96,6 @@ def test_fast_equals_plain(name, mode, bn):
         assert v == pytest.approx(p.scales[k], rel=1e-8, abs=1e-10), k
     for hf, hp in zip(f.history, p.history):
         assert _close(hf["gc"], hp["gc"], 1e-8) and _close(hf["gn"], hp["gn"], 1e-8), (hf, hp)
-
-
-def test_nio_steps_fast_equal_plain_over_several_iterations():
-    model = _model("resnet20")
-    data = [_batch(8, seed=s) for s in (3, 4)]
-    kw = dict(iters=3, lr=0.05, mode="batch", bn="calibrated", sub_batches=2, overlap=0.5, seed=0)
-    fast = rectify(model, data, **kw)
-    with fastpath.plain():
-        plain = rectify(model, data, **kw)
-    for k, v in fast.scales.items():
-        assert v == pytest.approx(plain.scales[k], rel=1e-8, abs=1e-10), k
 
 
 def test_the_switch_turns_every_route_of_the_plan_off():
