@@ -178,13 +178,15 @@ class StatBN(nn.Module):
             self.register_parameter("bias", None)
         self.mode = mode
         self.primitive = primitive
-        self.calibrating = False
-        # per_sample mode: True -> the instance-norm kernel (first order only; set by initscore.hook_grads
-        # around its forward), False -> primitive var_mean (vmap and double backward are exact through it)
+        # the kernels, set once by the gradient plan when it prepares the copy (initscore.grad_plan.configure):
+        # per_sample mode: True -> the instance-norm kernel (first order only: the hook route's forward),
+        # False -> primitive var_mean (vmap and double backward are exact through it)
         self.instance_kernel = False
         # batch mode: True -> torch's own BN autograd (first order only: no Python autograd.Function per call);
         # False -> BatchStatNorm, whose hand-written double backward NIO/GradInit need
         self.first_order = False
+        # True only inside calibrate(): the forward measures and stores the batch statistics
+        self.calibrating = False
         # plain attributes, not buffers: functional_call must not swap/restore them
         self.calib_mean: torch.Tensor | None = None
         self.calib_var: torch.Tensor | None = None
@@ -317,20 +319,10 @@ def stat_layers(net: nn.Module) -> Iterator[StatBN]:
 
 
 def set_first_order(net: nn.Module, first_order: bool = True) -> None:
-    """Batch-statistics StatBN layers use torch's BN autograd (first-order callers: ~2-3 % of a batch-mode
-    score on ResNet-20) instead of BatchStatNorm's double-backward-capable Function (not on the plain path:
-    :mod:`initscore.fastpath`)."""
-    from initscore import fastpath
-
-    if first_order and not fastpath.enabled():
-        return
+    """Batch-statistics StatBN layers use torch's BN autograd (first order only) instead of BatchStatNorm's
+    double-backward-capable Function. The plan sets it (:func:`initscore.grad_plan.prepare`)."""
     for m in stat_layers(net):
         m.first_order = first_order
-
-
-def set_primitive(net: nn.Module, primitive: bool) -> None:
-    for m in stat_layers(net):
-        m.primitive = primitive
 
 
 def calibrate(net: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> None:
@@ -342,12 +334,11 @@ def calibrate(net: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) 
     layers = list(stat_layers(net))
     if not layers:
         return
-    saved = [(m.mode, m.primitive) for m in layers]
-    for m in layers:
-        m.calibrating, m.mode, m.primitive = True, "batch", False
+    for m in layers:  # the calibrating forward reads neither the mode nor the kernels
+        m.calibrating = True
     try:
         with torch.no_grad():
             torch.func.functional_call(net, params, (x,))
     finally:
-        for m, (mode, prim) in zip(layers, saved):
-            m.calibrating, m.mode, m.primitive = False, mode, prim
+        for m in layers:
+            m.calibrating = False

@@ -105,11 +105,8 @@ class FastConv2d(nn.Conv2d):
 
 def install(net: nn.Module) -> nn.Module:
     """Give every exact nn.Conv2d of ``net`` (a private copy: its modules are not the caller's) the class
-    :class:`FastConv2d`, in place; returns ``net`` (unchanged on the plain path: :mod:`initscore.fastpath`)."""
-    from initscore import fastpath
-
-    if not fastpath.enabled():
-        return net
+    :class:`FastConv2d`, in place; returns ``net``. :func:`initscore.grad_plan.prepare` calls it where the plan
+    asks for it (second-order callers, fast paths on)."""
     for m in net.modules():
         if type(m) is nn.Conv2d:
             m.__class__ = FastConv2d

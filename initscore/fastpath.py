@@ -7,12 +7,14 @@ layout) and faster routes that must agree with it:
   hooks        per-sample gradients from one batched backward (:mod:`initscore.hook_grads`)
   segments     all sub-batch segments from one forward/backward (:mod:`initscore.segments`)
   fast_conv    a convolution with a hand-written double backward for NIO (:mod:`initscore.fast_conv`)
-  bn_kernel    torch's BatchNorm autograd for first-order batch statistics (:func:`initscore.bn.set_first_order`)
+  bn_kernel    torch's BatchNorm autograd for first-order batch statistics, and its instance-norm kernel for
+               per-sample statistics on the hook route (:class:`initscore.bn.StatBN`)
   layout       channels-last image batches on the CPU (:func:`initscore.scores.fast_layout`)
 
-Every one of them asks :func:`enabled` where it would be chosen, so ``set_enabled(False)`` (or the
-environment variable ``INITSCORE_FAST_PATHS=0`` at import, or ``with plain(): ...``) runs the reference path
-everywhere; ``tests/engine/test_fastpath.py`` checks that both give the same numbers. On by default.
+Which of them runs is decided in one place, :func:`initscore.grad_plan.decide`, the only reader of
+:func:`enabled`; so ``set_enabled(False)`` (or the environment variable ``INITSCORE_FAST_PATHS=0`` at import,
+or ``with plain(): ...``) runs the reference path everywhere; ``tests/engine/test_fastpath.py`` checks that both
+give the same numbers. On by default.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ gradient is ever formed for the batch), L = sum_n CE(z_n, y_n): the default loss
 It applies only when every trainable tensor belongs to a layer with a registered grad sampler
 and every other leaf module is registered as sample-wise (:func:`unsupported_reason`); otherwise callers
 use ``vmap(grad)`` (:func:`initscore.scores.sample_grad_fn`), which gives the same numbers
-(tests/engine/test_hook_grads.py, float64); :func:`hook_grad_fn` picks the hooks where they are the
+(tests/engine/test_hook_grads.py, float64); :mod:`initscore.grad_plan` picks the hooks where they are the
 faster of the two (networks with per-sample BatchNorm). First order only:
 NIO's sample mode, which differentiates through the gradients, keeps vmap.
 """
@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from initscore.bn import StatBN
 from initscore.grad_samplers import GradSampler, is_samplewise, sampler_for
 
 
@@ -91,25 +90,35 @@ def _per_sample(layer: Layer, a: Tensor, o: Tensor, d: Tensor, out: dict[str, Te
 
 def hook_grad_fn(net: nn.Module, params: dict[str, Tensor], *, when: str = "faster"
                  ) -> Callable[[dict[str, Tensor], Tensor, Tensor], dict[str, Tensor]] | None:
-    """(params, x, y) -> {name: (c, *shape)} per-sample gradients of the mean cross-entropy, or None when
-    the hook path does not apply (:func:`unsupported_reason`). Same contract as ``sample_grad_fn(net,
-    default_loss)``; the result is not differentiable with respect to ``params``.
+    """For a scoring copy made outside :mod:`initscore.grad_plan`: :func:`build` where the plan would take the
+    hook route, else None (the caller then uses vmap).
 
-    when="faster" (default) also returns None for a network without per-sample BatchNorm, where vmap is as
-    fast or faster, and on the plain path (:mod:`initscore.fastpath`); with per-sample BN -- which vmap runs as
-    primitive ops -- the hooks are the faster route (bench/engine_ab.py). when="always": whenever it applies.
+    when="faster" (default): only where :func:`initscore.grad_plan.hooks_preferred` says so (fast paths on and
+    per-sample BatchNorm, which vmap runs as primitive ops); the copy's per-sample StatBN layers are then set to
+    the instance-norm kernel, as :func:`initscore.grad_plan.prepare` does. when="always": whenever the hook path
+    applies, with the copy as it is.
     """
     if when not in ("faster", "always"):
         raise ValueError(f"when must be 'faster' or 'always', got {when!r}")
-    from initscore import fastpath
+    from initscore import grad_plan
 
-    if when == "faster" and not fastpath.enabled():  # the plain path: vmap (when="always" asks for the hooks)
+    if when == "faster" and not grad_plan.hooks_preferred(net):
         return None
+    fn = build(net, params)
+    if fn is not None and when == "faster":
+        grad_plan.use_instance_kernel(net)
+    return fn
+
+
+def build(net: nn.Module, params: dict[str, Tensor]
+          ) -> Callable[[dict[str, Tensor], Tensor, Tensor], dict[str, Tensor]] | None:
+    """(params, x, y) -> {name: (c, *shape)} per-sample gradients of the mean cross-entropy, or None when
+    the hook path does not apply (:func:`unsupported_reason`). Same contract as ``sample_grad_fn(net,
+    default_loss)``; the result is not differentiable with respect to ``params``. The network runs as it is
+    (its StatBN kernels are the plan's: :func:`initscore.grad_plan.prepare`).
+    """
     layers, reason = _layers(net, params)
     if reason is not None:
-        return None
-    kernels = [m for m, _, _ in layers if isinstance(m, StatBN) and m.mode == "per_sample"]
-    if when == "faster" and not kernels:
         return None
 
     def fn(p: dict[str, Tensor], x: Tensor, y: Tensor) -> dict[str, Tensor]:
@@ -121,8 +130,6 @@ def hook_grad_fn(net: nn.Module, params: dict[str, Tensor], *, when: str = "fast
 
         handles = [layer[0].register_forward_hook(lambda m, i, o, layer=layer: record(layer, i, o))
                    for layer in layers]
-        for bn in kernels:
-            bn.instance_kernel = True
         try:
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)  # so every layer output is in the graph; its grad is not asked
@@ -131,8 +138,6 @@ def hook_grad_fn(net: nn.Module, params: dict[str, Tensor], *, when: str = "fast
         finally:
             for h in handles:
                 h.remove()
-            for bn in kernels:
-                bn.instance_kernel = False
         if any(a._version != av or o._version != ov for _, a, av, o, ov in calls):
             # a layer's input or output was changed in place after the layer ran: the recorded tensors no
             # longer hold what the layer saw, so this batch takes the vmap path

@@ -50,20 +50,21 @@ from __future__ import annotations
 
 import fnmatch
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
+from pydantic import ValidationError
 from torch import Tensor, nn
 
 from initscore import bn as bnmod
-from initscore import fast_conv
+from initscore import grad_plan
 from initscore import mode_caches
-from initscore.contract import IterationRecord, RectifyOptions, RectifyResult, Verification, choices
+from initscore.contract import IterationRecord, RectifyOptions, RectifyResult, ScoreOptions, Verification, choices
 from initscore.errors import NonFiniteError, OptionsError
 from initscore.rescale_adam import RescaleAdam
-from initscore.segments import SegmentedNet, for_batch_mode
+from initscore.segments import SegmentedNet
 from initscore.scores import (
     LossFn,
     batch_splits,
@@ -168,25 +169,59 @@ class Rectification:
 
 
 # ---------------------------------------------------------------- context
-@dataclass
-class Context:
-    """Everything an objective needs; ``gamma`` is filled in on the first call when None."""
+_SCORE_FIELDS = ("mode", "sub_batches", "overlap", "split", "profile", "gn_weight", "objective", "gn_mul")
 
-    net: nn.Module
-    loss: LossFn | None
-    mode: str
-    bn_mode: str
-    has_bn: bool
-    sub_batches: int
-    overlap: float
-    gamma: float | None
-    gn_weight: float = 1.0
-    extra: dict[str, Any] = field(default_factory=dict)
-    profile: str = "paper"
-    split: str = "eq7"
-    objective: str = "gc"  # official profile only
-    gn_mul: float = 1.0  # official profile only
-    wrt: tuple[str, ...] | None = None  # the differentiated tensors (None: all)
+
+class Context:
+    """Everything an objective needs; ``gamma`` is filled in on the first call when None.
+
+    Args:
+        net: the private network (:func:`rectify_prepared`'s ``.net``, or a scoring copy the caller set up).
+        loss: loss(logits, targets) -> scalar; None: cross-entropy.
+        options: the run's :class:`initscore.contract.RectifyOptions` (mode, sub-batches, overlap, split,
+            profile, gn_weight, objective, gn_mul are read from it); None: the defaults. Any of those fields may
+            also be given by keyword (applied on top of ``options`` and validated).
+        bn_mode: the resolved BatchNorm mode (default: resolved from the options as :func:`rectify` does).
+        has_bn: whether the network has BatchNorm (default: whether ``net`` has StatBN layers).
+        gamma: the bound the objective tests (None: set from the first batch).
+        wrt: the differentiated tensors (None: all).
+        prepared: the network with its gradient plan (:func:`rectify_prepared`); None: ``net`` as the caller set
+            it up, with the plan's one-pass segment network where it applies.
+    """
+
+    def __init__(self, net: nn.Module, loss: LossFn | None = None, options: RectifyOptions | None = None, *,
+                 bn_mode: str | None = None, has_bn: bool | None = None, gamma: float | None = None,
+                 wrt: tuple[str, ...] | None = None, prepared: grad_plan.Prepared | None = None,
+                 extra: dict[str, Any] | None = None, **fields: Any) -> None:
+        unknown = set(fields) - set(_SCORE_FIELDS)
+        if unknown:
+            raise TypeError(f"Context() got unexpected keyword argument(s) {sorted(unknown)}")
+        o = options or RectifyOptions()
+        if fields.get("objective") == "gc" and fields.get("profile", o.profile) != "official":
+            fields.pop("objective")  # the default target: only the official profile names one
+        o = options_of(o, fields) if fields else o
+        self.options = o
+        self.net, self.loss, self.gamma, self.wrt = net, loss, gamma, wrt
+        self.overlap, self.split = resolve_profile(o.profile, o.mode, o.overlap, o.split)
+        self.overlap = float(self.overlap)
+        self.bn_mode = bn_mode if bn_mode is not None else resolve_options(o.mode, o.bn, o.sub_batches, self.overlap,
+                                                                            o.profile)
+        self.has_bn = has_bn if has_bn is not None else any(True for _ in bnmod.stat_layers(net))
+        self.extra: dict[str, Any] = {} if extra is None else extra
+        self.prepared = prepared if prepared is not None else grad_plan.wrap(net, grad_plan.decide(
+            net, mode=o.mode, bn_mode=self.bn_mode, default_loss=loss is None, order=2))
+
+    # the options' fields the objectives read
+    mode = property(lambda self: self.options.mode)
+    sub_batches = property(lambda self: self.options.sub_batches)
+    profile = property(lambda self: self.options.profile)
+    gn_weight = property(lambda self: self.options.gn_weight)
+    gn_mul = property(lambda self: self.options.gn_mul)
+    objective = property(lambda self: self.options.objective or "gc")  # official profile only
+
+    @property
+    def plan(self) -> grad_plan.Plan:
+        return self.prepared.plan
 
     @property
     def coupled(self) -> bool:
@@ -206,15 +241,16 @@ class Context:
         return self.loss or nn.functional.cross_entropy
 
     def segnet(self) -> SegmentedNet | None:
-        """The one-pass segment network of batch mode (built once), or None where it does not apply."""
+        """The one-pass segment network of batch mode where the plan takes that route, else None (kept in
+        ``extra["segnet"]``; a study that sets it to None takes the one-pass-per-segment route)."""
         if "segnet" not in self.extra:
-            self.extra["segnet"] = for_batch_mode(self.net, has_bn=self.has_bn, bn_mode=self.bn_mode,
-                                                  default_loss=self.loss is None) if self.mode == "batch" else None
+            self.extra["segnet"] = self.prepared.segnet if self.mode == "batch" else None
         return self.extra["segnet"]
 
     def calibrate(self, params: dict[str, Tensor], x: Tensor) -> None:
         if self.has_bn and self.bn_mode == "calibrated":
-            bnmod.calibrate(self.net, {n: p.detach() for n, p in params.items()}, fast_layout(x))
+            bnmod.calibrate(self.net, {n: p.detach() for n, p in params.items()},
+                            fast_layout(x) if self.plan.channels_last else x)
 
     def calibrate_for_scores(self, params: dict[str, Tensor], x: Tensor) -> None:
         """Calibrate before :func:`stacked_grads`, unless its one-pass segment network measures the statistics."""
@@ -296,7 +332,8 @@ def stacked_grads(ctx: Context, params: dict[str, Tensor], x: Tensor, y: Tensor,
         splits = batch_splits(x.shape[0], ctx.sub_batches, ctx.overlap, ctx.split)
         wrt = tuple(params) if ctx.wrt is None else ctx.wrt
         grads = subbatch_grads(ctx.net, params, x, y, ctx.loss, splits, ctx.coupled, create_graph=create_graph,
-                               segnet=segnet, wrt=wrt, shared=ctx.shared)
+                               segnet=segnet, wrt=wrt, shared=ctx.shared,
+                               channels_last=ctx.plan.subbatch_layout(create_graph))
         return {n: torch.stack([g[n] for g in grads]) for n in wrt}
     if ctx.coupled:
         return coupled_sample_grads(ctx.net, params, x, y, ctx.loss_fn, range(x.shape[0]))
@@ -427,18 +464,39 @@ def batch_stream(data: Any, batch_size: int, seed: int) -> Iterator[tuple[Tensor
             one_shot = False
 
 
-def heldout_scores(model: nn.Module, state: dict[str, Tensor] | None, heldout: list[Any], *, mode: str,
-                   sub_batches: int, overlap: float, bn: str | None, loss: LossFn | None,
-                   split: str | None = None, profile: str = "paper") -> dict[str, float]:
-    """Mean gc/gn and max g_max of :func:`gradcosine` over the held-out batches (empty dict if none)."""
+def score_options(o: RectifyOptions) -> ScoreOptions:
+    """The score options of a rectification: the held-out batches are scored with its mode, sub-batches, overlap,
+    split, BN mode and profile."""
+    return ScoreOptions(mode=o.mode, sub_batches=o.sub_batches, overlap=o.overlap, bn=o.bn, split=o.split,
+                        profile=o.profile)
+
+
+def heldout_scores(model: nn.Module, state: dict[str, Tensor] | None, heldout: list[Any],
+                   options: ScoreOptions | None = None, *, loss: LossFn | None = None,
+                   **fields: Any) -> dict[str, float]:
+    """Mean gc/gn and max g_max of :func:`gradcosine` over the held-out batches (empty dict if none).
+
+    Args:
+        model: the network; with ``state``, a copy of it with that state dict loaded is scored.
+        heldout: (x, y) batches.
+        options: the score options (mode, sub_batches, overlap, bn, split, profile); None: the defaults.
+            Fields may also be given by keyword (applied on top, validated).
+        loss: loss(logits, targets) -> scalar; None: cross-entropy.
+    """
+    o = options or ScoreOptions()
+    if fields:
+        try:
+            o = o.updated(**fields)
+        except ValidationError as exc:
+            raise _options_error(exc) from None
     if not heldout:
         return {}
     m = model
     if state is not None:
         m = mode_caches.deepcopy(model)
         m.load_state_dict(state)
-    res = [gradcosine(m, b, mode=mode, sub_batches=sub_batches, overlap=overlap, bn=bn, loss=loss, split=split,
-                      profile=profile) for b in heldout]
+    res = [gradcosine(m, b, mode=o.mode, sub_batches=o.sub_batches, overlap=o.overlap, bn=o.bn, loss=loss,
+                      split=o.split, profile=o.profile) for b in heldout]
     return {"gc": sum(r.gc for r in res) / len(res), "gn": sum(r.gn for r in res) / len(res),
             "g_max": max(r.g_max for r in res)}
 
@@ -452,15 +510,19 @@ def _rectified_state(model: nn.Module, scales: dict[str, float]) -> dict[str, Te
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 
+def rectify_prepared(model: nn.Module, bn_mode: str, *, mode: str, method: str = "nio", loss: LossFn | None = None
+                     ) -> grad_plan.Prepared:
+    """The private network :func:`rectify` optimizes, prepared by the gradient plan (:mod:`initscore.grad_plan`)
+    for differentiating through the gradients: second order, third for MetaInit's Hessian-vector product (its
+    BatchNorm then runs as primitive ops: torch's batch_norm kernel has no third order)."""
+    plan = grad_plan.decide(model, mode=mode, bn_mode=bn_mode, default_loss=loss is None,
+                            order=3 if method == "metainit" else 2)
+    return grad_plan.prepare(model, plan)
+
+
 def rectify_net(model: nn.Module, bn_mode: str, *, mode: str, method: str = "nio") -> nn.Module:
-    """The private network :func:`rectify` optimizes: a scoring copy of ``model`` (initscore.bn) whose
-    BatchNorm is primitive where autograd must go past second order through it (vmap'd sample mode: torch's
-    BN kernel's second order is wrong under vmap; MetaInit's Hessian-vector product: third order, which
-    torch's batch_norm kernel does not support), and whose convolutions have the hand-written double
-    backward (initscore.fast_conv, faster than torch's for the second-order graph; not on the plain path)."""
-    net = bnmod.scoring_copy(model, "batch" if bn_mode == "shared" else bn_mode,
-                             primitive=(mode == "sample" or method == "metainit"))
-    return fast_conv.install(net)
+    """The network of :func:`rectify_prepared` (default loss)."""
+    return rectify_prepared(model, bn_mode, mode=mode, method=method).net
 
 
 def _optimizer_step(name: str, leaves: list[Tensor], lr: float, grad_clip: float) -> Callable[[bool], None]:
@@ -476,8 +538,6 @@ def options_of(options: RectifyOptions | None, overrides: dict[str, Any]) -> Rec
     """``options`` (None: the defaults) with keyword ``overrides`` applied, validated by pydantic
     (:meth:`initscore.contract.RectifyOptions.updated`). A name that is not an option is a TypeError, as for
     any unknown keyword; a bad value is an OptionsError naming the field."""
-    from pydantic import ValidationError
-
     if options is not None and not isinstance(options, RectifyOptions):
         raise TypeError(f"options must be an initscore.contract.RectifyOptions or None, got {type(options).__name__}")
     unknown = sorted(set(overrides) - set(RectifyOptions.model_fields) | set(overrides) & {"heldout_batches"})
@@ -488,10 +548,15 @@ def options_of(options: RectifyOptions | None, overrides: dict[str, Any]) -> Rec
     try:
         return (options or RectifyOptions()).updated(**overrides)
     except ValidationError as exc:
-        e = exc.errors()[0]
-        where = ".".join(str(p) for p in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        raise OptionsError(f"{where}: {msg}, got {e['input']!r}" if where else msg) from None
+        raise _options_error(exc) from None
+
+
+def _options_error(exc: ValidationError) -> OptionsError:
+    """The OptionsError naming the field of pydantic's first error."""
+    e = exc.errors()[0]
+    where = ".".join(str(p) for p in e["loc"])
+    msg = e["msg"].removeprefix("Value error, ")
+    return OptionsError(f"{where}: {msg}, got {e['input']!r}" if where else msg)
 
 
 def rectify(model: nn.Module, data: Any, options: RectifyOptions | None = None, *, heldout: list[Any] | None = None,
@@ -585,11 +650,11 @@ def rectify(model: nn.Module, data: Any, options: RectifyOptions | None = None, 
             raise OptionsError(f"{name} must be a callable or None, got {type(fn).__name__}")
     bn_mode = resolve_options(o.mode, o.bn, o.sub_batches, overlap, o.profile)
     heldout = [check_batch(b) for b in heldout or []]
-    score_kw = dict(mode=o.mode, sub_batches=o.sub_batches, overlap=float(overlap), bn=bn_mode, loss=loss,
-                    split=split, profile=o.profile)
-    before = heldout_scores(model, None, heldout, **score_kw)
+    scored = score_options(o)
+    before = heldout_scores(model, None, heldout, scored, loss=loss)
 
-    net = rectify_net(model, bn_mode, mode=o.mode, method=method)
+    prep = rectify_prepared(model, bn_mode, mode=o.mode, method=method, loss=loss)
+    net = prep.net
     wrt: tuple[str, ...] | None = None
     if o.profile == "official":
         wrt = official_params(net)
@@ -619,10 +684,8 @@ def rectify(model: nn.Module, data: Any, options: RectifyOptions | None = None, 
 
         objective = baselines.OBJECTIVES[method]
     keep = 1.0 - o.gamma_margin
-    ctx = Context(net=net, loss=loss, mode=o.mode, bn_mode=bn_mode, has_bn=bnmod.has_batchnorm(model),
-                  sub_batches=o.sub_batches, overlap=float(overlap), gamma=None if o.gamma is None else keep * o.gamma,
-                  gn_weight=o.gn_weight, profile=o.profile, split=split, objective=o.objective or "gc",
-                  gn_mul=o.gn_mul, wrt=wrt)
+    ctx = Context(net, loss, o, bn_mode=bn_mode, has_bn=bnmod.has_batchnorm(model),
+                  gamma=None if o.gamma is None else keep * o.gamma, wrt=wrt, prepared=prep)
     gamma_value = o.gamma
     leaves = list(scaled.scales.values())
     step = make_step(leaves) if make_step is not None else _optimizer_step(o.optimizer, leaves, o.lr, o.grad_clip)
@@ -692,7 +755,7 @@ def rectify(model: nn.Module, data: Any, options: RectifyOptions | None = None, 
                 returned = ok[0]
     scales = snapshots[returned] if select != "last" else scaled.values()
     state = _rectified_state(model, scales)
-    after = heldout_scores(model, state, heldout, **score_kw)
+    after = heldout_scores(model, state, heldout, scored, loss=loss)
     return Rectification(method=method, state_dict=state, scales=scales, unscalable=scaled.unscalable,
                          fixed=scaled.fixed, history=tuple(history), heldout_before=before, heldout_after=after,
                          gamma=gamma_value, seconds=time.perf_counter() - t0, gamma_margin=o.gamma_margin,

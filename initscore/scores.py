@@ -48,9 +48,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vjp, vmap
 
 from initscore import bn as bnmod
+from initscore import grad_plan, hook_grads
 from initscore.errors import NonFiniteError, OptionsError, ResourceError, is_out_of_memory
-from initscore.hook_grads import hook_grad_fn
-from initscore.segments import SegmentedNet, for_batch_mode
+from initscore.segments import SegmentedNet
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 MODES = ("sample", "batch")
@@ -196,16 +196,13 @@ def fast_layout(x: Tensor) -> Tensor:
     """Image batches (N, C, H, W) on the CPU in channels-last memory layout; anything else unchanged.
 
     Same values, and every convolution after it then runs in oneDNN's channels-last kernels (the
-    layout follows the input through the network), which are faster on the CPU. Used by the sub-batch
-    gradients of batch mode (:func:`subbatch_grads`, NIO outside the segmented route) and by the BN
-    calibration forward; not by sample mode, whose vmapped per-sample convolutions it makes slower, not
-    on accelerators, where the better layout depends on the device and dtype, and not on the plain path
-    (:mod:`initscore.fastpath`). bench/engine_ab.py measures it.
+    layout follows the input through the network), which are faster on the CPU. Applied where the
+    gradient plan says so (:attr:`initscore.grad_plan.Plan.channels_last`): the sub-batch gradients of batch
+    mode (:func:`subbatch_grads`, NIO outside the segmented route) and the BN calibration forward; not in
+    sample mode, whose vmapped per-sample convolutions it makes slower, not on accelerators, where the
+    better layout depends on the device and dtype, and not on the plain path. bench/engine_ab.py measures it.
     """
-    from initscore import fastpath
-
-    if x.dim() == 4 and x.device.type == "cpu" and fastpath.enabled() \
-            and not x.is_contiguous(memory_format=torch.channels_last):
+    if x.dim() == 4 and x.device.type == "cpu" and not x.is_contiguous(memory_format=torch.channels_last):
         return x.contiguous(memory_format=torch.channels_last)
     return x
 
@@ -344,7 +341,7 @@ def _auto_chunk(params: dict[str, Tensor], B: int) -> int:
 def subbatch_grads(net: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tensor, loss_fn: LossFn | None,
                    splits: list[tuple[int, int]], coupled: bool, create_graph: bool = False,
                    segnet: SegmentedNet | None = None, wrt: Sequence[str] | None = None,
-                   shared: bool = False) -> list[dict[str, Tensor]]:
+                   shared: bool = False, channels_last: bool = False) -> list[dict[str, Tensor]]:
     """Gradients of the mean loss of each sub-batch [s, e).
 
     If the samples are independent (``coupled=False``) and the loss is the default
@@ -360,13 +357,12 @@ def subbatch_grads(net: nn.Module, params: dict[str, Tensor], x: Tensor, y: Tens
     (BatchNorm normalizing with the statistics of all B samples), then the gradient of each sub-batch's
     mean loss, taken from that one graph, so it flows through the shared batch statistics.
     ``wrt``: the names differentiated (default: every entry of ``params``); the others are inputs only.
+    ``channels_last``: run the forwards on :func:`fast_layout` of ``x`` (the plan's
+    :meth:`initscore.grad_plan.Plan.subbatch_layout`).
     """
     names = list(params) if wrt is None else list(wrt)
     tensors = [params[n] for n in names]
-    # not with bn="shared": its whole-batch BN backward in channels-last moved GC of ResNet-20 by 1.4e-3 relative
-    # against float64 in float32 (default layout: 5e-5; 64 CIFAR-10 images, D=4, r=0.2)
-    if (segnet is None or not create_graph) and not shared:
-        # channels-last on the CPU (fast_layout); not on the segmented second-order route, which it slows
+    if channels_last:
         x = fast_layout(x)
 
     def _grad(loss: Tensor, retain: bool = False) -> dict[str, Tensor]:
@@ -470,34 +466,34 @@ def gradcosine(model: nn.Module, batch: tuple[Tensor, Tensor], *, mode: str = "s
         raise OptionsError("loss must be a callable loss(logits, targets) -> scalar")
     x, y = check_batch(batch)
     has_bn = bnmod.has_batchnorm(model)
-    net = bnmod.scoring_copy(model, "batch" if bn_mode == "shared" else bn_mode, primitive=(mode == "sample"))
-    bnmod.set_first_order(net)  # scores never differentiate through the gradients
+    prep = grad_plan.prepare(model, grad_plan.decide(model, mode=mode, bn_mode=bn_mode, default_loss=loss is None,
+                                                     order=1, device=x.device))
+    net, plan, segnet = prep.net, prep.plan, prep.segnet
     params = trainable(net)
     wrt = official_params(net) if profile == "official" else tuple(params)
     if not wrt:
         raise OptionsError("profile='official' differentiates Conv2d/Linear/LayerNorm weights and biases only; "
                            "the model has none")
     report_bn = bn_mode if has_bn else None
-    coupled = has_bn and bn_mode == "batch"
-    shared = has_bn and bn_mode == "shared"
-    segnet = for_batch_mode(net, has_bn=has_bn, bn_mode=bn_mode, default_loss=loss is None) \
-        if mode == "batch" else None
-    if has_bn and bn_mode == "calibrated" and segnet is None:
-        bnmod.calibrate(net, params, fast_layout(x))  # a no-grad forward, in channels-last on the CPU
+    coupled = plan.per_sample == "coupled"
+    if has_bn and bn_mode == "calibrated" and segnet is None:  # a no-grad forward (the segment route measures them)
+        bnmod.calibrate(net, params, fast_layout(x) if plan.channels_last else x)
     B = x.shape[0]
     acc = ScoreAccumulator({n: params[n] for n in wrt})
     if mode == "batch":
         splits = batch_splits(B, sub_batches, float(overlap), split)
         with torch.enable_grad():
             p = {n: t.requires_grad_(True) for n, t in ((n, t.detach()) for n, t in params.items())}
-            grads = subbatch_grads(net, p, x, y, loss, splits, coupled, segnet=segnet, wrt=wrt, shared=shared)
+            grads = subbatch_grads(net, p, x, y, loss, splits, has_bn and bn_mode == "batch", segnet=segnet, wrt=wrt,
+                                   shared=plan.shared, channels_last=plan.subbatch_layout(False))
         acc.add({n: torch.stack([g[n] for g in grads]) for n in wrt})
         return acc.result("batch", report_bn, offdiag=profile == "official")
 
     loss_fn = loss or default_loss
     chunk = min(chunk_size or _auto_chunk(params, B), B)
-    # the default loss takes the layer-hook path where it applies and is faster (per-sample BN; same numbers)
-    fn = None if coupled else ((hook_grad_fn(net, params) if loss is None else None) or sample_grad_fn(net, loss_fn))
+    # the plan's route: layer hooks (default loss, per-sample BN; same numbers) or vmap
+    fn = None if coupled else ((hook_grads.build(net, params) if plan.per_sample == "hooks" else None)
+                               or sample_grad_fn(net, loss_fn))
     start = 0
     while start < B:
         end = min(start + chunk, B)

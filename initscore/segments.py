@@ -20,10 +20,11 @@ another costs the same arithmetic plus one pass per segment of everything in bet
 whole batch, detached: exactly what :func:`initscore.bn.calibrate` computes on that batch
 and then freezes), so no separate calibration forward is needed.
 
-Requirements (otherwise :func:`segmented_copy` returns None and callers use the one-pass-
-per-segment route): every module that owns parameters directly is a leaf module (it has no
-children: true for Conv, Linear, LayerNorm, the registry's ChannelBias and StatBN; false for
-torchvision's ViT class token or MultiheadAttention), and no BatchNorm uses batch statistics.
+Batch mode takes this route where :func:`initscore.grad_plan.decide` says it saves a pass (BatchNorm
+with calibrated statistics and the default loss). Requirements (otherwise :func:`segmented_copy` returns
+None and callers use the one-pass-per-segment route): every module that owns parameters directly is a
+leaf module (it has no children: true for Conv, Linear, LayerNorm, the registry's ChannelBias and StatBN;
+false for torchvision's ViT class token or MultiheadAttention), and no BatchNorm uses batch statistics.
 Leaf modules are assumed to treat samples independently (all of PyTorch's parametrized
 layers except BatchNorm do; StatBN is handled explicitly).
 """
@@ -37,7 +38,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from initscore.bn import StatBN, tree_copy
 
-__all__ = ["SegmentedNet", "for_batch_mode", "segmented_copy"]
+__all__ = ["SegmentedNet", "segmented_copy"]
 
 
 class _SegmentCat(torch.autograd.Function):
@@ -160,22 +161,6 @@ class SegmentedNet:
                 g = gs[j * k + s]
                 result[s][n] = g if g is not None else torch.zeros_like(params[n])
         return result
-
-
-def for_batch_mode(net: nn.Module, *, has_bn: bool, bn_mode: str, default_loss: bool) -> SegmentedNet | None:
-    """The one-pass network batch mode uses, or None for the one-pass-per-segment route.
-
-    Used where it saves a pass: BatchNorm with calibrated statistics, whose separate
-    calibration forward it absorbs. Without calibrated BN the per-segment route is faster (the
-    per-layer concatenation of segment outputs costs more than the extra passes), so it is
-    kept there; on the plain path (:mod:`initscore.fastpath`) always. bench/engine_ab.py
-    measures both. Needs the default cross-entropy loss (a sum over samples).
-    """
-    from initscore import fastpath
-
-    if not (has_bn and bn_mode == "calibrated" and default_loss) or not fastpath.enabled():
-        return None
-    return segmented_copy(net)
 
 
 def segmented_copy(net: nn.Module) -> SegmentedNet | None:

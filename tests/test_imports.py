@@ -36,8 +36,8 @@ def test_lazy_engine_attribute_unknown_name() -> None:
 
 
 
-ENGINE = ("scores", "nio", "bn", "mode_caches", "hook_grads", "grad_samplers", "segments", "fast_conv", "baselines",
-          "rescale_adam", "wishart", "propagation")
+ENGINE = ("scores", "nio", "bn", "mode_caches", "hook_grads", "grad_samplers", "segments", "fast_conv", "grad_plan",
+          "baselines", "rescale_adam", "wishart", "propagation")
 FORBIDDEN = ("initscore.models", "service", "worker", "client")
 
 
