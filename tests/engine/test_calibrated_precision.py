@@ -1,9 +1,10 @@
 """Precision of batch mode with calibrated BatchNorm against float64 (BN ResNet-20, 64 CIFAR-10 images).
 
 The calibrated statistics are the batch's mean and BIASED variance (the train-mode normalization of the whole
-batch). In float64 the engine equals an independent reference built from an eval-mode copy; in float32 the
-default memory layout agrees with float64 to rounding, and the whole offset of the fast path comes from the
-channels-last layout (oneDNN's channels-last convolutions), not from the calibration.
+batch). In float64 the engine equals an independent reference built from an eval-mode copy (1e-10); every
+float32 route (plain, fast, fast in the default layout) agrees with it to float32 rounding through BatchNorm's
+backward, whose size depends on the CPU's kernels (4e-8 relative on one machine, 9e-5 for the plain path on an
+AVX-512/AMX one), so float32 is held to F32_TOL; the biased/unbiased distinction (1e-4) is checked in float64.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from initscore.models import create
 from initscore.scores import batch_splits, gradcosine
 
 D, R = 4, 0.2
+F32_TOL = 3e-4
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,10 +54,10 @@ def test_calibrated_batch_mode_against_float64(monkeypatch):
 
     with fastpath.plain():
         plain = f32()
-    assert _rel(plain.gc, gc_b) < 1e-6 and _rel(plain.gn, gn_b) < 1e-6
+    assert _rel(plain.gc, gc_b) < F32_TOL and _rel(plain.gn, gn_b) < F32_TOL
     fast = f32()
-    assert _rel(fast.gc, gc_b) < 3e-4 and _rel(fast.gn, gn_b) < 3e-4 and _rel(fast.g_max, ours64.g_max) < 3e-4
-    # the fast route (one-pass segments, calibration in its forward) in the default memory layout: rounding only
+    assert _rel(fast.gc, gc_b) < F32_TOL and _rel(fast.gn, gn_b) < F32_TOL and _rel(fast.g_max, ours64.g_max) < F32_TOL
+    # the fast route (one-pass segments, calibration in its forward) in the default memory layout
     monkeypatch.setattr(scores, "fast_layout", lambda t: t)
     default_layout = f32()
-    assert _rel(default_layout.gc, gc_b) < 1e-6 and _rel(default_layout.gn, gn_b) < 1e-6
+    assert _rel(default_layout.gc, gc_b) < F32_TOL and _rel(default_layout.gn, gn_b) < F32_TOL
