@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 PRELOAD = ("torch", "torch.func", "torch._dynamo", "numpy", "safetensors.torch", "initscore.*", "client", "httpx")
 
 _ZYGOTE = r'''
-import importlib, json, os, runpy, signal, sys, traceback
+import importlib, importlib.util, json, os, runpy, signal, sys, traceback
 requests, replies = os.fdopen(int(sys.argv[1]), "r"), os.fdopen(int(sys.argv[2]), "w", buffering=1)
 import pkgutil
 names = []
@@ -56,7 +56,6 @@ sys.modules.pop("typer.rich_utils", None)
 if "typer" in sys.modules and hasattr(sys.modules["typer"], "rich_utils"):
     delattr(sys.modules["typer"], "rich_utils")
 replies.write("ready\n")
-main_path = importlib.util.find_spec("initscore.__main__").origin
 
 
 def child(req):
@@ -79,11 +78,14 @@ def child(req):
     threads = os.environ.get("OMP_NUM_THREADS", "")
     if threads.isdigit() and int(threads) > 0:
         sys.modules["torch"].set_num_threads(int(threads))
-    sys.argv = [main_path, *req["args"]]
     sys.path[0] = os.getcwd()  # what -m puts first
+    spec = importlib.util.find_spec(req["module"])
+    if spec is not None and spec.submodule_search_locations is not None:
+        spec = importlib.util.find_spec(req["module"] + ".__main__")
+    sys.argv = [spec.origin if spec is not None else req["module"], *req["args"]]
     code = 0
     try:
-        runpy.run_module("initscore", run_name="__main__", alter_sys=True)
+        runpy.run_module(req["module"], run_name="__main__", alter_sys=True)
     except SystemExit as exc:
         if exc.code is None:
             code = 0
@@ -139,10 +141,10 @@ class _Zygote:
         if self._replies.readline().strip() != "ready":
             raise RuntimeError("the warm initscore process did not start")
 
-    def run(self, args: Sequence[str], cwd: Path, env: Mapping[str, str], input_path: str | None, timeout: float,
-            out: str, err: str) -> int:
+    def run(self, module: str, args: Sequence[str], cwd: Path, env: Mapping[str, str], input_path: str | None,
+            timeout: float, out: str, err: str) -> int:
         with self.lock:
-            self._requests.write(json.dumps({"args": list(args), "cwd": str(cwd), "env": dict(env),
+            self._requests.write(json.dumps({"module": module, "args": list(args), "cwd": str(cwd), "env": dict(env),
                                              "stdin": input_path, "stdout": out, "stderr": err}) + "\n")
             line = self._replies.readline()
             if not line.startswith("pid "):
@@ -158,7 +160,7 @@ class _Zygote:
             if not line.startswith("exit "):
                 raise RuntimeError(f"the warm initscore process answered {line!r}")
             if killed.is_set():
-                raise subprocess.TimeoutExpired(["initscore", *args], timeout)
+                raise subprocess.TimeoutExpired([module, *args], timeout)
             return int(line.split()[1])
 
     def stop(self) -> None:
@@ -199,9 +201,16 @@ def run_initscore(*args: str, cwd: Path | str = REPO, env: Mapping[str, str] | N
                   timeout: float = 120) -> subprocess.CompletedProcess:
     """``subprocess.run([sys.executable, "-m", "initscore", *args], cwd=cwd, env=env, input=input,
     capture_output=True, text=True, timeout=timeout)``, forked from the warm process (see the module docstring)."""
+    return run_module("initscore", *args, cwd=cwd, env=env, input=input, timeout=timeout)
+
+
+def run_module(module: str, *args: str, cwd: Path | str = REPO, env: Mapping[str, str] | None = None,
+               input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` as ``run_initscore`` runs ``initscore``; a module in ``cwd`` is found (``-m`` puts
+    the working directory first on sys.path)."""
     env = dict(os.environ if env is None else env)
     if os.environ.get("INITSCORE_TEST_COLD_CLI") == "1":
-        return subprocess.run([sys.executable, "-m", "initscore", *args], cwd=cwd, env=env, input=input,
+        return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, input=input,
                               capture_output=True, text=True, timeout=timeout)
     with tempfile.TemporaryDirectory(prefix="warm-cli-") as tmp:
         out, err = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
@@ -211,6 +220,6 @@ def run_initscore(*args: str, cwd: Path | str = REPO, env: Mapping[str, str] | N
         if input is not None:
             input_path = os.path.join(tmp, "stdin")
             Path(input_path).write_text(input)
-        code = _get().run(args, Path(cwd).resolve(), env, input_path, timeout, out, err)
-        return subprocess.CompletedProcess([sys.executable, "-m", "initscore", *args], code,
+        code = _get().run(module, args, Path(cwd).resolve(), env, input_path, timeout, out, err)
+        return subprocess.CompletedProcess([sys.executable, "-m", module, *args], code,
                                            Path(out).read_text(errors="replace"), Path(err).read_text(errors="replace"))
