@@ -129,8 +129,10 @@ class _Zygote:
     def __init__(self) -> None:
         req_r, self._req_w = os.pipe()
         self._rep_r, rep_w = os.pipe()
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-            [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])}
+        # not the INITSCORE_* settings a test may have set when the first call starts it: each call brings its own
+        path = os.pathsep.join([str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("INITSCORE_")}, "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": path}
         self.proc = subprocess.Popen([sys.executable, "-c", _ZYGOTE, str(req_r), str(rep_w), json.dumps(PRELOAD)],
                                      cwd=REPO, env=env, pass_fds=(req_r, rep_w), stdin=subprocess.DEVNULL)
         os.close(req_r)
