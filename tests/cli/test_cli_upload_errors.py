@@ -1,13 +1,13 @@
 """`initscore upload` with a path it cannot send: one `error:` line naming the path and exit 2, through the real
-entry point (subprocess), before any connection is tried (the URL points at a closed port)."""
+entry point (a real process forked from a warm interpreter, tests/warm_cli.py), before any connection is tried (the URL points at a closed port)."""
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from warm_cli import run_initscore
 
 ROOT = Path(__file__).resolve().parents[2]
 CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens, a connection attempt would fail differently
@@ -15,8 +15,7 @@ CLOSED = "http://127.0.0.1:9"  # the discard port: nothing listens, a connection
 
 def _upload(path: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "120", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "initscore", "upload", path, "--url", CLOSED], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return run_initscore("upload", path, "--url", CLOSED, cwd=ROOT, env=env, timeout=120)
 
 
 def _one_error_line(p: subprocess.CompletedProcess, needle: str) -> None:

@@ -1,4 +1,5 @@
-"""`initscore serve --inline` + `initscore submit|status|wait|fetch` as real processes."""
+"""`initscore serve --inline` + `initscore submit|status|wait|fetch` as real processes (the verbs forked from a
+warm interpreter, tests/warm_cli.py)."""
 from __future__ import annotations
 
 import json
@@ -10,10 +11,11 @@ import time
 import httpx
 
 from svc_helpers import REPO, free_port
+from warm_cli import run_initscore
 
 
 def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "initscore", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    return run_initscore(*args, cwd=REPO, env=env, timeout=120)
 
 
 def test_inline_server_and_cli_verbs(tmp_path) -> None:

@@ -1,4 +1,5 @@
-"""`initscore score` / `rectify` through the real entry point (subprocess: exit codes and stderr are real)."""
+"""`initscore score` / `rectify` through the real entry point (a real process: exit codes and stderr are real;
+forked from a warm interpreter, tests/warm_cli.py, except where torch's import is under test)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from warm_cli import run_initscore
 
 ROOT = Path(__file__).resolve().parents[2]
 MLP = '{"hidden": 16, "depth": 2, "in_features": 12}'
@@ -15,8 +17,7 @@ MLP = '{"hidden": 16, "depth": 2, "in_features": 12}'
 
 def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "120"}
-    return subprocess.run([sys.executable, "-m", "initscore", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return run_initscore(*args, cwd=cwd, env=env, timeout=120)
 
 
 def test_score_json_on_synthetic():
@@ -202,8 +203,7 @@ def test_rectify_preset_help_lists_the_registry(monkeypatch):
     from initscore.experiments import config
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400", "TERMINAL_WIDTH": "400"}
-    p = subprocess.run([sys.executable, "-m", "initscore", "rectify", "--help"], capture_output=True, text=True,
-                       env=env, cwd=ROOT, timeout=120)
+    p = run_initscore("rectify", "--help", env=env, cwd=ROOT, timeout=120)
     assert p.returncode == 0, p.stderr
     line = next(ln for ln in p.stdout.splitlines() if "--preset" in ln)
     shown = line.split("explicitly win:", 1)[1].strip(" │|").split(" | ")

@@ -5,10 +5,10 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from warm_cli import run_initscore
 
 from initscore.errors import OptionsError
 from initscore.experiments import PRESETS, override, parse_config, preset
@@ -192,8 +192,7 @@ def test_stats_mean_and_sample_std():
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "initscore", "experiment", *args], capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=120)
+    return run_initscore("experiment", *args, env=env, cwd=REPO, timeout=120)
 
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path):
@@ -408,8 +407,7 @@ def test_cli_preset_help_lists_the_registry(monkeypatch):
     from initscore.experiments import config
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400", "TERMINAL_WIDTH": "400"}
-    p = subprocess.run([sys.executable, "-m", "initscore", "experiment", "--help"], capture_output=True, text=True,
-                       env=env, cwd=REPO, timeout=120)
+    p = run_initscore("experiment", "--help", env=env, cwd=REPO, timeout=120)
     assert p.returncode == 0, p.stderr
     line = next(ln for ln in p.stdout.splitlines() if "--preset" in ln)
     shown = line.split("named experiment:", 1)[1].strip(" │|").split(" | ")
@@ -436,8 +434,7 @@ def test_init_composes_rectify_options_and_declares_none_of_them():
     assert InitConfig.model_fields["rectify"].annotation is RectifyOptions
     assert set(InitConfig.model_fields) & set(RectifyOptions.model_fields) == set()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400", "TERMINAL_WIDTH": "400"}
-    p = subprocess.run([sys.executable, "-m", "initscore", "experiment", "--help"], capture_output=True, text=True,
-                       env=env, cwd=REPO, timeout=120)
+    p = run_initscore("experiment", "--help", env=env, cwd=REPO, timeout=120)
     assert p.returncode == 0, p.stderr
     flags = {"lr": "--nio-lr", "split": "--sub-batch-split"}
     for field in set(RectifyOptions.model_fields) - set(PER_RUN):

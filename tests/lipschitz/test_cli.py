@@ -1,19 +1,18 @@
-"""CLI of the propagation and lipschitz verbs: real subprocess runs; bad input -> exit 2, one line."""
+"""CLI of the propagation and lipschitz verbs: real processes (forked from a warm interpreter, tests/warm_cli.py); bad input -> exit 2, one line."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 
 import pytest
+from warm_cli import run_initscore
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "initscore", *args], capture_output=True, text=True, env=ENV,
-                          timeout=120)
+    return run_initscore(*args, cwd=os.getcwd(), env=ENV, timeout=120)
 
 
 @pytest.mark.parametrize("args", [

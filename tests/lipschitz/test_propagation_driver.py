@@ -1,6 +1,6 @@
 """`initscore propagation` and the service's propagation job are one driver (initscore.jobs.run_job).
 
-The CLI runs as a real subprocess; its --json result must equal run_job's on the request the service would
+The CLI runs as a real process (forked from a warm interpreter, tests/warm_cli.py); its --json result must equal run_job's on the request the service would
 receive, and both must equal the library's report composed by hand (weights seeded by options.seed, the batch
 drawn by data.seed, train or eval mode, leaf or block level).
 """
@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from warm_cli import run_initscore
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
@@ -20,8 +21,7 @@ MLP_ARGS = {"in_features": 48, "hidden": 16, "depth": 3, "num_classes": 4}
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "initscore", "propagation", *args], capture_output=True, text=True,
-                          env=ENV, timeout=300)
+    return run_initscore("propagation", *args, cwd=os.getcwd(), env=ENV, timeout=300)
 
 
 def _without_seconds(res: dict) -> dict:

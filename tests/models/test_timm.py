@@ -3,11 +3,13 @@ pretrained=False, and a parameter cap enforced on the meta device before anythin
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 import torch
+from warm_cli import run_initscore
 
 from initscore import models
 from initscore.errors import SpecError
@@ -92,14 +94,12 @@ def test_cap_is_checked_on_the_meta_device_without_allocating_or_drawing_random_
 
 
 def test_models_command_lists_the_timm_catalog():
-    out = subprocess.run([sys.executable, "-m", "initscore", "models", "--source", "timm", "--filter", "vit_tiny",
-                          "--json"], capture_output=True, text=True, timeout=120)
+    out = run_initscore("models", "--source", "timm", "--filter", "vit_tiny", "--json", cwd=os.getcwd(), timeout=120)
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert rows and all(r["name"].startswith("timm:") and "vit_tiny" in r["name"] for r in rows)
     assert "timm:vit_tiny_patch16_224" in {r["name"] for r in rows}
-    bad = subprocess.run([sys.executable, "-m", "initscore", "models", "--source", "nope"], capture_output=True,
-                         text=True, timeout=120)
+    bad = run_initscore("models", "--source", "nope", cwd=os.getcwd(), timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown model source 'nope'")
 
 

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-import sys
+
+from warm_cli import run_initscore
 
 RESNET = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "initscore", "proxies", *args], capture_output=True, text=True,
-                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    return run_initscore("proxies", *args, cwd=os.getcwd(), env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
 
 
 def test_proxies_json_on_tiny_cell() -> None:

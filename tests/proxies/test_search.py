@@ -4,10 +4,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
+from warm_cli import run_initscore
 
 from initscore import proxies, search
 from initscore.errors import OptionsError
@@ -125,7 +125,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     if "PYTHONPATH" in os.environ:
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    return subprocess.run([sys.executable, "-m", "initscore", "search", *args], capture_output=True, text=True, env=env)
+    return run_initscore("search", *args, cwd=os.getcwd(), env=env)
 
 
 def test_search_cli_cells_file_matches_the_library(tmp_path) -> None:

@@ -17,6 +17,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+if str(REPO / "tests") not in sys.path:
+    sys.path.insert(0, str(REPO / "tests"))
+
+import warm_cli  # noqa: E402
 
 
 def free_port() -> int:
@@ -257,7 +261,7 @@ def redis_conn(redis_server: RedisServer) -> Iterator[Any]:
     r = Redis.from_url(redis_server.url)
     r.flushdb()
     yield r
-    children = leftover_children(LIVE_REDIS_PIDS)
+    children = leftover_children(LIVE_REDIS_PIDS | {warm_cli.zygote_pid()})
     left = leftover_clients(r)
     for c in left:  # so that the next test does not inherit them; this one fails below
         r.execute_command("CLIENT", "KILL", "ID", c["id"])

@@ -7,10 +7,9 @@ import pytest
 
 import json
 import os
-import subprocess
-import sys
 
 from svc_helpers import REPO, run_worker_burst
+from warm_cli import run_initscore
 
 CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
 OTHER = "|avg_pool_3x3~0|+|nor_conv_1x1~0|none~1|+|none~0|skip_connect~1|nor_conv_3x3~2|"
@@ -38,10 +37,9 @@ def _library(seed: int) -> tuple[float, float, dict[str, float]]:
 
 def _cli(seed: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    p = subprocess.run([sys.executable, "-m", "initscore", "score", "--arch", "nb201", "--args", json.dumps(ARGS),
-                        "--data", "synthetic", "--batch-size", "6", "--seed", "2", "--init-seed", str(seed),
-                        "-o", f"proxies={json.dumps(PROXIES)}", "--json"],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    p = run_initscore("score", "--arch", "nb201", "--args", json.dumps(ARGS), "--data", "synthetic", "--batch-size", "6",
+                      "--seed", "2", "--init-seed", str(seed), "-o", f"proxies={json.dumps(PROXIES)}", "--json",
+                      cwd=REPO, env=env, timeout=180)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)
 
