@@ -92,10 +92,9 @@ def test_same_spec_and_seed_same_score_on_every_path(queued) -> None:
     cells.write_text(json.dumps(other) + "\n" + json.dumps(SPEC) + "\n")
     try:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-        p = subprocess.run([sys.executable, "-m", "initscore", "search", "--cells", str(cells), "--k", "2", "--proxy",
-                            "naswot", "--data", "synthetic", "--batch-size", "6", "--data-seed", "2", "--seed", str(SEED),
-                            "--json"],
-                           cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+        p = run_initscore("search", "--cells", str(cells), "--k", "2", "--proxy", "naswot", "--data", "synthetic",
+                          "--batch-size", "6", "--data-seed", "2", "--seed", str(SEED), "--json",
+                          cwd=REPO, env=env, timeout=180)
     finally:
         cells.unlink()
     assert p.returncode == 0, p.stderr
