@@ -8,7 +8,8 @@ A Redis restart (or a network blip) shows up as ``redis.exceptions.ConnectionErr
 (heartbeats, state, registries, success and failure handling) goes through
 :func:`patiently` without a deadline, so a busy worker finishes its job and
 records it once Redis is back instead of printing "found an unhandled exception,
-quitting..." and exiting.
+quitting..." and exiting. :class:`QuickListener` bounds how long a worker's teardown
+waits for its command listener.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ log = logging.getLogger("initscore.worker")
 
 TRANSIENT: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError)
 FIRST_DELAY, MAX_DELAY = 0.25, 5.0
+LISTENER_POLL = 1.0  # seconds the worker's pub/sub command listener blocks in one read
 
 T = TypeVar("T")
 
@@ -80,7 +82,19 @@ def _patient(name: str) -> Callable[..., Any]:
     return method
 
 
-class ResilientWorker(SimpleWorker):
+class QuickListener:
+    """RQ worker mixin: the pub/sub command listener (RQ's ``subscribe``) reads with a LISTENER_POLL timeout
+    instead of RQ's 60 s. redis-py >= 8's ``PubSubWorkerThread.stop()`` joins the listener without a timeout,
+    so with RQ's read a worker's teardown (burst end, warm shutdown) waited up to 60 s for that read to return."""
+
+    def subscribe(self) -> None:
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(sleep_time=LISTENER_POLL, daemon=True,
+                                                       exception_handler=self._pubsub_exception_handler)
+
+
+class ResilientWorker(QuickListener, SimpleWorker):
     """``SimpleWorker`` (the job runs in this process) whose Redis bookkeeping waits out outages.
 
     Every method below is RQ's own, wrapped in :func:`patiently` without a deadline; RQ's

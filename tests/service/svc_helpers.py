@@ -209,9 +209,12 @@ class RedisServer:
 
 
 def run_worker_burst(backend: Any, settings: Any, queues: tuple[str, ...] | None = None) -> None:
-    """Run a real RQ SimpleWorker in burst mode (JSON serializer) in this process."""
+    """Run a real RQ SimpleWorker in burst mode (JSON serializer) in this process, with the production worker's
+    command listener (worker.reconnect.QuickListener: its teardown does not wait out RQ's 60 s pub/sub read)."""
     import initscore.server.settings as sset
     from rq import SimpleWorker
+
+    from worker.reconnect import QuickListener
     from rq.serializers import JSONSerializer
 
     from initscore.server import defaults
@@ -224,7 +227,7 @@ def run_worker_burst(backend: Any, settings: Any, queues: tuple[str, ...] | None
     jobs._ctx.clear()
     try:
         qs = [backend.queues[q] for q in (queues or defaults.QUEUES)]
-        w = SimpleWorker(qs, connection=backend.redis, serializer=JSONSerializer)
+        w = type("BurstWorker", (QuickListener, SimpleWorker), {})(qs, connection=backend.redis, serializer=JSONSerializer)
         w.work(burst=True, logging_level="WARNING", with_scheduler=False)
     finally:
         for k in ("INITSCORE_ARTIFACT_DIR", "INITSCORE_ALLOWED_ROOTS", "INITSCORE_HEARTBEAT_TTL"):
