@@ -3,7 +3,7 @@
 Real parts: a private redis-server with append-only persistence, `uvicorn --factory
 service.app:create_app` (its reaper thread runs) and two `python -m worker.main`
 processes. Each round submits one rectify job per worker, waits until every worker is
-busy, shuts Redis down (SHUTDOWN flushes the AOF), waits --outage seconds and starts
+busy with one of them, shuts Redis down (SHUTDOWN flushes the AOF), waits --outage seconds and starts
 it again on the same port and directory. At the end every job must be finished,
 once (attempt 1, one "started" event), with no worker exit; then both workers are
 SIGKILLed and the time until /readyz answers 503 is measured.
@@ -47,10 +47,15 @@ def main() -> int:
                 new.append(c.post("/v1/jobs", json=req).json()["id"])
             ids += new
             t = time.time()
-            while sum(c.get(f"/v1/jobs/{j}").json()["status"] == "running" for j in ids) < a.workers:  # every worker busy
+            while True:  # every worker busy with THIS round's job (so the last round's results are recorded)
+                states = [c.get(f"/v1/jobs/{j}").json()["status"] for j in new]
+                if all(st == "running" for st in states):
+                    break
+                if any(st in ("finished", "failed", "cancelled") for st in states):
+                    raise SystemExit(f"error: round {r}: a job ended before every worker was busy; raise --iters")
                 if time.time() - t > 300:
                     raise SystemExit(f"error: round {r}: the workers never got busy")
-                time.sleep(0.1)
+                time.sleep(0.05)
             stack.shutdown_redis()
             time.sleep(a.outage)
             stack.start_redis()
@@ -67,6 +72,14 @@ def main() -> int:
                    run_twice=sum(v["attempt"] > 1 or sum("started" in e for e in v["events"]) > 1 for v in views),
                    worker_exits=exits, quitting_lines=sum(log.read_text().count("quitting") for log in stack.log_paths))
         out["lost"] = out["jobs"] - out["finished"]
+        for v in views:  # the evidence for any job that did not finish once
+            if v["status"] != "finished" or v["attempt"] > 1 or sum("started" in e for e in v["events"]) > 1:
+                print(json.dumps({"job": v["id"], "status": v["status"], "attempt": v["attempt"], "events": v["events"]}),
+                      flush=True)
+        t = time.time()  # measure from a ready service: /readyz must answer 200 before the workers die
+        while c.get("/readyz").status_code != 200 and time.time() - t < 120:
+            time.sleep(0.2)
+        out["ready_before_kill_after_s"] = round(time.time() - t, 1)
         stack.kill_workers()
         died = time.time()
         while c.get("/readyz").status_code == 200 and time.time() - died < 300:
