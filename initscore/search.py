@@ -36,13 +36,13 @@ import logging
 import math
 import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from initscore.contract import SEARCH_SET_LEVEL
 from initscore.errors import OptionsError
+from initscore.files import write_atomically
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 NB201_SIZE = 5 ** 6
@@ -171,17 +171,8 @@ class FileCheckpoint:
         return doc
 
     def save(self, state: Mapping[str, Any]) -> None:
-        directory = os.path.dirname(os.path.abspath(self.path))
-        fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(json.dumps(state, separators=(",", ":"), allow_nan=False).encode())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_atomically(self.path, json.dumps(state, separators=(",", ":"), allow_nan=False).encode(),
+                         prefix=".checkpoint-")
 
 
 def _data(data: Any) -> Any:

@@ -13,14 +13,14 @@ implement the same methods (objects keyed by sha256, refs as small keys).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator, Protocol, runtime_checkable
+
+from initscore.files import synced_temp, write_atomically
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
@@ -62,25 +62,6 @@ def _check_name(name: str) -> str:
     return name
 
 
-@contextlib.contextmanager
-def _synced_temp(directory: Path, prefix: str, data: bytes) -> Iterator[str]:
-    """A new file in ``directory`` (created if missing) holding ``data``, flushed and fsynced; yields its path and
-    removes it afterwards unless the caller has moved it (``os.replace``)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        yield tmp
-    finally:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-
-
 class FileArtifactStore:
     """:class:`ArtifactStore` on a local (or shared network) filesystem path."""
 
@@ -97,8 +78,8 @@ class FileArtifactStore:
 
     def _atomic_write(self, path: Path, data: bytes) -> None:
         try:
-            with _synced_temp(path.parent, ".tmp-", data) as tmp:
-                os.replace(tmp, path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, data)
         except OSError as exc:
             raise StoreError(f"artifact store at {self.root} cannot write {path.name}: {exc.strerror or exc}") from exc
 
@@ -182,7 +163,8 @@ class FileArtifactStore:
         The probe holds data, not just an inode: an empty file can still be created on a full disk.
         """
         try:
-            with _synced_temp(self.root, ".probe-", b"\0" * 4096):
+            self.root.mkdir(parents=True, exist_ok=True)
+            with synced_temp(self.root, ".probe-", b"\0" * 4096):
                 return None
         except OSError as exc:
             return f"cannot write to the artifact store: {exc.strerror or type(exc).__name__}"
