@@ -236,6 +236,14 @@ def run_worker_burst(backend: Any, settings: Any, queues: tuple[str, ...] | None
         jobs._ctx.clear()
 
 
+def submit_and_run(tc: Any, backend: Any, settings: Any, req: dict, accepted: tuple[int, ...] = (200, 201, 202)) -> dict:
+    """POST `req` to /v1/jobs (its status must be one of `accepted`), run a burst worker, return the submit answer."""
+    r = tc.post("/v1/jobs", json=req)
+    assert r.status_code in accepted, r.text
+    run_worker_burst(backend, settings)
+    return r.json()
+
+
 MLP_SCORE = {
     "kind": "score",
     "model": {"arch": "mlp", "args": {"in_features": 48, "hidden": 16, "depth": 2, "num_classes": 4}},

@@ -3,7 +3,7 @@
 the library's score for the same spec, seed and batch)."""
 from __future__ import annotations
 
-from svc_helpers import run_worker_burst
+from svc_helpers import submit_and_run
 from svc_helpers import expect_problem as _problem
 
 A = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
@@ -17,10 +17,7 @@ def spec(cell: str) -> dict:
 
 
 def _run(tc, backend, settings, req):
-    job = tc.post("/v1/jobs", json=req)
-    assert job.status_code in (200, 201, 202), job.text
-    run_worker_burst(backend, settings)
-    g = tc.get(f"/v1/groups/{job.json()['group_id']}").json()
+    g = tc.get(f"/v1/groups/{submit_and_run(tc, backend, settings, req)['group_id']}").json()
     assert g["status"] == "finished", g
     return g
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from svc_helpers import REPO, expect_problem, run_worker_burst, served
+from svc_helpers import REPO, expect_problem, run_worker_burst, served, submit_and_run
 
 A = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
 B = "|avg_pool_3x3~0|+|nor_conv_1x1~0|none~1|+|none~0|skip_connect~1|nor_conv_3x3~2|"
@@ -44,10 +44,8 @@ def test_search_job_returns_the_library_top_k(queued) -> None:
     settings, backend, tc = queued()
     cells = [A, DISC, B, C, D]
     req = {"kind": "search", "cells": cells, "args": ARGS, "data": DATA, "k": 3, "proxy": "naswot"}
-    r = tc.post("/v1/jobs", json=req)
-    assert r.status_code == 202, r.text
-    run_worker_burst(backend, settings)
-    job = tc.get(f"/v1/jobs/{r.json()['id']}").json()
+    job_id = submit_and_run(tc, backend, settings, req, accepted=(202,))["id"]
+    job = tc.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "finished", job
     res = job["result"]
     lib = _library(_specs(cells), 3, "naswot")
@@ -65,7 +63,7 @@ def test_search_job_returns_the_library_top_k(queued) -> None:
     page = job_page(job)
     assert "the 3 best of 5 by <b>naswot</b>" in page and page.count(cells[res["top"][0]["index"]]) >= 2
     # a finished job leaves no checkpoint behind
-    assert backend.store.get_ref("checkpoints", r.json()["id"]) is None
+    assert backend.store.get_ref("checkpoints", job_id) is None
 
 
 def _start_worker(settings) -> subprocess.Popen:

@@ -8,7 +8,7 @@ import pytest
 import json
 import os
 
-from svc_helpers import REPO, run_worker_burst
+from svc_helpers import REPO, submit_and_run
 from warm_cli import run_initscore
 
 CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
@@ -45,10 +45,7 @@ def _cli(seed: int) -> dict:
 
 
 def _finished(tc, backend, settings, req: dict) -> dict:
-    r = tc.post("/v1/jobs", json=req)
-    assert r.status_code in (200, 201, 202), r.text
-    run_worker_burst(backend, settings)
-    job = tc.get(f"/v1/jobs/{r.json()['id']}").json()
+    job = tc.get(f"/v1/jobs/{submit_and_run(tc, backend, settings, req)['id']}").json()
     assert job["status"] == "finished", job
     return job
 
