@@ -29,6 +29,7 @@ ARTIFACTS: dict[str, str] = {
     "block_features": "the stem's and every cell's output on the batch, with their input-output VJPs",
     "reinit_relu_signs": "sign of every ReLU output of a N(0,1)-re-initialized copy on up to 16 samples",
     "abs_weight_flow": "gradients of the |W| float64 network without BN on an all-ones input",
+    "block_jacobian_trace": "tr(J)/n of each outermost shape-preserving block on 4 samples (no-grad forwards, one Rademacher probe)",
     "gaussian_features": "pre-pooling features of a N(0,1) re-initialized copy on Gaussian inputs",
     "weights": "the parameters themselves",
     "shapes": "layer shapes (one no-grad forward of one sample)",
@@ -48,6 +49,7 @@ BUILDERS: dict[str, str] = {
     "params": "initscore.proxies.data_free:params_group",
     "flops": "initscore.proxies.data_free:flops_group",
     "l2_norm": "initscore.proxies.l2_norm:l2_norm_group",
+    "identity_gain": "initscore.proxies.identity_gain:identity_gain_group",
     "combined": "",  # computed from other proxies' values after the passes (engine._compute)
 }
 
@@ -133,5 +135,7 @@ register("az_progressivity", "min over consecutive blocks of the increase of the
          "Lee & Ham CVPR 2024 (AZ-NAS) s^P", ("block_features",), "az_nas")
 register("az_trainability", "mean over blocks of 2 - s - 1/s, s the top singular value of the block's input-output Jacobian sketch E[g_in g_out^T], g_out random +-1",
          "Lee & Ham CVPR 2024 (AZ-NAS) s^T", ("block_features",), "az_nas")
+register("identity_gain", "min over the outermost shape-preserving blocks of tr(J)/n, J the block's input-output Jacobian at init (Hutchinson, one probe; 0 without such blocks): 1 per identity path, ~0 for random convolutions; a member of ensemble, negative alone",
+         "this project (initscore.proxies.identity_gain)", ("block_jacobian_trace",), "identity_gain")
 register("ensemble", "recommended score: sum of log Phi(z) over the calibrated z-scores of log10 synflow, meco, meco_opt and log10 swap (AZ-NAS's log-rank aggregation with each rank/N replaced by a normal CDF fixed on 200 separate calibration cells; docs/nas.md)",
          "this project (initscore.proxies.ensemble)", ("other_proxies",), "combined")
