@@ -12,7 +12,8 @@ RQ calls it with JSON kwargs ``job_id``, ``attempt``, ``request``; the inline ba
    record (inline); each progress call checks the cancel flag; the job's checkpoint lives in
    the artifact store (:class:`StoreCheckpoint`, ref ``checkpoints/<job id>``): a search job
    saves its scan there, so the attempt that follows a dead worker resumes after its last
-   saved architecture (removed once the job has finished);
+   saved architecture (``lifecycle`` removes it when the job ends for good: finished, failed
+   or cancelled, whoever ends it; a requeue keeps it);
 4. store weights (safetensors + provenance metadata), plot (PNG) and the result
    (JSON) in the artifact store, then ``lifecycle.finish`` (compare-and-set again, so a
    job the reaper handed to another worker cannot be finished twice).
@@ -232,13 +233,14 @@ def _upload_reader(store: ArtifactStore, cap: int) -> Callable[[str], bytes]:
     return read
 
 
-CHECKPOINTS = "checkpoints"  # artifact-store ref namespace of search checkpoints, one per job id
+CHECKPOINTS = lifecycle.CHECKPOINTS  # artifact-store ref namespace of search checkpoints, one per job id
 
 
 class StoreCheckpoint:
     """A search job's checkpoint as the artifact-store ref ``checkpoints/<job id>`` (written atomically by the store);
     shared by every attempt of the job. An unreadable checkpoint is ignored with a warning; a failing save is
-    logged and the job computes on (the checkpoint only saves work, the result does not depend on it)."""
+    logged and the job computes on (the checkpoint only saves work, the result does not depend on it). Removed by
+    :mod:`initscore.server.lifecycle` when the job reaches a final state (:func:`lifecycle.clear_checkpoint`)."""
 
     def __init__(self, store: ArtifactStore, job_id: str) -> None:
         self.store, self.job_id = store, job_id
@@ -258,12 +260,6 @@ class StoreCheckpoint:
             self.store.put_ref(CHECKPOINTS, self.job_id, state)
         except (StoreError, ValueError) as exc:
             log.warning("job %s: search checkpoint not saved: %s", self.job_id, exc)
-
-    def clear(self) -> None:
-        try:
-            self.store.delete_ref(CHECKPOINTS, self.job_id)
-        except StoreError as exc:
-            log.warning("job %s: search checkpoint not removed: %s", self.job_id, exc)
 
 
 def _execute(
@@ -307,7 +303,6 @@ def _execute(
                         plot_sha=plot_sha, seconds=seconds) is None:
         log.warning("job %s attempt %d finished but the record moved on; result discarded", job_id, attempt)
         return "skipped"
-    checkpoint.clear()
     try:
         store.put_ref("results", rec.request_hash, {"result_sha": result_sha, "weights_sha": weights_sha, "plot_sha": plot_sha, "kind": rec.kind})
     except OSError as exc:

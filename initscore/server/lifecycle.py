@@ -19,6 +19,10 @@ and nothing else happens.
 
 Used by the API (cancel), the worker and the inline backend (start, finish, fail, cancel) and
 the reaper (requeue, fail).
+
+A transition into a final state (finished, failed, cancelled) also removes the job's search checkpoint
+(artifact-store ref ``checkpoints/<job id>``, written by the worker while a search scans): the job will not run
+again, whoever ended it. A requeue keeps it, so that the next attempt resumes from it.
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ log = logging.getLogger("initscore.lifecycle")
 
 Guard = Callable[[JobRecord], bool]
 ACTIVE: tuple[str, ...] = tuple(s for s in JOB_STATES if s not in FINAL_STATES)  # queued, running
+CHECKPOINTS = "checkpoints"  # artifact-store ref namespace of search checkpoints, one per job id
 
 
 def persist(store: ArtifactStore, rec: JobRecord, *, strict: bool = False) -> None:
@@ -74,7 +79,17 @@ def _transition(
     if new is None or not won:
         return None
     persist(store, new, strict=strict)
+    if new.status in FINAL_STATES:
+        clear_checkpoint(store, job_id)
     return new
+
+
+def clear_checkpoint(store: ArtifactStore, job_id: str) -> None:
+    """Remove the job's search checkpoint if there is one (a failure is logged: it only leaves a file behind)."""
+    try:
+        store.delete_ref(CHECKPOINTS, job_id)
+    except OSError as exc:
+        log.warning("job %s: search checkpoint not removed: %s", job_id, exc)
 
 
 def start(index: JobIndex, store: ArtifactStore, job_id: str, attempt: int, worker: str) -> JobRecord | None:
@@ -185,4 +200,4 @@ def request_cancel(index: JobIndex, store: ArtifactStore, job_id: str) -> JobRec
     return index.update(job_id, mark)
 
 
-__all__ = ["ACTIVE", "cancel", "fail", "finish", "persist", "request_cancel", "requeue", "start"]
+__all__ = ["ACTIVE", "CHECKPOINTS", "cancel", "clear_checkpoint", "fail", "finish", "persist", "request_cancel", "requeue", "start"]

@@ -9,10 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from svc_helpers import REPO, expect_problem, run_worker_burst, served, submit_and_run
+from svc_helpers import REPO, expect_problem, run_worker_burst, served, stop_processes, submit_and_run
 
 A = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
 B = "|avg_pool_3x3~0|+|nor_conv_1x1~0|none~1|+|none~0|skip_connect~1|nor_conv_3x3~2|"
@@ -119,6 +120,84 @@ def test_killed_worker_search_resumes_from_its_checkpoint(queued) -> None:
     specs = search.nb201_sample(n, 7, **ARGS)
     _same_top(res, _library(specs, 4, "naswot"))
     assert backend.store.get_ref("checkpoints", job_id) is None
+
+
+def _until_checkpointed(tc, backend, proc, job_id: str, timeout: float = 120) -> tuple[dict, dict]:
+    """Poll until the running search job has a checkpoint on disk; (the job's view, the checkpoint)."""
+    deadline, seen = time.time() + timeout, None
+    while time.time() < deadline:
+        seen = tc.get(f"/v1/jobs/{job_id}").json()
+        doc = backend.store.get_ref("checkpoints", job_id)
+        if doc is not None and seen["status"] == "running":
+            return seen, doc
+        assert proc.poll() is None and seen["status"] in ("queued", "running"), seen
+        time.sleep(0.05)
+    pytest.fail(f"no checkpoint was written: {seen}")
+
+
+def _checkpoint_file(settings, job_id: str):
+    return settings.artifact_dir / "refs" / "checkpoints" / f"{job_id}.json"
+
+
+def test_cancelled_search_leaves_no_checkpoint(queued) -> None:
+    """Cancelled mid-scan (a checkpoint on disk, progress > 0): the job has ended for good, its checkpoint goes."""
+    settings, backend, tc = queued()
+    n = 400  # the cancel lands at the next architecture, long before the end
+    req = {"kind": "search", "sample": {"space": "nb201", "n": n, "sample_seed": 3}, "args": ARGS, "data": DATA,
+           "k": 2, "proxy": "naswot"}
+    job_id = tc.post("/v1/jobs", json=req).json()["id"]
+    proc = _start_worker(settings)
+    try:
+        seen, doc = _until_checkpointed(tc, backend, proc, job_id)
+        assert 0 < seen["progress"]["done"] < n and 0 < doc["done"] < n, (seen["progress"], doc["done"])
+        assert tc.delete(f"/v1/jobs/{job_id}").status_code == 202  # running: its worker cancels it
+        deadline = time.time() + 60
+        while (job := tc.get(f"/v1/jobs/{job_id}").json())["status"] == "running":
+            assert time.time() < deadline and proc.poll() is None, job
+            time.sleep(0.05)
+    finally:
+        stop_processes([proc])
+    assert job["status"] == "cancelled", job
+    assert backend.store.get_ref("checkpoints", job_id) is None
+    assert not _checkpoint_file(settings, job_id).exists()
+
+
+def test_search_that_fails_for_good_leaves_no_checkpoint(queued) -> None:
+    """Attempt 1 checkpoints and its worker is SIGKILLed: the reaper re-queues the job and the checkpoint stays
+    for attempt 2. The data file is gone by then, so attempt 2 fails (a data error, not retried): the job has
+    ended for good and its checkpoint goes with it."""
+    import numpy as np
+
+    from initscore.server.queue import reap
+
+    settings, backend, tc = queued(heartbeat_ttl=1.0, max_attempts=2)
+    data_file = Path(settings.allowed_roots[0]) / "train.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data_file, x=rng.standard_normal((12, 3, 32, 32)).astype(np.float32), y=rng.integers(0, 10, 12))
+    n = 400
+    req = {"kind": "search", "sample": {"space": "nb201", "n": n, "sample_seed": 5}, "args": ARGS, "k": 2,
+           "proxy": "naswot", "data": {"kind": "tensors", "root": str(data_file), "batch_size": 6, "seed": 1}}
+    job_id = tc.post("/v1/jobs", json=req).json()["id"]
+    proc = _start_worker(settings)
+    try:
+        _until_checkpointed(tc, backend, proc, job_id)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+    deadline = time.time() + 20
+    while not [a for a in reap(backend, settings) if a == (job_id, "requeued")]:
+        assert time.time() < deadline, "the sweep never re-queued the dead worker's job"
+        time.sleep(0.2)
+    assert tc.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+    assert backend.store.get_ref("checkpoints", job_id) is not None  # re-queued: kept for the next attempt
+    data_file.unlink()
+    run_worker_burst(backend, settings, (SCORE_QUEUE,))
+    job = tc.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "failed" and job["attempt"] == 2 and job["error"]["type"] == "data-error", job
+    assert backend.store.get_ref("checkpoints", job_id) is None
+    assert not _checkpoint_file(settings, job_id).exists()
 
 
 @pytest.mark.parametrize("content", [b'{"version": 1, "key": "abc", "do', b"\x00\xff garbage",
