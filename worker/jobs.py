@@ -272,7 +272,8 @@ def _execute(
 
     read_upload = _upload_reader(store, settings.max_model_bytes)
     caps = DataCaps(max_bytes=settings.max_data_bytes, max_samples=settings.max_data_samples)
-    checkpoint = StoreCheckpoint(store, job_id)  # every kind gets one; those that can resume (search) use it
+    # only a kind that can resume (search) gets a checkpoint; run_job's other kinds take None
+    checkpoint = StoreCheckpoint(store, job_id) if rec.kind in lifecycle.RESUMABLE_KINDS else None
     result, weights, png = run_job(request, progress=progress, allowed_roots=list(settings.allowed_roots),
                                    max_params=settings.max_params, model_file=read_upload, data_caps=caps,
                                    checkpoint=checkpoint)

@@ -20,7 +20,7 @@ and nothing else happens.
 Used by the API (cancel), the worker and the inline backend (start, finish, fail, cancel) and
 the reaper (requeue, fail).
 
-A transition into a final state (finished, failed, cancelled) also removes the job's search checkpoint
+A search job's transition into a final state (finished, failed, cancelled) also removes its checkpoint
 (artifact-store ref ``checkpoints/<job id>``, written by the worker while a search scans): the job will not run
 again, whoever ended it. A requeue keeps it, so that the next attempt resumes from it.
 """
@@ -40,6 +40,7 @@ log = logging.getLogger("initscore.lifecycle")
 Guard = Callable[[JobRecord], bool]
 ACTIVE: tuple[str, ...] = tuple(s for s in JOB_STATES if s not in FINAL_STATES)  # queued, running
 CHECKPOINTS = "checkpoints"  # artifact-store ref namespace of search checkpoints, one per job id
+RESUMABLE_KINDS = frozenset({"search"})  # the job kinds that keep a checkpoint (the only ones that can resume)
 
 
 def persist(store: ArtifactStore, rec: JobRecord, *, strict: bool = False) -> None:
@@ -79,7 +80,7 @@ def _transition(
     if new is None or not won:
         return None
     persist(store, new, strict=strict)
-    if new.status in FINAL_STATES:
+    if new.status in FINAL_STATES and new.kind in RESUMABLE_KINDS:
         clear_checkpoint(store, job_id)
     return new
 
@@ -200,4 +201,4 @@ def request_cancel(index: JobIndex, store: ArtifactStore, job_id: str) -> JobRec
     return index.update(job_id, mark)
 
 
-__all__ = ["ACTIVE", "CHECKPOINTS", "cancel", "clear_checkpoint", "fail", "finish", "persist", "request_cancel", "requeue", "start"]
+__all__ = ["ACTIVE", "CHECKPOINTS", "RESUMABLE_KINDS", "cancel", "clear_checkpoint", "fail", "finish", "persist", "request_cancel", "requeue", "start"]
