@@ -15,7 +15,7 @@ from fastapi import FastAPI
 
 from initscore.contract import ENGINE_VERSION
 from service.deps import AppContext, AsyncRecords, make_result_cache
-from service.metrics import ServiceMetrics
+from service.metrics import CountRejected, ServiceMetrics
 from service.problems import PROBLEM_JSON, install_handlers, problem_body
 from initscore.server.queue import Backend, make_backend
 from service import ui
@@ -145,5 +145,6 @@ def create_app(settings: Settings | None = None, backend: Backend | None = None)
 
     app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes,
                        raw={"/v1/models": (ONNX_TYPES, settings.max_model_bytes)})
-    app.add_middleware(jobs.JobReadFastPath)  # added last: the outermost of ours, ahead of routing (see its docstring)
+    app.add_middleware(jobs.JobReadFastPath)  # ahead of routing (see its docstring)
+    app.add_middleware(CountRejected, counter=ctx.metrics.rejected)  # added last: the outermost, sees every answer
     return app

@@ -1,8 +1,9 @@
-"""Prometheus metrics of the service: jobs by state, queue depth, workers, job duration, submissions.
+"""Prometheus metrics of the service: jobs by state, queue depth, workers, job duration, submissions, 4xx answers.
 
 State counts, queue depths and the duration histogram are read from the shared
 index at scrape time (the workers write the duration buckets into Redis), so one
-API replica reports the whole deployment.
+API replica reports the whole deployment. Submissions and 4xx answers (:class:`CountRejected`) are counted by
+this API process. Every figure is the deployment's, none is per tenant: /metrics needs an admin key.
 """
 from __future__ import annotations
 
@@ -51,6 +52,28 @@ class _IndexCollector(Collector):
             buckets.append(("+Inf", cum))
             h.add_metric([kind], buckets, sum_value=d.get("sum", 0.0))
         yield h
+
+
+class CountRejected:
+    """Pure ASGI middleware, the outermost of the app's: counts every 4xx answer by status in ``counter`` (the
+    ``initscore_requests_rejected`` counter), whichever part answered it -- request validation, a route's problem,
+    authentication, :class:`service.app.BodyGuard`, :class:`service.routes.jobs.JobReadFastPath`. The one place
+    they are counted."""
+
+    def __init__(self, app: Any, counter: Any) -> None:
+        self.app, self.counter = app, counter
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def counting_send(message: Any) -> None:
+            if message["type"] == "http.response.start" and 400 <= message["status"] < 500:
+                self.counter.labels(str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
 
 
 class ServiceMetrics:
