@@ -75,8 +75,6 @@ def proxies_cmd(
         return
     if arch is None:
         raise SpecError("--arch is required (or use --list)")
-    if batch_size < 2:
-        raise OptionsError(f"--batch-size must be >= 2, got {batch_size}")
     wanted = list(proxies.PROXIES) if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in wanted if n not in proxies.PROXIES]
     if unknown or not wanted:
