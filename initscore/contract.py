@@ -242,15 +242,17 @@ def request_problems(kind: str | None, data: DataRef | None, options: Any, *, n_
     the CLI and the API name the same field with the same message; the API also runs them on the parts of a
     body that broke the contract elsewhere (service/validation.py), to list every problem at once.
 
-    - score, batch, rectify and search: data.batch_size >= 2 (GradCosine compares pairs of samples);
+    - score, batch, rectify and search: data.batch_size >= 2 (GradCosine compares pairs of samples; a search's
+      proxies compare samples too);
     - score and batch in batch mode: options.sub_batches <= data.batch_size;
     - batch: top_k <= the number of models; rank_by is "ensemble", a name of RANK_BUILTINS or a proxy listed
       in options.proxies.
     """
     out: list[tuple[Loc, str, Any]] = []
     if data is not None and kind in ("score", "batch", "rectify", "search") and data.batch_size < 2:
-        out.append((("data", "batch_size"), "GradCosine compares at least 2 samples; use batch_size >= 2",
-                    data.batch_size))
+        why = ("the proxies compare samples (ZiCo splits the batch in two, naswot and jacob_cov compare pairs)"
+               if kind == "search" else "GradCosine compares at least 2 samples")
+        out.append((("data", "batch_size"), f"{why}; use batch_size >= 2", data.batch_size))
     if isinstance(options, ScoreOptions) and data is not None and options.mode == "batch" \
             and options.sub_batches > data.batch_size:
         out.append((("options", "sub_batches"), f"sub_batches {options.sub_batches} exceeds data.batch_size "

@@ -195,8 +195,6 @@ def search_cmd(
 
     if (space is None) == (cells is None):
         raise OptionsError("give exactly one of --space nb201 or --cells FILE")
-    if batch_size < 2:
-        raise OptionsError(f"--batch-size must be >= 2, got {batch_size}")
     specs = _read_cells(cells) if cells is not None else None
     request = search_request(specs=specs, space=space, n=n, sample_seed=sample_seed, k=k, proxy=proxy, data=data,
                              root=root, batch_size=batch_size, fresh_batch=fresh_batch, seed=seed,

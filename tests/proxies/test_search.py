@@ -161,6 +161,10 @@ def test_search_cli_bad_input_is_one_line(tmp_path) -> None:
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "line 2" in r.stderr
     r = run_cli("--space", "nb201", "--n", "2", "--data", "cifar10", "--root", str(tmp_path / "nowhere"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1
+    r = run_cli("--space", "nb201", "--n", "3", "--k", "1", "--data", "synthetic", "--batch-size", "1")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [  # the contract's rule, named by its flag
+        "error: --batch-size: the proxies compare samples (ZiCo splits the batch in two, naswot and jacob_cov "
+        "compare pairs); use batch_size >= 2"], r.stderr
 
 
 def _interrupted(specs, x, k, proxy, checkpoint, after: int) -> None:

@@ -31,6 +31,11 @@ CASES = {
     "rectify on one sample": (
         {"kind": "rectify", "model": MLP, "data": {**DATA, "batch_size": 1}, "options": {"iters": 1}},
         "data.batch_size", PAIRS, None),
+    "search on one sample": (
+        {"kind": "search", "cells": ["|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"],
+         "k": 1, "data": {"kind": "synthetic", "shape": [3, 32, 32], "num_classes": 10, "batch_size": 1}},
+        "data.batch_size", "the proxies compare samples (ZiCo splits the batch in two, naswot and jacob_cov compare "
+                           "pairs); use batch_size >= 2", None),
     "top_k over the models": (
         {"kind": "batch", "models": [MLP, MLP], "data": {**DATA, "batch_size": 8}, "top_k": 3},
         "top_k", "top_k 3 is larger than the 2 models", None),
