@@ -37,17 +37,17 @@ _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 def units(net: nn.Module) -> dict[str, nn.Module]:
     """The outermost non-container modules that have children (the network itself excluded)."""
     out: dict[str, nn.Module] = {}
-
-    def walk(prefix: str, m: nn.Module) -> None:
+    stack: list[tuple[str, nn.Module]] = [("", net)]  # iterative: a recursive closure would make the copy cyclic
+    while stack:
+        prefix, m = stack.pop()
         for name, child in m.named_children():
             full = f"{prefix}{name}"
-            composite = any(True for _ in child.children())
-            if composite and not isinstance(child, _CONTAINERS):
+            if not any(True for _ in child.children()):
+                continue
+            if isinstance(child, _CONTAINERS):
+                stack.append((full + ".", child))
+            else:
                 out[full] = child
-            elif composite:
-                walk(full + ".", child)
-
-    walk("", net)
     return out
 
 

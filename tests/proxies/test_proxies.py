@@ -377,7 +377,7 @@ def _cyclic_garbage(fn) -> list:
             gc.enable()
 
 
-@pytest.mark.parametrize("names", [["synflow"], ["flops"], ["zen"], ["grad_norm", "snip", "grasp", "fisher", "jacob_cov", "naswot"]])
+@pytest.mark.parametrize("names", [["synflow"], ["flops"], ["zen"], ["identity_gain"], ["grad_norm", "snip", "grasp", "fisher", "jacob_cov", "naswot"]])
 def test_proxy_copies_are_freed_by_reference_counting(names: list[str]) -> None:
     """compute_many no longer runs a full gc.collect() (~80 ms) per call: its copies must not sit in cycles.
     (A recursive closure in bn.tree_copy made every copy, with its tensors, cyclic garbage.)"""
