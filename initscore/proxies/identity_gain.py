@@ -52,18 +52,19 @@ def units(net: nn.Module) -> dict[str, nn.Module]:
 
 
 def blocks(net: nn.Module, x1: torch.Tensor) -> list[str]:
-    """Names of the units that map one tensor to a tensor of the same shape (one eval-mode sample)."""
+    """Names of the units called with one tensor (no keyword arguments) that return a tensor of its shape (one
+    eval-mode sample)."""
     cands = units(net)
     same: set[str] = set()
 
     def hook(name: str):
-        def fn(m, args, out):
-            if len(args) == 1 and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor) \
+        def fn(m, args, kwargs, out):
+            if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor) \
                     and args[0].shape == out.shape:
                 same.add(name)
         return fn
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in cands.items()]
+    handles = [m.register_forward_hook(hook(n), with_kwargs=True) for n, m in cands.items()]
     was_training = net.training
     try:
         net.eval()
