@@ -1,5 +1,8 @@
 """Why a zero-cost score that ranks NAS-Bench-201 well does not pick better cells than #params at best-of-N.
 
+The scores here are those before identity_gain: `ensemble` in this file is the four-input ensemble shipped until the
+pre-registered test of bench/nb201_preregistered.py added identity_gain (the cause found in section 2 led to it).
+
     .venv/bin/python bench/nb201_search_cause.py bench/results/nb201_cache_s4242.jsonl
 
 Reads the per-cell cache of bench/nb201_ranking.py (no scoring) and the CIFAR-10 200-epoch test accuracies, splits
@@ -47,7 +50,7 @@ PROXIES = ["params", "synflow", "meco", "meco_opt", "swap", "zico", "naswot", "j
            "az_expressivity", "az_progressivity", "az_trainability", "snip", "grad_norm"]
 # name -> ("z", inputs): calibrated z-score sum; ("rank", inputs): AZ-NAS rank aggregation over the draw
 CANDIDATES = {
-    "ensemble (current)": ("z", ENS),
+    "ensemble4 (no identity_gain)": ("z", ENS),
     "ensemble + log flops": ("z", ENS + ["flops"]),
     "ensemble + log params": ("z", ENS + ["params"]),
     "rank(ensemble inputs)": ("rank", ENS),
@@ -191,7 +194,7 @@ def main() -> None:
             full = zsum(cols, inputs, calib) if kind == "z" else rank_agg(cols, inputs, np.arange(len(acc)))
             picks = np.array([acc[d][np.argmax(full[d] if kind == "z" else rank_agg(cols, inputs, d))] for d in drs])
             res[(split, name)] = (picks, float(spearmanr(full, acc).statistic))
-    base = res[("cal", "ensemble (current)")][0]
+    base = res[("cal", "ensemble4 (no identity_gain)")][0]
     for name in CANDIDATES:
         pc, rc = res[("cal", name)]
         ph, rh = res[("held", name)]

@@ -10,18 +10,21 @@ AZ-NAS it punishes an architecture that is bad in ANY input (log Phi -> -inf) mo
 rewards one that is very good in one, and, unlike a rank over the request, one architecture's
 score needs no other architecture (deterministic per spec, streamable).
 
-Zero-cost in the honest sense: no predictor is trained on accuracies. The inputs and their
-(mean, std) -- two constants per input, eight in all -- were chosen and fitted by
-bench/fit_ensemble.py on CALIBRATION_SOURCE's 200 cells only, which are disjoint from every cell
-the benchmark reports (docs/nas.md). The inputs need one forward each and no backward pass:
-synflow (|W| network), meco and meco_opt (one sample), swap (16 samples).
+Zero-cost in the honest sense: no predictor is trained on accuracies. Two constants per input, ten in
+all, each input's (mean, std) on CALIBRATION_SOURCE's 200 cells only, which are disjoint from every cell
+the benchmark reports (docs/nas.md). Four inputs measure capacity (synflow, meco, meco_opt, swap: chosen
+by bench/fit_ensemble.py on those cells); identity_gain detects direct input-to-output paths, which
+those four score lower (a skip edge replaces a convolution). It was added by a test pre-registered in
+bench/results/nb201_fresh_preregistration.md and passed on 2,000 cells scored after the rule was fixed.
+The inputs need forward passes only, no backward pass: synflow (|W| network), meco and meco_opt (one
+sample), swap (16 samples), identity_gain (three forwards of 4 samples).
 """
 from __future__ import annotations
 
 import math
 from typing import Mapping
 
-INPUTS: tuple[str, ...] = ("synflow", "meco", "meco_opt", "swap")
+INPUTS: tuple[str, ...] = ("synflow", "meco", "meco_opt", "swap", "identity_gain")
 LOG_INPUTS = frozenset({"synflow", "flops", "params", "grad_norm", "snip", "swap", "l2_norm", "zico"})
 # name -> (mean, std) of the transformed value on the 200 calibration cells
 CALIBRATION: dict[str, tuple[float, float]] = {
@@ -29,13 +32,16 @@ CALIBRATION: dict[str, tuple[float, float]] = {
     "meco": (12.184949657076112, 12.352643803992146),
     "meco_opt": (311.4840756468963, 214.99689727187635),
     "swap": (4.596843961638811, 0.2386474285222231),
+    "identity_gain": (0.2804850293104399, 0.4603431363365663),
 }
 CALIBRATION_SOURCE = (
     "bench/fit_ensemble.py --budget 0.5 --candidates params,flops,synflow,meco,meco_opt,swap,l2_norm,naswot on "
     "positions 300:500 of random.Random(4242).sample(range(15625), 1200) (NAS-Bench-201, official model, one CIFAR-10 "
     "train batch of 64, seed 0); the benchmark reports positions 0:300 and 500:1200 only. Candidates: the proxies "
     "that need no backward pass and run on any Conv/ReLU network (so the service's default works for every model "
-    "family); best subset by Spearman rho on those 200 cells within 0.5 s per cell"
+    "family); best subset by Spearman rho on those 200 cells within 0.5 s per cell. identity_gain: its mean/std on "
+    "the same cells (195 scored; bench/results/nb201_identity_gain_s4242.jsonl), added by the pre-registered test "
+    "bench/nb201_preregistered.py"
 )
 
 

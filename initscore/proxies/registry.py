@@ -137,5 +137,5 @@ register("az_trainability", "mean over blocks of 2 - s - 1/s, s the top singular
          "Lee & Ham CVPR 2024 (AZ-NAS) s^T", ("block_features",), "az_nas")
 register("identity_gain", "min over the outermost shape-preserving blocks of tr(J)/n, J the block's input-output Jacobian at init (Hutchinson, one probe; 0 without such blocks): 1 per identity path, ~0 for random convolutions; a member of ensemble, negative alone",
          "this project (initscore.proxies.identity_gain)", ("block_jacobian_trace",), "identity_gain")
-register("ensemble", "recommended score: sum of log Phi(z) over the calibrated z-scores of log10 synflow, meco, meco_opt and log10 swap (AZ-NAS's log-rank aggregation with each rank/N replaced by a normal CDF fixed on 200 separate calibration cells; docs/nas.md)",
+register("ensemble", "recommended score: sum of log Phi(z) over the calibrated z-scores of log10 synflow, meco, meco_opt, log10 swap and identity_gain (AZ-NAS's log-rank aggregation with each rank/N replaced by a normal CDF fixed on 200 separate calibration cells; docs/nas.md)",
          "this project (initscore.proxies.ensemble)", ("other_proxies",), "combined")
