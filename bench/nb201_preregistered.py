@@ -11,7 +11,8 @@ mean/std of the calibration cells, positions 300:500; t = log10 for synflow and 
     ensemble + az_trainability   = ensemble + log Phi(z_az_trainability)
     ensemble + identity_gain     = ensemble + log Phi(z_identity_gain)
 
-For each, on the fresh cells: Spearman rho and Kendall tau; best-of-100 over 10 disjoint trials (the first 1,000
+(`ensemble` here is the four-input score the pre-registration names; `ensemble + identity_gain` passed and is
+the shipped `ensemble` since.) For each, on the fresh cells: Spearman rho and Kendall tau; best-of-100 over 10 disjoint trials (the first 1,000
 fresh positions, blocks of 100 in position order) and over --draws seeded overlapping draws of all fresh cells,
 with the paired difference to ensemble and to params (mean and two standard errors, treating the overlapping
 draws as independent, which is optimistic); best-of-1,000 over --draws overlapping draws of the fresh cells and of
