@@ -9,8 +9,8 @@ SAMPLES (4) samples of the batch, in no-grad forwards of an independent copy in 
 normalizes with those samples, and J_b includes that coupling). The blocks are the units of the network: the
 modules that have children and are not containers (Sequential, ModuleList, ModuleDict), with no such unit above
 them -- the cells and reduction blocks of a NAS-Bench-201 network, the residual blocks of a ResNet -- of which
-those that return a tensor of their input's shape count (found by a forward of one sample in eval mode). A model
-with no such block has no identity path and scores 0.
+those called with one tensor that return a tensor of its shape count (seen in the same forward). A model with no
+such block has no identity path and scores 0.
 
 What it sees: an identity edge from a block's input to its output adds exactly 1 to tr(J)/n (each further
 all-identity path adds 1 more); an average-pooling edge adds its kernel's centre weight (1/9 for 3x3); a branch of
@@ -51,53 +51,48 @@ def units(net: nn.Module) -> dict[str, nn.Module]:
     return out
 
 
-def blocks(net: nn.Module, x1: torch.Tensor) -> list[str]:
-    """Names of the units called with one tensor (no keyword arguments) that return a tensor of its shape (one
-    eval-mode sample)."""
-    cands = units(net)
-    same: set[str] = set()
+def _unit_calls(net: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, torch.Tensor]]:
+    """(name, unit, input) of every call of a unit with one tensor and no keyword arguments that returned a tensor
+    of its input's shape, in call order: one no-grad forward of ``x`` in the network's current mode."""
+    calls: list[tuple[str, nn.Module, torch.Tensor]] = []
 
     def hook(name: str):
         def fn(m, args, kwargs, out):
             if len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor) \
                     and args[0].shape == out.shape:
-                same.add(name)
+                calls.append((name, m, args[0].detach()))
         return fn
 
-    handles = [m.register_forward_hook(hook(n), with_kwargs=True) for n, m in cands.items()]
-    was_training = net.training
+    handles = [m.register_forward_hook(hook(n), with_kwargs=True) for n, m in units(net).items()]
     try:
-        net.eval()
-        with torch.no_grad():
-            net(x1)
-    finally:
-        net.train(was_training)
-        for h in handles:
-            h.remove()
-    return [n for n in cands if n in same]
-
-
-def identity_gain(model: nn.Module, x: torch.Tensor) -> float:
-    net = independent_copy(model)
-    x = x[:SAMPLES]
-    names = blocks(net, x[:1])
-    if not names:
-        return 0.0
-    mods = dict(net.named_modules())
-    inputs: list[tuple[nn.Module, torch.Tensor]] = []
-    handles = [mods[n].register_forward_hook(lambda m, args, out: inputs.append((m, args[0].detach())))
-               for n in names]
-    try:
-        net.train()
         with torch.no_grad():
             net(x)
     finally:
         for h in handles:
             h.remove()
+    return calls
+
+
+def blocks(net: nn.Module, x1: torch.Tensor) -> list[str]:
+    """Names of the units that count (see :func:`_unit_calls`), found on one eval-mode sample."""
+    was_training = net.training
+    try:
+        net.eval()
+        seen = {name for name, _, _ in _unit_calls(net, x1)}
+    finally:
+        net.train(was_training)
+    return [n for n in units(net) if n in seen]
+
+
+def identity_gain(model: nn.Module, x: torch.Tensor) -> float:
+    net = independent_copy(model).train()
+    calls = _unit_calls(net, x[:SAMPLES])
+    if not calls:
+        return 0.0
     gen = torch.Generator(device=x.device).manual_seed(0)
     gains: list[float] = []
     with torch.no_grad():
-        for m, xb in inputs:
+        for _, m, xb in calls:
             v = torch.randint(0, 2, xb.shape, generator=gen, device=xb.device).to(xb.dtype) * 2 - 1
             e = EPS * float(xb.double().pow(2).mean().sqrt()) or EPS
             diff = m(xb + e * v).double() - m(xb - e * v).double()
