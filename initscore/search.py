@@ -40,12 +40,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from initscore.contract import SEARCH_SET_LEVEL
+from initscore.contract import NB201_CELLS, SEARCH_SET_LEVEL
 from initscore.errors import OptionsError
 from initscore.files import write_atomically
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-NB201_SIZE = 5 ** 6
+NB201_SIZE = NB201_CELLS  # declared once, in the contract (its sample.n bound)
 SET_LEVEL = SEARCH_SET_LEVEL
 MAX_REASONS = 20
 CHECKPOINT_EVERY_CELLS = 25
