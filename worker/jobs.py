@@ -233,9 +233,6 @@ def _upload_reader(store: ArtifactStore, cap: int) -> Callable[[str], bytes]:
     return read
 
 
-CHECKPOINTS = lifecycle.CHECKPOINTS  # artifact-store ref namespace of search checkpoints, one per job id
-
-
 class StoreCheckpoint:
     """A search job's checkpoint as the artifact-store ref ``checkpoints/<job id>`` (written atomically by the store);
     shared by every attempt of the job. An unreadable checkpoint is ignored with a warning; a failing save is
@@ -247,7 +244,7 @@ class StoreCheckpoint:
 
     def load(self) -> dict[str, Any] | None:
         try:
-            doc = self.store.get_ref(CHECKPOINTS, self.job_id)
+            doc = self.store.get_ref(lifecycle.CHECKPOINTS, self.job_id)
         except StoreError as exc:
             log.warning("job %s: search checkpoint unreadable (%s); starting over", self.job_id, exc)
             return None
@@ -257,7 +254,7 @@ class StoreCheckpoint:
 
     def save(self, state: dict[str, Any]) -> None:
         try:
-            self.store.put_ref(CHECKPOINTS, self.job_id, state)
+            self.store.put_ref(lifecycle.CHECKPOINTS, self.job_id, state)
         except (StoreError, ValueError) as exc:
             log.warning("job %s: search checkpoint not saved: %s", self.job_id, exc)
 
