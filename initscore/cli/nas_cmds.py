@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import typer
 
-from initscore.errors import DataError, OptionsError, SpecError
+from initscore.errors import OptionsError, SpecError
 
 
 def _spec(arch: str, args: str, cell: str | None) -> dict[str, Any]:
@@ -41,14 +41,7 @@ def _data_ref(spec: dict[str, Any], data: str, root: str | None, batch_size: int
     ref = engine_ref(spec, data, root, "train", batch_size, seed, None if data == "synthetic" else max(batch_size, 1024))
     if fresh:
         ref["fresh_per_arch"] = True
-    try:
-        validate_ref(ref)  # parses and checks the root exists, without reading data or importing torch
-    except DataError:
-        raise
-    except Exception as exc:  # pydantic ValidationError -> one line
-        errs = getattr(exc, "errors", lambda: [])()
-        msg = errs[0].get("msg") if errs else str(exc).splitlines()[0]
-        raise DataError(f"bad data reference: {msg}") from None
+    validate_ref(ref)  # parses (a bad field is a one-line DataError naming it) and checks the root exists, torch-free
     return ref
 
 
