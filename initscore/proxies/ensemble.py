@@ -14,8 +14,8 @@ Zero-cost in the honest sense: no predictor is trained on accuracies. Two consta
 all, each input's (mean, std) on CALIBRATION_SOURCE's 200 cells only, which are disjoint from every cell
 the benchmark reports (docs/nas.md). Four inputs measure capacity (synflow, meco, meco_opt, swap: chosen
 by bench/fit_ensemble.py on those cells); identity_gain detects direct input-to-output paths, which
-those four score lower (a skip edge replaces a convolution). It was added by a test pre-registered in
-bench/results/nb201_fresh_preregistration.md and passed on 2,000 cells scored after the rule was fixed.
+those four score lower (a skip edge replaces a convolution); the test that decided it is fixed in
+bench/results/nb201_fresh_preregistration.md, its figures are in docs/nas.md.
 The inputs need forward passes only, no backward pass: synflow (|W| network), meco and meco_opt (one
 sample), swap (16 samples), identity_gain (three forwards of 4 samples).
 """
